@@ -1,0 +1,51 @@
+"""zeroforge: develop and fine-tune large models from zero.
+
+The public API is imported lazily so ``import zeroforge`` stays fast (torch loads on first use)::
+
+    import zeroforge as zf
+    model = zf.create_model("gpt-char-small")
+    run_dir = zf.pretrain("recipes/gpt-char-shakespeare.yaml")
+    print(zf.generate(run_dir, None, "ROMEO:", max_new_tokens=100))
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> "module:attribute"
+_API = {
+    "create_model": "zeroforge.registry:create_model",
+    "list_models": "zeroforge.registry:list_models",
+    "register_model": "zeroforge.registry:register_model",
+    "load_recipe": "zeroforge.config:load_recipe",
+    "pretrain": "zeroforge.train.loop:pretrain",
+    "train": "zeroforge.train.loop:train",
+    "prepare": "zeroforge.data.text:prepare",
+    "generate": "zeroforge.generation:generate",
+    "evaluate": "zeroforge.eval.evaluate:evaluate",
+    "load_run": "zeroforge.train.checkpoint:load_run",
+    "ModelOutput": "zeroforge.models.output:ModelOutput",
+    "ZeroforgeError": "zeroforge.errors:ZeroforgeError",
+    "datasets": "zeroforge.datasets:",
+    "tokenizers": "zeroforge.tokenizers:",
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    target = _API.get(name)
+    if target is None:
+        raise AttributeError(f"module 'zeroforge' has no attribute {name!r}")
+    module_name, _, attr = target.partition(":")
+    module = importlib.import_module(module_name)
+    value = getattr(module, attr) if attr else module
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)
