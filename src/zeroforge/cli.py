@@ -1,0 +1,157 @@
+"""The ``zeroforge`` command: each subcommand is a thin front on a plain Python function.
+
+    zeroforge prepare  --input shakespeare --tokenizer char
+    zeroforge pretrain --config recipes/gpt-char-shakespeare.yaml train.max_minutes=2
+    zeroforge generate runs/gpt-char-shakespeare --prompt "ROMEO:"
+    zeroforge evaluate runs/gpt-char-shakespeare
+
+User errors (``ZeroforgeError``) print one line and exit 2; nothing is left looking complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable
+
+from zeroforge.errors import ZeroforgeError
+
+# Modules that add their own subcommands with ``add_cli(subparsers)``.
+_PLUGINS = ["zeroforge.data.clean"]
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from zeroforge.data.text import prepare
+
+    out = prepare(
+        args.input, args.out, tokenizer=args.tokenizer, vocab_size=args.vocab_size, val_fraction=args.val_fraction
+    )
+    print(out)
+    return 0
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from zeroforge.train.loop import pretrain
+
+    run_dir = pretrain(args.config, args.overrides)
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from zeroforge.generation import generate
+    from zeroforge.train.checkpoint import load_run
+
+    model, tokenizer = load_run(args.model)
+    for i, prompt in enumerate(args.prompt or [""]):
+        if i:
+            print("\n" + "-" * 40)
+        sys.stdout.write(prompt)
+        sys.stdout.flush()
+        generate(
+            model,
+            tokenizer,
+            prompt,
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            stop=args.stop,
+            seed=args.seed,
+            stream=lambda piece: (sys.stdout.write(piece), sys.stdout.flush()),
+        )
+    print()
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from zeroforge.eval.evaluate import evaluate
+
+    metrics = evaluate(args.run_dir, args.data, split=args.split, batch_size=args.batch_size)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from zeroforge.registry import list_models
+
+    print("\n".join(list_models()))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from zeroforge.demo import run_demo
+
+    run_demo(minutes=args.minutes)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zeroforge", description="Develop and fine-tune large models from zero.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("prepare", _cmd_prepare, "tokenize a corpus into train/val token files")
+    p.add_argument("--input", required=True, help="dataset name (e.g. shakespeare), text file or folder")
+    p.add_argument("--out", default=None, help="output folder (default: the cache)")
+    p.add_argument("--tokenizer", default="char", choices=["char", "bpe", "gpt2"])
+    p.add_argument("--vocab-size", type=int, default=4096, help="BPE vocabulary size")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="last fraction of the text kept for validation")
+
+    p = add("pretrain", _cmd_pretrain, "pretrain a model from a YAML recipe")
+    p.add_argument("--config", default=None, help="recipe YAML (default: the built-in small GPT on Shakespeare)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-4 model.n_layer=6")
+
+    p = add("generate", _cmd_generate, "sample text from a trained model, streamed to stdout")
+    p.add_argument("model", help="run directory")
+    p.add_argument("--prompt", action="append", help="prompt (repeat for several)")
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
+    p.add_argument("--seed", type=int, default=None)
+
+    p = add("evaluate", _cmd_evaluate, "validation loss and perplexity of a run -> metrics.json")
+    p.add_argument("run_dir")
+    p.add_argument("--data", default=None, help="prepared data dir or dataset (default: the run's own)")
+    p.add_argument("--split", default="val", choices=["train", "val"])
+    p.add_argument("--batch-size", type=int, default=16)
+
+    add("models", _cmd_models, "list model families and presets")
+
+    p = add("demo", _cmd_demo, "prepare Shakespeare, pretrain a small GPT for a few minutes, sample from it")
+    p.add_argument("--minutes", type=float, default=2.5)
+
+    for module in _PLUGINS:
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        if hasattr(mod, "add_cli"):
+            mod.add_cli(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ZeroforgeError as err:
+        print(f"zeroforge {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"zeroforge {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,214 @@
+"""Run directories and checkpoints: atomic, pickle-free, exactly resumable.
+
+A run directory::
+
+    runs/<name>/
+      config.json  model.safetensors  <tokenizer files>  run.yaml     the final model (HF-style layout)
+      trainer_state.json  trainer_state.safetensors                  optimizer, RNG, data position, step
+      metrics.csv  loss.png                                          the curves
+      checkpoints/step-000500/ ...  checkpoints/latest               intermediate checkpoints
+      COMPLETE                                                       written last
+
+Each checkpoint is written whole into ``checkpoints/.tmp-*`` and renamed, so a kill never leaves a
+broken one; the final files are hard-linked from the last checkpoint, one atomic rename each, and
+``COMPLETE`` marks the end. Trainer state is split into tensors (safetensors) and everything else
+(JSON); nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, load_model, save_file, save_model
+from torch import nn
+
+from zeroforge.errors import DataError
+from zeroforge.io import atomic_write_json, atomic_write_text
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+STATE_JSON = "trainer_state.json"
+STATE_TENSORS = "trainer_state.safetensors"
+COMPLETE = "COMPLETE"
+LATEST = "latest"
+
+# ----------------------------------------------------------------------------- state <-> (tensors, JSON)
+
+
+def flatten_state(obj: Any, tensors: dict[str, torch.Tensor], path: str = "s") -> Any:
+    """Replace every tensor in a nested state by a reference; dict keys keep their types (int stays int)."""
+    if isinstance(obj, torch.Tensor):
+        tensors[path] = obj.detach().cpu().contiguous()
+        return {"__tensor__": path}
+    if isinstance(obj, dict):
+        return {"__dict__": [[k, flatten_state(v, tensors, f"{path}.{k}")] for k, v in obj.items()]}
+    if isinstance(obj, list | tuple):
+        items = [flatten_state(v, tensors, f"{path}.{i}") for i, v in enumerate(obj)]
+        return {"__tuple__": items} if isinstance(obj, tuple) else items
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    raise TypeError(f"cannot store {type(obj).__name__} in trainer state at {path}")
+
+
+def unflatten_state(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__dict__" in obj:
+            return {k: unflatten_state(v, tensors) for k, v in obj["__dict__"]}
+        if "__tuple__" in obj:
+            return tuple(unflatten_state(v, tensors) for v in obj["__tuple__"])
+    if isinstance(obj, list):
+        return [unflatten_state(v, tensors) for v in obj]
+    return obj
+
+
+# ----------------------------------------------------------------------------- model files
+
+
+def save_model_files(directory: Path, model: nn.Module, tokenizer: Any | None) -> None:
+    """config.json (family + typed config), model.safetensors (tied weights stored once), tokenizer."""
+    from zeroforge.registry import config_to_dict, family_for_model
+
+    family = family_for_model(model)
+    config = {"zeroforge_family": family.name, **config_to_dict(model.config)}
+    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    save_model(model, str(directory / WEIGHTS_FILE))
+    if tokenizer is not None:
+        tokenizer.save(directory)
+
+
+def load_model_files(directory: str | os.PathLike[str], device: str | torch.device = "cpu") -> nn.Module:
+    from zeroforge.registry import create_model
+
+    directory = Path(directory)
+    config_path = directory / CONFIG_FILE
+    if not config_path.is_file():
+        raise DataError(f"{config_path}: missing (not a zeroforge run or model directory)")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{config_path}: not valid JSON ({err})") from None
+    family = config.pop("zeroforge_family", None)
+    if family is None:
+        raise DataError(f"{config_path}: no 'zeroforge_family' key (is this a zeroforge directory?)")
+    model = create_model(family, **config)
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise DataError(f"{weights}: missing")
+    try:
+        missing, unexpected = load_model(model, str(weights), strict=False, device=str(device))
+    except (SafetensorError, OSError, RuntimeError) as err:
+        raise DataError(f"{weights}: cannot load ({str(err).splitlines()[0]})") from None
+    if missing or unexpected:
+        what = f"missing tensor {missing[0]}" if missing else f"unexpected tensor {unexpected[0]}"
+        raise DataError(f"{weights}: {what}")
+    return model.to(device)
+
+
+def load_run(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[nn.Module, Any]:
+    """``(model, tokenizer)`` from a run directory (its final model, else its latest checkpoint)."""
+    from zeroforge.tokenizers import load_tokenizer
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such run directory")
+    if not (path / WEIGHTS_FILE).is_file():
+        latest = latest_checkpoint(path)
+        if latest is None:
+            raise DataError(f"{path}: neither {WEIGHTS_FILE} nor a checkpoint found")
+        path = latest
+    model = load_model_files(path, device)
+    model.eval()
+    return model, load_tokenizer(path)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def checkpoints_dir(run_dir: Path) -> Path:
+    return run_dir / "checkpoints"
+
+
+def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
+    pointer = checkpoints_dir(Path(run_dir)) / LATEST
+    if not pointer.is_file():
+        return None
+    path = checkpoints_dir(Path(run_dir)) / pointer.read_text(encoding="utf-8").strip()
+    return path if (path / STATE_JSON).is_file() else None
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model: nn.Module,
+    tokenizer: Any | None,
+    recipe: dict[str, Any] | None,
+    trainer_state: dict[str, Any],
+    keep: int = 2,
+) -> Path:
+    """Write ``checkpoints/step-NNNNNN`` via a temp dir + rename; point ``latest`` at it; prune old ones."""
+    import yaml
+
+    root = checkpoints_dir(run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
+    try:
+        save_model_files(tmp, model, tokenizer)
+        if recipe is not None:
+            (tmp / "run.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+        tensors: dict[str, torch.Tensor] = {}
+        tree = flatten_state(trainer_state, tensors)
+        save_file(tensors, str(tmp / STATE_TENSORS))
+        (tmp / STATE_JSON).write_text(json.dumps(tree) + "\n", encoding="utf-8")
+        final = root / f"step-{step:06d}"
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    atomic_write_text(root / LATEST, final.name + "\n")
+    steps = sorted(p for p in root.glob("step-*") if p.is_dir())
+    for old in steps[:-keep] if keep > 0 else []:
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_trainer_state(checkpoint: Path) -> dict[str, Any]:
+    try:
+        tree = json.loads((checkpoint / STATE_JSON).read_text(encoding="utf-8"))
+        tensors = load_file(str(checkpoint / STATE_TENSORS))
+    except (OSError, json.JSONDecodeError, SafetensorError) as err:
+        raise DataError(f"{checkpoint}: unreadable trainer state ({str(err).splitlines()[0]})") from None
+    return unflatten_state(tree, tensors)
+
+
+def publish_final(run_dir: Path, checkpoint: Path) -> None:
+    """Expose the last checkpoint's files at the top of the run dir (hard links, atomic renames)."""
+    for src in sorted(checkpoint.iterdir()):
+        if not src.is_file():
+            continue
+        tmp = run_dir / f".{src.name}.tmp"
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copy2(src, tmp)
+        os.replace(tmp, run_dir / src.name)
+
+
+def mark_complete(run_dir: Path, summary: dict[str, Any]) -> None:
+    atomic_write_json(run_dir / COMPLETE, summary)
+
+
+def is_complete(run_dir: Path) -> bool:
+    return (run_dir / COMPLETE).is_file()

@@ -1,0 +1,492 @@
+"""The one training loop, for every model from linear regression to GPT.
+
+A model returns ``ModelOutput(loss=...)`` for a batch dict; this loop owns everything else:
+optimizer and schedule, precision, gradient accumulation and clipping, periodic evaluation, early
+stopping, checkpoints and exact resume, the time budget, progress, metrics.csv and plots. It is
+written as one function on purpose (nanoGPT's train.py, without a callback framework).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import math
+import os
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from zeroforge.config import Recipe, TrainArgs, load_recipe
+from zeroforge.errors import ConfigError
+from zeroforge.io import atomic_write_text
+from zeroforge.models.output import ModelOutput
+from zeroforge.train import checkpoint as ckpt
+from zeroforge.train.optim import build_optimizer, learning_rate, set_learning_rate
+
+
+class BatchSource(Protocol):
+    """Where training batches come from; its state is saved so a resumed run sees the same batches."""
+
+    def next_batch(self) -> dict[str, torch.Tensor]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path | None
+    step: int
+    stopped_by: str
+    elapsed_s: float
+    train_loss: float | None = None
+    val_loss: float | None = None
+    best_val_loss: float | None = None
+    val_metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+
+class MetricMeter:
+    """Averages the loss and ``ModelOutput.metrics``: scalars by batch, (num, den) pairs exactly."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, list[float]] = {}
+
+    def add(self, loss: float | None, metrics: dict[str, Any]) -> None:
+        if loss is not None:
+            self._add("loss", loss, 1.0)
+        for name, value in metrics.items():
+            if isinstance(value, tuple):
+                self._add(name, float(value[0]), float(value[1]))
+            else:
+                self._add(name, float(value), 1.0)
+
+    def _add(self, name: str, num: float, den: float) -> None:
+        acc = self.sums.setdefault(name, [0.0, 0.0])
+        acc[0] += num
+        acc[1] += den
+
+    def compute(self) -> dict[str, float]:
+        return {k: (n / d if d else float("nan")) for k, (n, d) in self.sums.items()}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"train.device: unknown device {name!r} (expected auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device: {name} requested but CUDA is not available")
+    return device
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for plain fp32.
+
+    ``auto`` picks bf16 where the hardware runs it natively and faster than fp32: CUDA GPUs with bf16,
+    and CPUs with AMX tiles. On other CPUs bf16 matmuls are emulated or barely faster, so fp32 stays.
+    """
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if _cpu_has_amx() else None
+
+
+def _cpu_has_amx() -> bool:
+    try:
+        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+def batch_size_of(batch: dict[str, Any]) -> tuple[int, str]:
+    """Throughput unit: tokens when the batch has input_ids, else samples."""
+    if "input_ids" in batch:
+        return batch["input_ids"].numel(), "tokens"
+    first = next(v for v in batch.values() if isinstance(v, torch.Tensor))
+    return first.shape[0], "samples"
+
+
+def rank_and_world() -> tuple[int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": repr(random.getstate())}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    import ast
+
+    torch.set_rng_state(state["torch"])
+    random.setstate(ast.literal_eval(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@torch.no_grad()
+def evaluate_batches(
+    model: nn.Module, batches: Iterable[dict[str, Any]], device: torch.device, dtype: torch.dtype | None = None
+) -> dict[str, float]:
+    """Mean loss and metrics of ``model`` over ``batches`` (model left in eval mode's caller state)."""
+    was_training = model.training
+    model.eval()
+    meter = MetricMeter()
+    for batch in batches:
+        with autocast(device, dtype):
+            out: ModelOutput = model(**to_device(batch, device))
+        meter.add(None if out.loss is None else out.loss.item(), out.metrics)
+    model.train(was_training)
+    return meter.compute()
+
+
+def write_metrics_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _fmt(v) for k, v in row.items()})
+    atomic_write_text(path, buf.getvalue())
+
+
+def _fmt(value: Any) -> Any:
+    return f"{value:.6g}" if isinstance(value, float) else value
+
+
+def read_metrics_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    with path.open(encoding="utf-8", newline="") as f:
+        return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _parse(value: str) -> Any:
+    if value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        try:
+            return float(value)
+        except ValueError:
+            return value
+
+
+def plot_curves(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+    try:
+        from zeroforge.eval.plots import plot_training_curves
+    except ImportError:  # plots are a nicety; never fail a run over them
+        return
+    plot_training_curves(rows, run_dir / "loss.png", title=run_dir.name)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def train(
+    model: nn.Module,
+    train_data: BatchSource,
+    args: TrainArgs,
+    *,
+    val_batches: list[dict[str, Any]] | None = None,
+    run_dir: str | os.PathLike[str] | None = None,
+    tokenizer: Any | None = None,
+    recipe: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train ``model`` on batches from ``train_data`` as ``args`` says; see the module docstring.
+
+    With ``run_dir`` set, checkpoints, metrics.csv, loss.png and the final model go there (rank 0 only)
+    and ``args.resume`` continues from its latest checkpoint exactly.
+    """
+    rank, _world = rank_and_world()
+    is_main = rank == 0
+    device = resolve_device(args.device)
+    amp_dtype = resolve_precision(args.precision, device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model.to(device)
+    model.train()
+    optimizer = build_optimizer(model, args)
+    step_fn = torch.compile(model) if args.compile else model
+
+    run_path = Path(run_dir) if run_dir is not None else None
+    start_step, elapsed_before, history = 0, 0.0, []
+    best_val, evals_since_best = math.inf, 0
+    if run_path is not None:
+        resumed = _resume_or_check(run_path, args, model, optimizer, train_data)
+        if resumed is not None:
+            start_step = resumed["step"]
+            elapsed_before = resumed["elapsed_s"]
+            best_val = resumed["best_val"]
+            evals_since_best = resumed["evals_since_best"]
+            history = [r for r in read_metrics_rows(run_path / "metrics.csv") if r.get("step", 0) <= start_step]
+            if is_main:
+                print(f"resumed from step {start_step} ({run_path})")
+        if is_main:
+            run_path.mkdir(parents=True, exist_ok=True)
+
+    def progress_of(step: int, elapsed: float) -> float:
+        """Fraction of the post-warmup run done, by steps or by wall time, whichever is further."""
+        parts = []
+        if args.max_steps is not None:
+            parts.append((step - args.warmup_steps) / max(1, args.max_steps - args.warmup_steps))
+        if args.max_minutes is not None:
+            parts.append(elapsed / (args.max_minutes * 60))
+        return max(parts)
+
+    def trainer_state(step: int, elapsed: float) -> dict[str, Any]:
+        return {
+            "step": step,
+            "elapsed_s": elapsed,
+            "best_val": best_val,
+            "evals_since_best": evals_since_best,
+            "optimizer": optimizer.state_dict(),
+            "data": train_data.state_dict(),
+            "rng": rng_state(),
+        }
+
+    bar = _progress_bar(args, start_step, elapsed_before, enabled=is_main and args.progress)
+    step, elapsed = start_step, elapsed_before
+    stopped_by = "max_steps"
+    window = MetricMeter()
+    window_units, window_time, unit = 0, 0.0, "tokens"
+    last_val: dict[str, float] = {}
+    last_checkpoint: Path | None = None
+    t_last = time.perf_counter()
+
+    while True:
+        if args.max_steps is not None and step >= args.max_steps:
+            stopped_by = "max_steps"
+            break
+        if args.max_minutes is not None and elapsed >= args.max_minutes * 60:
+            stopped_by = "max_minutes"
+            break
+
+        # one optimizer step = grad_accum micro-batches
+        lr = learning_rate(step, progress_of(step, elapsed), args)
+        set_learning_rate(optimizer, lr)
+        for _ in range(args.grad_accum):
+            batch = to_device(train_data.next_batch(), device)
+            with autocast(device, amp_dtype):
+                out: ModelOutput = step_fn(**batch)
+            if out.loss is None:
+                raise ConfigError("the model returned no loss: does the data provide labels?")
+            (out.loss / args.grad_accum).backward()
+            window.add(out.loss.item(), out.metrics)
+            n, unit = batch_size_of(batch)
+            window_units += n
+        if args.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+
+        now = time.perf_counter()
+        dt, t_last = now - t_last, now
+        elapsed += dt
+        window_time += dt
+        row: dict[str, Any] | None = None
+        if step % args.log_every == 0 or step == args.max_steps:
+            stats = window.compute()
+            row = {"step": step, "elapsed_s": round(elapsed, 3), "lr": lr, "train_loss": stats.pop("loss")}
+            row.update({f"train_{k}": v for k, v in stats.items()})
+            row[f"{unit}_per_s"] = window_units / max(window_time, 1e-9)
+            window, window_units, window_time = MetricMeter(), 0, 0.0
+
+        is_last = args.max_steps is not None and step >= args.max_steps
+        out_of_time = args.max_minutes is not None and elapsed >= args.max_minutes * 60
+        if val_batches and (step % args.eval_every == 0 or is_last or out_of_time):
+            last_val = evaluate_batches(model, val_batches, device, amp_dtype)
+            row = row or {"step": step, "elapsed_s": round(elapsed, 3), "lr": lr}
+            row["val_loss"] = last_val.get("loss", float("nan"))
+            row.update({f"val_{k}": v for k, v in last_val.items() if k != "loss"})
+            if row["val_loss"] < best_val:
+                best_val, evals_since_best = row["val_loss"], 0
+            else:
+                evals_since_best += 1
+            t_last = time.perf_counter()  # evaluation time is not training time
+
+        if row is not None:
+            history.append(row)
+            if bar is not None:
+                bar.set_postfix(_postfix(row, unit), refresh=False)
+            if run_path is not None and is_main:
+                write_metrics_csv(run_path / "metrics.csv", history)
+        if bar is not None:
+            bar.update(1 if args.max_steps is not None else dt)
+
+        stop_early = args.early_stopping_patience > 0 and evals_since_best >= args.early_stopping_patience
+        if run_path is not None and is_main and args.save_every and step % args.save_every == 0 and not stop_early:
+            last_checkpoint = ckpt.save_checkpoint(
+                run_path, step, model, tokenizer, recipe, trainer_state(step, elapsed)
+            )
+            plot_curves(run_path, history)
+            t_last = time.perf_counter()
+        if stop_early:
+            stopped_by = "early_stopping"
+            break
+
+    if bar is not None:
+        bar.close()
+    train_loss = next((r["train_loss"] for r in reversed(history) if r.get("train_loss") is not None), None)
+    result = TrainResult(
+        run_dir=run_path,
+        step=step,
+        stopped_by=stopped_by,
+        elapsed_s=elapsed,
+        train_loss=train_loss,
+        val_loss=last_val.get("loss"),
+        best_val_loss=None if best_val == math.inf else best_val,
+        val_metrics={k: v for k, v in last_val.items() if k != "loss"},
+        history=history,
+    )
+    if run_path is not None and is_main:
+        if last_checkpoint is None or not last_checkpoint.name.endswith(f"{step:06d}"):
+            last_checkpoint = ckpt.save_checkpoint(
+                run_path, step, model, tokenizer, recipe, trainer_state(step, elapsed)
+            )
+        ckpt.publish_final(run_path, last_checkpoint)
+        write_metrics_csv(run_path / "metrics.csv", history)
+        plot_curves(run_path, history)
+        ckpt.mark_complete(
+            run_path,
+            {"step": step, "stopped_by": stopped_by, "val_loss": result.val_loss, "train_loss": train_loss},
+        )
+    return result
+
+
+def _resume_or_check(
+    run_path: Path, args: TrainArgs, model: nn.Module, optimizer: torch.optim.Optimizer, data: BatchSource
+) -> dict[str, Any] | None:
+    """Restore the latest checkpoint when resuming; refuse to silently mix two runs otherwise."""
+    latest = ckpt.latest_checkpoint(run_path)
+    if not args.resume:
+        if latest is not None or ckpt.is_complete(run_path):
+            raise ConfigError(
+                f"{run_path}: already holds a run; set train.resume=true to continue it, "
+                "or choose another train.name / train.out_dir"
+            )
+        return None
+    if latest is None:
+        return None
+    from safetensors.torch import load_model
+
+    load_model(model, str(latest / ckpt.WEIGHTS_FILE), device=str(next(model.parameters()).device))
+    state = ckpt.load_trainer_state(latest)
+    restore_optimizer(optimizer, state["optimizer"])
+    data.load_state_dict(state["data"])
+    set_rng_state(state["rng"])
+    (run_path / ckpt.COMPLETE).unlink(missing_ok=True)  # the run is live again until it ends
+    return state
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    optimizer.load_state_dict(state)
+
+
+def _postfix(row: dict[str, Any], unit: str) -> dict[str, str]:
+    post = {}
+    if row.get("train_loss") is not None:
+        post["loss"] = f"{row['train_loss']:.4f}"
+    if row.get("val_loss") is not None:
+        post["val"] = f"{row['val_loss']:.4f}"
+    if row.get(f"{unit}_per_s") is not None:
+        post[f"{unit[:3]}/s"] = f"{row[f'{unit}_per_s']:.0f}"
+    return post
+
+
+def _progress_bar(args: TrainArgs, start_step: int, elapsed: float, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    if args.max_steps is not None:
+        return tqdm(total=args.max_steps, initial=start_step, unit="step", dynamic_ncols=True)
+    budget = args.max_minutes * 60  # type: ignore[operator]
+    return tqdm(
+        total=round(budget), initial=round(elapsed), unit="s", dynamic_ncols=True, bar_format=_TIME_BAR_FORMAT
+    )
+
+
+_TIME_BAR_FORMAT = "{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]"
+
+
+# ----------------------------------------------------------------------------- pretrain (recipe -> run dir)
+
+
+def pretrain(config: str | os.PathLike[str] | Recipe | None = None, overrides: list[str] | None = None) -> Path:
+    """Pretrain a language model from a recipe (path, Recipe or None for the default); returns the run dir."""
+    from zeroforge.data.text import TokenBlocks, ensure_prepared, eval_batches, load_prepared
+    from zeroforge.registry import family_of
+
+    recipe = config if isinstance(config, Recipe) else load_recipe(config, overrides)
+    args = recipe.train
+    rank, world = rank_and_world()
+
+    data_dir = ensure_prepared(
+        recipe.data.source,
+        tokenizer=recipe.data.tokenizer,
+        vocab_size=recipe.data.vocab_size,
+        val_fraction=recipe.data.val_fraction,
+        out=recipe.data.prepared_dir,
+    )
+    meta, tokenizer = load_prepared(data_dir)
+
+    model_values = dict(recipe.model)
+    name = model_values.pop("name")
+    if "vocab_size" not in model_values:
+        model_values["vocab_size"] = tokenizer.vocab_size
+    elif model_values["vocab_size"] < tokenizer.vocab_size:
+        raise ConfigError(
+            f"model.vocab_size: {model_values['vocab_size']} is smaller than the tokenizer's {tokenizer.vocab_size}"
+        )
+    recipe.model = {"name": name, **model_values}
+    model_cfg = recipe.model_config()
+    block_size = args.block_size or model_cfg.block_size
+    if block_size > model_cfg.block_size:
+        raise ConfigError(f"train.block_size: {block_size} is larger than the model's block_size {model_cfg.block_size}")
+
+    torch.manual_seed(args.seed)  # the same seed gives the same initial weights
+    model = family_of(name).model_cls(model_cfg)
+    dtype = meta["dtype"]
+    source = TokenBlocks(
+        data_dir / "train.bin", dtype, block_size, args.batch_size, seed=args.seed, rank=rank, world_size=world
+    )
+    val = eval_batches(data_dir / "val.bin", dtype, block_size, args.batch_size, args.eval_batches, seed=0)
+    if rank == 0:
+        n_params = sum(p.numel() for p in model.parameters())
+        print(f"model {name}: {n_params / 1e6:.2f}M parameters; data {data_dir} ({meta.get('train_tokens')} train tokens)")
+    train(model, source, args, val_batches=val, run_dir=args.run_dir, tokenizer=tokenizer, recipe=recipe.to_dict())
+    return args.run_dir
