@@ -50,9 +50,9 @@ def register_preset(name: str, family: str, **values: Any) -> None:
 def _load_families() -> None:
     global _loaded
     if not _loaded:
-        _loaded = True
         for module in _FAMILY_MODULES:
             importlib.import_module(module)
+        _loaded = True
 
 
 def list_models() -> list[str]:

@@ -1,0 +1,117 @@
+"""The training loop on a model small enough to reason about exactly (linear regression)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from zeroforge.config import TrainArgs
+from zeroforge.models.output import ModelOutput
+from zeroforge.train.loop import MetricMeter, train
+
+
+class Regression(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3, 1)
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None) -> ModelOutput:
+        pred = self.linear(features).squeeze(-1)
+        loss = None if labels is None else nn.functional.mse_loss(pred, labels)
+        hits = ((pred - labels).abs() < 0.1).sum() if labels is not None else 0
+        return ModelOutput(logits=pred, loss=loss, metrics={"close": (hits, pred.numel())})
+
+
+class ArraySource:
+    """Sequential batches over fixed arrays (enough to test the loop)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> None:
+        self.x, self.y, self.batch_size, self.pos = x, y, batch_size, 0
+
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        idx = torch.arange(self.pos, self.pos + self.batch_size) % len(self.x)
+        self.pos += self.batch_size
+        return {"features": self.x[idx], "labels": self.y[idx]}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"pos": self.pos}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.pos = state["pos"]
+
+
+def data(n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 3, generator=g)
+    y = x @ torch.tensor([1.5, -2.0, 0.5]) + 0.3
+    return x, y
+
+
+def quiet(**kw: Any) -> TrainArgs:
+    base = dict(progress=False, log_every=1, eval_every=10, grad_clip=0.0, precision="fp32", weight_decay=0.0)
+    return TrainArgs(**{**base, **kw})
+
+
+def test_loss_falls_and_weights_approach_truth():
+    torch.manual_seed(0)
+    model = Regression()
+    x, y = data()
+    result = train(model, ArraySource(x, y, 16), quiet(max_steps=300, lr=0.05, schedule="constant"))
+    assert result.history[0]["train_loss"] > 1.0
+    assert result.train_loss < 1e-4
+    torch.testing.assert_close(model.linear.weight.detach()[0], torch.tensor([1.5, -2.0, 0.5]), atol=1e-2, rtol=0)
+
+
+def test_gradient_accumulation_equals_the_large_batch():
+    x, y = data(16)
+    torch.manual_seed(1)
+    a = Regression()
+    b = Regression()
+    b.load_state_dict(a.state_dict())
+    args = dict(max_steps=3, lr=0.1, optimizer="sgd", momentum=0.0, schedule="constant")
+    train(a, ArraySource(x, y, 16), quiet(**args, batch_size=16))
+    train(b, ArraySource(x, y, 8), quiet(**args, batch_size=8, grad_accum=2))
+    torch.testing.assert_close(a.linear.weight, b.linear.weight, atol=1e-6, rtol=0)
+
+
+def test_validation_metrics_pairs_and_early_stopping():
+    torch.manual_seed(0)
+    x, y = data()
+    val = [{"features": x[:32], "labels": y[:32] + 100.0}]  # unreachable targets: val never improves after 1st
+    result = train(
+        Regression(),
+        ArraySource(x, y, 16),
+        quiet(max_steps=1000, lr=0.05, eval_every=5, early_stopping_patience=3),
+        val_batches=val,
+    )
+    assert result.stopped_by == "early_stopping"
+    assert result.step < 1000
+    assert "close" in result.val_metrics and 0.0 <= result.val_metrics["close"] <= 1.0
+    assert [r["step"] for r in result.history if "val_loss" in r][:2] == [5, 10]
+
+
+def test_time_budget_stops_the_run():
+    result = train(Regression(), ArraySource(*data(), 16), quiet(max_steps=None, max_minutes=0.002, lr=0.01))
+    assert result.stopped_by == "max_minutes"
+    assert result.elapsed_s >= 0.12
+
+
+def test_metric_meter_weights_pairs_exactly():
+    meter = MetricMeter()
+    meter.add(1.0, {"acc": (torch.tensor(1), 1), "s": 2.0})
+    meter.add(3.0, {"acc": (torch.tensor(0), 3), "s": 4.0})
+    assert meter.compute() == {"loss": 2.0, "acc": 0.25, "s": 3.0}
+
+
+def test_model_without_loss_is_a_clear_error():
+    from zeroforge.errors import ConfigError
+
+    class NoLabels(ArraySource):
+        def next_batch(self):
+            return {"features": super().next_batch()["features"]}
+
+    with pytest.raises(ConfigError, match="no loss"):
+        train(Regression(), NoLabels(*data(), 4), quiet(max_steps=2))
