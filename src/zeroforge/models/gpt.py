@@ -1,0 +1,252 @@
+"""GPT-2-compatible decoder-only transformer, nanoGPT-style (read top to bottom).
+
+Token + learned position embeddings -> n_layer pre-LN blocks (causal self-attention, GELU MLP)
+-> final LayerNorm -> lm_head tied to the token embedding. Parameter names match Hugging Face's
+GPT2LMHeadModel (whose c_attn/c_proj/c_fc are Conv1D: their weights are our Linear weights transposed).
+
+References: Radford et al. 2019 (GPT-2); Karpathy's nanoGPT model.py.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zeroforge.config import require
+from zeroforge.errors import ZeroforgeError
+from zeroforge.models.output import ModelOutput
+from zeroforge.modules.attention import attention, causal_mask, merge_heads, split_heads
+from zeroforge.modules.kv_cache import KVCache
+from zeroforge.modules.mlp import MLP
+from zeroforge.registry import register_model, register_preset
+
+
+@dataclass
+class GPTConfig:
+    """Defaults are GPT-2 small (124M)."""
+
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    block_size: int = 1024
+    """Longest sequence the model sees (the number of learned positions)."""
+    vocab_size: int = 50257
+    dropout: float = 0.0
+    bias: bool = True
+    """Biases in Linear and LayerNorm layers (GPT-2 has them; False is a little faster and as good)."""
+    attention: Literal["sdpa", "naive"] = "sdpa"
+    """``sdpa``: PyTorch's fused kernel; ``naive``: softmax(QK^T/sqrt(d_k))V written out (reference)."""
+
+    def __post_init__(self) -> None:
+        for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
+            value = getattr(self, name)
+            require(value >= 1, name, f"must be >= 1, got {value}")
+        require(
+            self.n_embd % self.n_head == 0,
+            "n_embd",
+            f"must be divisible by n_head ({self.n_head}), got {self.n_embd}",
+        )
+        require(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
+        require(
+            self.attention in ("sdpa", "naive"),
+            "attention",
+            f"expected sdpa or naive, got {self.attention!r}",
+        )
+
+    @classmethod
+    def from_name(cls, name: str, **overrides: Any) -> GPTConfig:
+        """A preset's config (``GPTConfig.from_name("gpt2", n_layer=4)``)."""
+        from zeroforge.registry import model_config
+
+        return model_config(name, **overrides)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        # q, k, v for all heads in one matmul
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.dropout = config.dropout
+        self.impl = config.attention
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        is_causal: bool,
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> torch.Tensor:
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # 3 x (B, T, C)
+        q, k, v = (split_heads(t, self.n_head) for t in (q, k, v))  # 3 x (B, nh, T, hs)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # (B, nh, L+T, hs)
+        dropout_p = self.dropout if self.training else 0.0
+        y = attention(q, k, v, mask=mask, is_causal=is_causal, dropout_p=dropout_p, impl=self.impl)
+        return self.resid_dropout(self.c_proj(merge_heads(y)))  # (B, T, C)
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config.n_embd, 4 * config.n_embd, config.bias, config.dropout, "gelu_tanh")
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        is_causal: bool,
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), mask, is_causal, cache, layer)
+        return x + self.mlp(self.ln_2(x))
+
+
+@register_model("gpt", GPTConfig)
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wpe=nn.Embedding(config.block_size, config.n_embd),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+            )
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # Weight tying (Press & Wolf 2017): the output projection is the token embedding.
+        self.transformer.wte.weight = self.lm_head.weight
+        self.apply(self._init_weights)
+        # GPT-2: scale residual projections by 1/sqrt(2 * n_layer), two residual adds per block.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    @property
+    def context_length(self) -> int:
+        """The most tokens one forward can attend to (generation slides a window beyond it)."""
+        return self.config.block_size
+
+    def num_parameters(self, non_embedding: bool = True) -> int:
+        """Parameter count; ``non_embedding`` drops the position embeddings (nanoGPT's convention:
+        the token embedding stays because it is also the output layer)."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.transformer.wpe.weight.numel()
+        return n
+
+    def estimate_flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token, 6N + 12 * L * H * Q * T (PaLM appendix B, as nanoGPT's MFU)."""
+        cfg = self.config
+        T = seq_len or cfg.block_size
+        return 6.0 * self.num_parameters() + 12.0 * cfg.n_layer * cfg.n_head * (cfg.n_embd // cfg.n_head) * T
+
+    def new_cache(
+        self,
+        batch_size: int,
+        max_length: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> KVCache:
+        """A preallocated KV cache for ``batch_size`` sequences of up to ``max_length`` tokens."""
+        if max_length > self.config.block_size:
+            raise ZeroforgeError(
+                f"cache max_length {max_length} exceeds model block_size {self.config.block_size}"
+            )
+        weight = self.lm_head.weight
+        cfg = self.config
+        return KVCache(
+            cfg.n_layer,
+            batch_size,
+            cfg.n_head,
+            cfg.n_embd // cfg.n_head,
+            max_length,
+            device=device or weight.device,
+            dtype=dtype or weight.dtype,
+        )
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> ModelOutput:
+        """input_ids (B, T) -> logits (B, T, vocab_size).
+
+        labels (B, T): the already-shifted next tokens (-100 = ignore) -> mean cross-entropy loss.
+        attention_mask (B, T): 1 = real token, 0 = padding; positions then count real tokens only.
+        cache: from ``new_cache``; the new tokens are appended to it and attend over all of it.
+        """
+        B, T = input_ids.shape
+        if T > self.config.block_size:
+            raise ZeroforgeError(f"sequence length {T} exceeds model block_size {self.config.block_size}")
+        if cache is not None:
+            positions, mask, is_causal = cache.prepare(T, attention_mask)
+        elif attention_mask is not None:
+            key_padding = attention_mask.bool()  # (B, T)
+            mask, is_causal = causal_mask(T, T, input_ids.device, key_padding), False  # (B, 1, T, T)
+            positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
+        else:
+            mask, is_causal = None, True  # fused causal attention, no mask materialised
+            positions = torch.arange(T, device=input_ids.device)[None]  # (1, T)
+        if position_ids is not None:
+            positions = position_ids
+
+        x = self.transformer.drop(
+            self.transformer.wte(input_ids) + self.transformer.wpe(positions)
+        )  # (B, T, C)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, mask, is_causal, cache, i)
+        x = self.transformer.ln_f(x)
+        logits = self.lm_head(x)  # (B, T, vocab_size)
+
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100)
+        if cache is not None:
+            cache.advance(T)
+        return ModelOutput(logits=logits, loss=loss, cache=cache)
+
+
+# ----------------------------------------------------------------------------- presets
+
+register_preset("gpt2", "gpt", n_layer=12, n_head=12, n_embd=768)  # 124M
+register_preset("gpt2-medium", "gpt", n_layer=24, n_head=16, n_embd=1024)  # 350M
+register_preset("gpt2-large", "gpt", n_layer=36, n_head=20, n_embd=1280)  # 774M
+register_preset("gpt2-xl", "gpt", n_layer=48, n_head=25, n_embd=1600)  # 1558M
+# nanoGPT's "baby GPT" for Shakespeare on a CPU (README, quick start without a GPU)
+register_preset("gpt-char-small", "gpt", n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=96)
+# nanoGPT's config/train_shakespeare_char.py (GPU-sized character model)
+register_preset(
+    "gpt-mini", "gpt", n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=96, dropout=0.2
+)
+# for tests
+register_preset("gpt-tiny", "gpt", n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=64)

@@ -1,0 +1,102 @@
+"""A preallocated key/value cache for decoder-only attention models.
+
+Decoding contract (shared with recurrent models, which keep their hidden state instead):
+``cache = model.new_cache(batch_size, max_length)``, then ``model(input_ids, cache=cache, ...)``
+appends the new tokens' keys/values in place and attends over everything cached so far.
+
+Per forward call the model does, once::
+
+    positions, mask, is_causal = cache.prepare(T, attention_mask)   # before the layers
+    k, v = cache.update(layer, k, v)                                # in every layer
+    cache.advance(T)                                                # after the layers
+
+Left-padded batches: the key padding mask remembers which cached columns are padding, and
+positions count real tokens only, so a left-padded prompt sees exactly the positions it would
+see alone.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from zeroforge.errors import ZeroforgeError
+from zeroforge.modules.attention import causal_mask
+
+
+class KVCache:
+    """Per-layer keys and values, each (B, n_kv_head, max_length, head_dim), filled left to right.
+
+    ``length`` is how many columns are filled (the same for every row; shorter prompts are left-padded).
+    ``key_padding_mask`` (B, max_length) is True where a column holds a real token.
+    """
+
+    def __init__(
+        self,
+        n_layer: int,
+        batch_size: int,
+        n_kv_head: int,
+        head_dim: int,
+        max_length: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        shape = (batch_size, n_kv_head, max_length, head_dim)
+        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.length = 0
+        self.key_padding_mask = torch.ones(batch_size, max_length, dtype=torch.bool, device=device)
+        # Until a padding token arrives every row has the same positions and the masks stay trivial.
+        self.padded = False
+        self.next_position = torch.zeros(batch_size, dtype=torch.long, device=device)  # (B,) when padded
+        self._positions = torch.arange(max_length, device=device)
+
+    def prepare(
+        self, T: int, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
+        """Register ``T`` incoming tokens; returns (position_ids, attention mask or None, is_causal).
+
+        ``attention_mask`` is (B, T) for the new tokens, or (B, length + T) covering the past as well
+        (only its last T columns are read: the cache remembers the past). 1 = real token, 0 = padding.
+        position_ids is (1, T) while no row is padded, else (B, T).
+        """
+        start, end = self.length, self.length + T
+        if end > self.max_length:
+            raise ZeroforgeError(
+                f"KV cache full: {start} cached + {T} new tokens exceeds its max_length {self.max_length}"
+            )
+        new = None
+        if attention_mask is not None:
+            new = attention_mask[:, -T:].bool()  # (B, T)
+            self.key_padding_mask[:, start:end] = new
+            if not self.padded and not bool(new.all()):
+                self.padded = True
+                self.next_position.fill_(start)
+        if not self.padded:
+            positions = self._positions[start:end][None]  # (1, T)
+            if T == 1:
+                return positions, None, False  # one query at the newest position attends every key
+            if start == 0:
+                return positions, None, True  # plain causal prefill: SDPA's fused causal path
+            return positions, causal_mask(T, end, self.key_padding_mask.device), False
+        # Positions count real tokens only: a left-padded row starts at 0 like the same prompt alone.
+        if new is None:
+            positions = self.next_position[:, None] + self._positions[:T]  # (B, T)
+            self.next_position += T
+        else:
+            positions = self.next_position[:, None] + (new.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
+            self.next_position += new.sum(-1)
+        mask = causal_mask(T, end, self.key_padding_mask.device, self.key_padding_mask[:, :end])
+        return positions, mask, False
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write this layer's new k, v (B, nkv, T, hs) at the current length; return all cached (B, nkv, L+T, hs)."""
+        start, end = self.length, self.length + k.size(2)
+        self.keys[layer][:, :, start:end] = k
+        self.values[layer][:, :, start:end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def advance(self, T: int) -> None:
+        """Called once per forward after every layer has written its ``T`` new columns."""
+        self.length += T

@@ -1,0 +1,45 @@
+"""The transformer's position-wise feed-forward network: c_proj(act(c_fc(x))), then dropout."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+Activation = Literal["gelu_tanh", "gelu", "relu"]
+
+
+def make_activation(name: Activation) -> nn.Module:
+    """``gelu_tanh`` is GPT-2's 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))); ``gelu`` is exact (BERT)."""
+    if name == "gelu_tanh":
+        return nn.GELU(approximate="tanh")
+    if name == "gelu":
+        return nn.GELU()
+    if name == "relu":
+        return nn.ReLU()
+    raise ValueError(f"activation: expected gelu_tanh, gelu or relu, got {name!r}")
+
+
+class MLP(nn.Module):
+    """Two Linear layers with a non-linearity between them (hidden width usually 4 * n_embd).
+
+    The names ``c_fc``/``c_proj`` follow GPT-2 so its checkpoints map onto this module one to one.
+    """
+
+    def __init__(
+        self,
+        n_embd: int,
+        hidden: int,
+        bias: bool = True,
+        dropout: float = 0.0,
+        activation: Activation = "gelu_tanh",
+    ) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(n_embd, hidden, bias=bias)
+        self.act = make_activation(activation)
+        self.c_proj = nn.Linear(hidden, n_embd, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))  # (B, T, C)
