@@ -1,0 +1,1 @@
+"""Data pipelines: token files for language models (text.py), cleaning, tables, images."""
