@@ -322,7 +322,12 @@ def _encode_prompt(tokenizer: Tokenizer, text: str, eos_id: int | None) -> list[
         return ids
     # An empty prompt starts from the end-of-text token (GPT-2's convention) or, without one,
     # from a newline (nanoGPT's default start).
-    ids = [eos_id] if eos_id is not None else list(tokenizer.encode("\n"))
+    if eos_id is not None:
+        return [eos_id]
+    try:
+        ids = list(tokenizer.encode("\n"))
+    except ZeroforgeError:  # e.g. a character vocabulary without a newline
+        ids = []
     if not ids:
         raise ZeroforgeError("generate: the prompt is empty and the tokenizer has no eos_id to start from")
     return ids
