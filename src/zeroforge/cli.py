@@ -25,7 +25,11 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     from zeroforge.data.text import prepare
 
     out = prepare(
-        args.input, args.out, tokenizer=args.tokenizer, vocab_size=args.vocab_size, val_fraction=args.val_fraction
+        args.input,
+        args.out,
+        tokenizer=args.tokenizer,
+        vocab_size=args.vocab_size,
+        val_fraction=args.val_fraction,
     )
     print(out)
     return 0
@@ -90,7 +94,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zeroforge", description="Develop and fine-tune large models from zero.")
+    parser = argparse.ArgumentParser(
+        prog="zeroforge", description="Develop and fine-tune large models from zero."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
@@ -103,10 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: the cache)")
     p.add_argument("--tokenizer", default="char", choices=["char", "bpe", "gpt2"])
     p.add_argument("--vocab-size", type=int, default=4096, help="BPE vocabulary size")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="last fraction of the text kept for validation")
+    p.add_argument(
+        "--val-fraction", type=float, default=0.1, help="last fraction of the text kept for validation"
+    )
 
     p = add("pretrain", _cmd_pretrain, "pretrain a model from a YAML recipe")
-    p.add_argument("--config", default=None, help="recipe YAML (default: the built-in small GPT on Shakespeare)")
+    p.add_argument(
+        "--config", default=None, help="recipe YAML (default: the built-in small GPT on Shakespeare)"
+    )
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-4 model.n_layer=6")
 
     p = add("generate", _cmd_generate, "sample text from a trained model, streamed to stdout")

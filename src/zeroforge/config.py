@@ -97,9 +97,7 @@ def from_dict(cls: type, data: dict[str, Any] | None, where: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(
-            f"{where}.{unknown[0]}: unknown key (expected one of: {', '.join(sorted(fields))})"
-        )
+        raise ConfigError(f"{where}.{unknown[0]}: unknown key (expected one of: {', '.join(sorted(fields))})")
     kwargs = {name: _check_type(value, hints[name], f"{where}.{name}") for name, value in data.items()}
     try:
         return cls(**kwargs)
@@ -189,9 +187,13 @@ class TrainArgs:
         require(self.min_lr is None or self.min_lr >= 0, "min_lr", f"must be >= 0, got {self.min_lr}")
         require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         require(self.grad_accum >= 1, "grad_accum", f"must be >= 1, got {self.grad_accum}")
-        require(self.max_steps is None or self.max_steps >= 1, "max_steps", f"must be >= 1, got {self.max_steps}")
         require(
-            self.max_minutes is None or self.max_minutes > 0, "max_minutes", f"must be > 0, got {self.max_minutes}"
+            self.max_steps is None or self.max_steps >= 1, "max_steps", f"must be >= 1, got {self.max_steps}"
+        )
+        require(
+            self.max_minutes is None or self.max_minutes > 0,
+            "max_minutes",
+            f"must be > 0, got {self.max_minutes}",
         )
         require(
             self.max_steps is not None or self.max_minutes is not None,
@@ -203,7 +205,11 @@ class TrainArgs:
         require(self.grad_clip >= 0, "grad_clip", f"must be >= 0, got {self.grad_clip}")
         require(self.eval_every >= 1, "eval_every", f"must be >= 1, got {self.eval_every}")
         require(self.eval_batches >= 1, "eval_batches", f"must be >= 1, got {self.eval_batches}")
-        require(self.block_size is None or self.block_size >= 1, "block_size", f"must be >= 1, got {self.block_size}")
+        require(
+            self.block_size is None or self.block_size >= 1,
+            "block_size",
+            f"must be >= 1, got {self.block_size}",
+        )
 
     @property
     def run_dir(self) -> Path:
@@ -286,7 +292,9 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
 def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
     unknown = sorted(set(data) - SECTIONS)
     if unknown:
-        raise ConfigError(f"{where}: unknown section {unknown[0]!r} (expected: {', '.join(sorted(SECTIONS))})")
+        raise ConfigError(
+            f"{where}: unknown section {unknown[0]!r} (expected: {', '.join(sorted(SECTIONS))})"
+        )
     model = data.get("model") or {"name": "gpt-char-small"}
     if not isinstance(model, dict):
         raise ConfigError(f"{where}: model: expected a mapping")

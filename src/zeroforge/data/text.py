@@ -23,6 +23,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -341,3 +342,43 @@ def eval_batches(
     """A fixed set of ``n_batches`` batches (same windows on every call) so evaluations compare."""
     blocks = TokenBlocks(path, dtype, block_size, batch_size, seed)
     return [blocks.next_batch() for _ in range(n_batches)]
+
+
+# ----------------------------------------------------------------------------- the pretrain data contract
+
+
+@dataclass
+class PretrainData:
+    """What ``pretrain`` needs from an objective's data builder (``clm`` here, ``mlm_nsp`` in data/mlm.py)."""
+
+    train: Any  # a BatchSource: next_batch(), state_dict(), load_state_dict()
+    val: list[dict[str, torch.Tensor]]
+    tokenizer: Tokenizer
+    meta: dict[str, Any]
+    description: str
+
+
+def build_clm_data(
+    data_args: Any,
+    block_size: int,
+    batch_size: int,
+    eval_batch_count: int,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+) -> PretrainData:
+    """Causal-LM data: prepared token files, random training windows, a fixed set of validation windows."""
+    data_dir = ensure_prepared(
+        data_args.source,
+        tokenizer=data_args.tokenizer,
+        vocab_size=data_args.vocab_size,
+        val_fraction=data_args.val_fraction,
+        out=data_args.prepared_dir,
+    )
+    meta, tokenizer = load_prepared(data_dir)
+    dtype = meta["dtype"]
+    train = TokenBlocks(
+        data_dir / "train.bin", dtype, block_size, batch_size, seed=seed, rank=rank, world_size=world_size
+    )
+    val = eval_batches(data_dir / "val.bin", dtype, block_size, batch_size, eval_batch_count, seed=0)
+    return PretrainData(train, val, tokenizer, meta, f"{data_dir} ({meta.get('train_tokens')} train tokens)")

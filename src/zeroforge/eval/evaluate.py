@@ -41,7 +41,11 @@ def _run_data_dir(run_dir: Path) -> Path:
     recipe = recipe_from_dict(yaml.safe_load(run_yaml.read_text(encoding="utf-8")), where=str(run_yaml))
     d = recipe.data
     return ensure_prepared(
-        d.source, tokenizer=d.tokenizer, vocab_size=d.vocab_size, val_fraction=d.val_fraction, out=d.prepared_dir
+        d.source,
+        tokenizer=d.tokenizer,
+        vocab_size=d.vocab_size,
+        val_fraction=d.val_fraction,
+        out=d.prepared_dir,
     )
 
 

@@ -30,7 +30,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from zeroforge.errors import DataError
-from zeroforge.io import atomic_write_json, atomic_write_text
+from zeroforge.io import DIR_MODE, atomic_write_json, atomic_write_text
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -161,6 +161,7 @@ def save_checkpoint(
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
     try:
+        os.chmod(tmp, DIR_MODE)
         save_model_files(tmp, model, tokenizer)
         if recipe is not None:
             (tmp / "run.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")

@@ -87,7 +87,9 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"train.device: unknown device {name!r} (expected auto, cpu, cuda, cuda:N)") from None
+        raise ConfigError(
+            f"train.device: unknown device {name!r} (expected auto, cpu, cuda, cuda:N)"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device: {name} requested but CUDA is not available")
     return device
@@ -122,7 +124,9 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+    return {
+        k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()
+    }
 
 
 def batch_size_of(batch: dict[str, Any]) -> tuple[int, str]:
@@ -155,7 +159,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 @torch.no_grad()
 def evaluate_batches(
-    model: nn.Module, batches: Iterable[dict[str, Any]], device: torch.device, dtype: torch.dtype | None = None
+    model: nn.Module,
+    batches: Iterable[dict[str, Any]],
+    device: torch.device,
+    dtype: torch.dtype | None = None,
 ) -> dict[str, float]:
     """Mean loss and metrics of ``model`` over ``batches`` (model left in eval mode's caller state)."""
     was_training = model.training
@@ -251,7 +258,9 @@ def train(
             elapsed_before = resumed["elapsed_s"]
             best_val = resumed["best_val"]
             evals_since_best = resumed["evals_since_best"]
-            history = [r for r in read_metrics_rows(run_path / "metrics.csv") if r.get("step", 0) <= start_step]
+            history = [
+                r for r in read_metrics_rows(run_path / "metrics.csv") if r.get("step", 0) <= start_step
+            ]
             if is_main:
                 print(f"resumed from step {start_step} ({run_path})")
         if is_main:
@@ -348,7 +357,13 @@ def train(
             bar.update(1 if args.max_steps is not None else dt)
 
         stop_early = args.early_stopping_patience > 0 and evals_since_best >= args.early_stopping_patience
-        if run_path is not None and is_main and args.save_every and step % args.save_every == 0 and not stop_early:
+        if (
+            run_path is not None
+            and is_main
+            and args.save_every
+            and step % args.save_every == 0
+            and not stop_early
+        ):
             last_checkpoint = ckpt.save_checkpoint(
                 run_path, step, model, tokenizer, recipe, trainer_state(step, elapsed)
             )
@@ -446,26 +461,30 @@ _TIME_BAR_FORMAT = "{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{po
 # ----------------------------------------------------------------------------- pretrain (recipe -> run dir)
 
 
-def pretrain(config: str | os.PathLike[str] | Recipe | None = None, overrides: list[str] | None = None) -> Path:
-    """Pretrain a language model from a recipe (path, Recipe or None for the default); returns the run dir."""
-    from zeroforge.data.text import TokenBlocks, ensure_prepared, eval_batches, load_prepared
+# Objective -> "module:function" building its PretrainData (see data/text.py:build_clm_data).
+DATA_BUILDERS = {"clm": "zeroforge.data.text:build_clm_data"}
+
+
+def pretrain(
+    config: str | os.PathLike[str] | Recipe | None = None, overrides: list[str] | None = None
+) -> Path:
+    """Pretrain a model from a recipe (path, Recipe or None for the default); returns the run dir."""
+    import importlib
+
     from zeroforge.registry import family_of
 
     recipe = config if isinstance(config, Recipe) else load_recipe(config, overrides)
     args = recipe.train
     rank, world = rank_and_world()
 
-    data_dir = ensure_prepared(
-        recipe.data.source,
-        tokenizer=recipe.data.tokenizer,
-        vocab_size=recipe.data.vocab_size,
-        val_fraction=recipe.data.val_fraction,
-        out=recipe.data.prepared_dir,
-    )
-    meta, tokenizer = load_prepared(data_dir)
-
     model_values = dict(recipe.model)
     name = model_values.pop("name")
+    block_size = args.block_size or recipe.model_config().block_size
+    module_name, _, func = DATA_BUILDERS[recipe.data.objective].partition(":")
+    build_data = getattr(importlib.import_module(module_name), func)
+    data = build_data(recipe.data, block_size, args.batch_size, args.eval_batches, args.seed, rank, world)
+
+    tokenizer = data.tokenizer
     if "vocab_size" not in model_values:
         model_values["vocab_size"] = tokenizer.vocab_size
     elif model_values["vocab_size"] < tokenizer.vocab_size:
@@ -474,19 +493,23 @@ def pretrain(config: str | os.PathLike[str] | Recipe | None = None, overrides: l
         )
     recipe.model = {"name": name, **model_values}
     model_cfg = recipe.model_config()
-    block_size = args.block_size or model_cfg.block_size
     if block_size > model_cfg.block_size:
-        raise ConfigError(f"train.block_size: {block_size} is larger than the model's block_size {model_cfg.block_size}")
+        raise ConfigError(
+            f"train.block_size: {block_size} is larger than the model's block_size {model_cfg.block_size}"
+        )
 
     torch.manual_seed(args.seed)  # the same seed gives the same initial weights
     model = family_of(name).model_cls(model_cfg)
-    dtype = meta["dtype"]
-    source = TokenBlocks(
-        data_dir / "train.bin", dtype, block_size, args.batch_size, seed=args.seed, rank=rank, world_size=world
-    )
-    val = eval_batches(data_dir / "val.bin", dtype, block_size, args.batch_size, args.eval_batches, seed=0)
     if rank == 0:
         n_params = sum(p.numel() for p in model.parameters())
-        print(f"model {name}: {n_params / 1e6:.2f}M parameters; data {data_dir} ({meta.get('train_tokens')} train tokens)")
-    train(model, source, args, val_batches=val, run_dir=args.run_dir, tokenizer=tokenizer, recipe=recipe.to_dict())
+        print(f"model {name}: {n_params / 1e6:.2f}M parameters; data {data.description}")
+    train(
+        model,
+        data.train,
+        args,
+        val_batches=data.val,
+        run_dir=args.run_dir,
+        tokenizer=tokenizer,
+        recipe=recipe.to_dict(),
+    )
     return args.run_dir

@@ -35,7 +35,9 @@ def build_optimizer(model: nn.Module, args: TrainArgs) -> torch.optim.Optimizer:
     # foreach keeps the update to a few fused kernels instead of a Python loop over tensors
     if args.optimizer == "adam":
         # plain Adam folds weight decay into the gradient (L2), so it gets none here unless asked
-        return torch.optim.Adam(groups, lr=args.lr, betas=(args.beta1, args.beta2), eps=args.eps, foreach=True)
+        return torch.optim.Adam(
+            groups, lr=args.lr, betas=(args.beta1, args.beta2), eps=args.eps, foreach=True
+        )
     return torch.optim.AdamW(groups, lr=args.lr, betas=(args.beta1, args.beta2), eps=args.eps, foreach=True)
 
 
