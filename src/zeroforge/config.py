@@ -216,11 +216,14 @@ class TrainArgs:
         return Path(self.out_dir) if self.out_dir else Path("runs") / self.name
 
 
+DEFAULT_MODEL = "gpt-char-small"
+
+
 @dataclass
 class Recipe:
     """A whole run: ``model`` (a registry name plus config fields), ``data`` and ``train``."""
 
-    model: dict[str, Any] = field(default_factory=lambda: {"name": "gpt-char-small"})
+    model: dict[str, Any] = field(default_factory=lambda: {"name": DEFAULT_MODEL})
     data: DataArgs = field(default_factory=DataArgs)
     train: TrainArgs = field(default_factory=TrainArgs)
 
@@ -295,7 +298,7 @@ def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
         raise ConfigError(
             f"{where}: unknown section {unknown[0]!r} (expected: {', '.join(sorted(SECTIONS))})"
         )
-    model = data.get("model") or {"name": "gpt-char-small"}
+    model = data.get("model") or {"name": DEFAULT_MODEL}
     if not isinstance(model, dict):
         raise ConfigError(f"{where}: model: expected a mapping")
     recipe = Recipe(
@@ -309,7 +312,7 @@ def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
 
 def load_recipe(path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> Recipe:
     """Read a YAML recipe (or the built-in default when ``path`` is None), apply dotted overrides."""
-    data = read_yaml(path) if path else {}
+    data = read_yaml(path) if path else {"model": {"name": DEFAULT_MODEL}}
     data = _merge(data, parse_overrides(overrides or []))
     try:
         return recipe_from_dict(data)
