@@ -1,0 +1,27 @@
+"""Data cleaning: ``zeroforge clean`` and ``zeroforge.data.clean.clean(...)``.
+
+    from zeroforge.data.clean import clean
+    report = clean("reviews.csv", "reviews.clean.csv", {"labels": {"allowed": [0, 1]}})
+    print(report.summary())
+
+Modules: ``config`` (CleanConfig), ``rows`` (streaming readers/writers), ``text`` (normalisation,
+language, spelling), ``dedup`` (exact + MinHash/LSH near duplicates), ``report`` (CleanReport),
+``pipeline`` (the rules in order, ``clean``, ``clean_step``), ``cli`` (``add_cli``).
+"""
+
+from zeroforge.data.clean.cli import add_cli
+from zeroforge.data.clean.config import CleanConfig, DedupArgs, LabelArgs, NormalizeArgs, load_clean_config
+from zeroforge.data.clean.pipeline import clean, clean_step
+from zeroforge.data.clean.report import CleanReport
+
+__all__ = [
+    "CleanConfig",
+    "CleanReport",
+    "DedupArgs",
+    "LabelArgs",
+    "NormalizeArgs",
+    "add_cli",
+    "clean",
+    "clean_step",
+    "load_clean_config",
+]

@@ -1,0 +1,114 @@
+"""Text clean-up: Unicode normalisation, control characters, whitespace; language and spelling.
+
+Language identification (py3langid) and spelling correction (pyspellchecker) are optional
+extras, imported only when a config asks for them.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import lru_cache
+
+from zeroforge.data.clean.config import NormalizeArgs
+from zeroforge.errors import ZeroforgeError
+
+# Every line break spelling -> "\n": CRLF, CR, NEL, LINE SEPARATOR, PARAGRAPH SEPARATOR.
+_NEWLINES = re.compile("\r\n?|[\x85\u2028\u2029]")
+# C0/C1 controls except tab/newline, soft hyphen, zero-width space, word joiner, BOM/zero-width
+# no-break space, and lone surrogates (they cannot be encoded as UTF-8 and would crash the writer).
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x84\x86-\x9f\u00ad\u200b\u2060\ufeff\ud800-\udfff]")
+_SPACES = re.compile(r"[^\S\n]+")  # whitespace other than newline
+_LINE_EDGES = re.compile(r" ?\n ?")
+_BLANK_LINES = re.compile(r"\n{3,}")
+
+
+def normalize_text(text: str, args: NormalizeArgs, lowercase: bool = False) -> str:
+    """Unicode form, then control characters, then whitespace, then (optionally) lowercase."""
+    if args.unicode != "none":
+        text = unicodedata.normalize(args.unicode, text)
+    if args.control_chars or args.whitespace:
+        text = _NEWLINES.sub("\n", text)
+    if args.control_chars:
+        text = _CONTROL.sub("", text)
+    if args.whitespace:
+        text = _SPACES.sub(" ", text)
+        text = _LINE_EDGES.sub("\n", text)
+        text = _BLANK_LINES.sub("\n\n", text).strip()
+    if lowercase:
+        text = text.lower()
+    return text
+
+
+def count_tokens(text: str) -> int:
+    """Whitespace-separated words (the length filters' ``tokens``)."""
+    return len(text.split())
+
+
+def _missing_extra(option: str, package: str) -> ZeroforgeError:
+    return ZeroforgeError(
+        f"clean.{option} needs the {package} package: pip install 'zeroforge[clean]' (or pip install {package})"
+    )
+
+
+class LanguageFilter:
+    """Keep texts whose language (py3langid, 97 languages, normalised probabilities) is allowed."""
+
+    def __init__(self, languages: list[str], min_prob: float = 0.0) -> None:
+        try:
+            from py3langid.langid import MODEL_FILE, LanguageIdentifier
+        except ImportError:
+            raise _missing_extra("languages", "py3langid") from None
+        # The model is an npz file shipped inside the package (no pickle).
+        self._identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+        self.languages = set(languages)
+        self.min_prob = min_prob
+
+    def detect(self, text: str) -> tuple[str, float]:
+        lang, prob = self._identifier.classify(text)
+        return str(lang), float(prob)
+
+    def check(self, text: str) -> str | None:
+        """None when the text passes, else why it does not (``detected fr (p=0.99)``)."""
+        lang, prob = self.detect(text)
+        if lang in self.languages and prob >= self.min_prob:
+            return None
+        return f"detected {lang} (p={prob:.2f})"
+
+
+# A lowercase word of 3+ letters standing alone: not part of a contraction, a number or a name.
+_WORD = re.compile(r"(?<![\w'’-])[a-z]{3,}(?![\w'’-])")
+
+
+class SpellingCorrector:
+    """English spelling correction of lowercase words with pyspellchecker (Norvig's method).
+
+    Capitalised words (names, sentence starts), contractions and short words are left alone;
+    edit distance 1 keeps it fast (distance 2 is ~50x slower per unknown word).
+    """
+
+    def __init__(self) -> None:
+        try:
+            from spellchecker import SpellChecker
+        except ImportError:
+            raise _missing_extra("spelling", "pyspellchecker") from None
+        self._checker = SpellChecker(language="en", distance=1)
+        self.correct_word = lru_cache(maxsize=200_000)(self._correct_word)
+
+    def _correct_word(self, word: str) -> str:
+        if word in self._checker:
+            return word
+        return self._checker.correction(word) or word
+
+    def correct(self, text: str) -> tuple[str, int]:
+        """(corrected text, number of words changed)."""
+        changed = 0
+
+        def fix(m: re.Match[str]) -> str:
+            nonlocal changed
+            word = m.group(0)
+            new = self.correct_word(word)
+            changed += new != word
+            return new
+
+        return _WORD.sub(fix, text), changed
