@@ -62,7 +62,9 @@ def test_loss_falls_and_weights_approach_truth():
     result = train(model, ArraySource(x, y, 16), quiet(max_steps=300, lr=0.05, schedule="constant"))
     assert result.history[0]["train_loss"] > 1.0
     assert result.train_loss < 1e-4
-    torch.testing.assert_close(model.linear.weight.detach()[0], torch.tensor([1.5, -2.0, 0.5]), atol=1e-2, rtol=0)
+    torch.testing.assert_close(
+        model.linear.weight.detach()[0], torch.tensor([1.5, -2.0, 0.5]), atol=1e-2, rtol=0
+    )
 
 
 def test_gradient_accumulation_equals_the_large_batch():
@@ -80,7 +82,9 @@ def test_gradient_accumulation_equals_the_large_batch():
 def test_validation_metrics_pairs_and_early_stopping():
     torch.manual_seed(0)
     x, y = data()
-    val = [{"features": x[:32], "labels": y[:32] + 100.0}]  # unreachable targets: val never improves after 1st
+    val = [
+        {"features": x[:32], "labels": y[:32] + 100.0}
+    ]  # unreachable targets: val never improves after 1st
     result = train(
         Regression(),
         ArraySource(x, y, 16),

@@ -24,7 +24,9 @@ def test_no_weight_decay_on_biases_and_norms():
     assert len(no_decay["params"]) == 3 and no_decay["weight_decay"] == 0.0
 
 
-@pytest.mark.parametrize("name, cls", [("adamw", torch.optim.AdamW), ("adam", torch.optim.Adam), ("sgd", torch.optim.SGD)])
+@pytest.mark.parametrize(
+    "name, cls", [("adamw", torch.optim.AdamW), ("adam", torch.optim.Adam), ("sgd", torch.optim.SGD)]
+)
 def test_build_optimizer(name, cls):
     opt = build_optimizer(torch.nn.Linear(2, 2), TrainArgs(optimizer=name))
     assert isinstance(opt, cls)
