@@ -24,9 +24,9 @@ from pathlib import Path
 
 from zeroforge import datasets
 from zeroforge.data.clean import clean
+from zeroforge.data.clean.config import NormalizeArgs
 from zeroforge.data.clean.dedup import shingle_hashes
 from zeroforge.data.clean.text import normalize_text
-from zeroforge.data.clean.config import NormalizeArgs
 
 
 def sentences() -> list[str]:
