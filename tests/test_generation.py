@@ -26,11 +26,16 @@ from zeroforge.models.output import ModelOutput
 def random_gpt(block_size: int = 32, attention: str = "sdpa") -> GPT:
     """A tiny GPT with large random weights, so its next-token choices are decisive, not near-ties."""
     torch.manual_seed(0)
-    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=block_size, vocab_size=64, attention=attention))
+    model = GPT(
+        GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=block_size, vocab_size=64, attention=attention)
+    )
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.3 + (1.0 if ".ln_" in name and name.endswith("weight") else 0))
+            p.copy_(
+                torch.randn(p.shape, generator=g) * 0.3
+                + (1.0 if ".ln_" in name and name.endswith("weight") else 0)
+            )
     return model.eval()
 
 
@@ -51,7 +56,9 @@ class StatelessCountingLM(nn.Module):
         self.anchor = nn.Parameter(torch.zeros(()))  # gives the model a device
         self.seen_lengths: list[int] = []
 
-    def forward(self, input_ids, labels=None, attention_mask=None, position_ids=None, cache=None) -> ModelOutput:
+    def forward(
+        self, input_ids, labels=None, attention_mask=None, position_ids=None, cache=None
+    ) -> ModelOutput:
         self.seen_lengths.append(input_ids.size(1))
         logits = F.one_hot((input_ids + 1) % self.vocab_size, self.vocab_size).float() * 10  # (B, T, V)
         if cache is not None:
@@ -85,7 +92,9 @@ class CharTokenizer:
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "naive"])
-@pytest.mark.parametrize("prompt_len,new", [(5, 20), (10, 40), (40, 10)])  # within, past and beyond block_size
+@pytest.mark.parametrize(
+    "prompt_len,new", [(5, 20), (10, 40), (40, 10)]
+)  # within, past and beyond block_size
 def test_cached_greedy_equals_full_recompute(attention, prompt_len, new):
     model = random_gpt(attention=attention)
     ids = torch.randint(0, 64, (2, prompt_len), generator=torch.Generator().manual_seed(prompt_len))
@@ -153,7 +162,10 @@ def test_top_k_1_equals_greedy_and_seeded_sampling_is_reproducible():
     model = random_gpt()
     ids = torch.randint(0, 64, (2, 5), generator=torch.Generator().manual_seed(4))
     greedy = generate_ids(model, ids, max_new_tokens=15, temperature=0)
-    assert generate_ids(model, ids, max_new_tokens=15, temperature=1.3, top_k=1, seed=1).tolist() == greedy.tolist()
+    assert (
+        generate_ids(model, ids, max_new_tokens=15, temperature=1.3, top_k=1, seed=1).tolist()
+        == greedy.tolist()
+    )
     first = generate_ids(model, ids, max_new_tokens=15, temperature=1.0, seed=42)
     again = generate_ids(model, ids, max_new_tokens=15, temperature=1.0, seed=42)
     other = generate_ids(model, ids, max_new_tokens=15, temperature=1.0, seed=43)
@@ -206,7 +218,10 @@ def test_generate_text_str_and_list_and_stop_strings():
     assert generate(model, tok, "a", max_new_tokens=5, temperature=0) == "bcdef"
     assert generate(model, tok, ["a", "kl"], max_new_tokens=3, temperature=0) == ["bcd", "mno"]
     assert generate(model, tok, "a", max_new_tokens=20, temperature=0, stop="fg") == "bcde"
-    assert generate(model, tok, ["a", "p"], max_new_tokens=20, temperature=0, stop=["xyz", "d", "s"]) == ["bc", "qr"]
+    assert generate(model, tok, ["a", "p"], max_new_tokens=20, temperature=0, stop=["xyz", "d", "s"]) == [
+        "bc",
+        "qr",
+    ]
     assert generate(model, tok, "a", max_new_tokens=20, temperature=0, stop="zzz") == "bcdefghijklmnopqrstu"
 
 

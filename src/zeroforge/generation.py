@@ -246,7 +246,7 @@ def generate_ids(
 
 def left_pad(
     sequences: Sequence[Sequence[int]], pad_id: int = 0, device: torch.device | str = "cpu"
-) -> tuple:
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Token lists of different lengths -> (input_ids (B, P), attention_mask (B, P) or None if none is padded)."""
     P = max(len(s) for s in sequences)
     input_ids = torch.full((len(sequences), P), pad_id, dtype=torch.long)

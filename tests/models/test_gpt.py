@@ -1,7 +1,6 @@
 """GPT: parity with transformers' GPT2LMHeadModel, causality, SDPA == naive, KV cache, config errors."""
 
 import math
-import time
 
 import pytest
 import torch
@@ -102,7 +101,9 @@ def test_parameter_counts_match_transformers_for_every_gpt2_preset():
     }.items():
         with torch.device("meta"):
             ours = create_model(name)
-            hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=n_layer, n_head=n_head, n_embd=n_embd))
+            hf = transformers.GPT2LMHeadModel(
+                transformers.GPT2Config(n_layer=n_layer, n_head=n_head, n_embd=n_embd)
+            )
         assert ours.num_parameters(non_embedding=False) == hf.num_parameters(), name
     with torch.device("meta"):
         gpt2 = create_model("gpt2")
@@ -191,8 +192,8 @@ def test_weight_tying_and_gpt2_initialisation():
     assert abs(model.transformer.h[0].attn.c_proj.weight.std().item() - 0.02 / math.sqrt(8)) < 1e-3
     assert abs(model.transformer.h[0].mlp.c_proj.weight.std().item() - 0.02 / math.sqrt(8)) < 1e-3
     assert model.transformer.h[0].attn.c_attn.bias.abs().sum() == 0
-    n, cfg = model.num_parameters(), model.config
-    assert model.estimate_flops_per_token() == 6 * n + 12 * 4 * 4 * 64 * 32
+    # 6N + 12 * n_layer * n_head * head_size * T
+    assert model.estimate_flops_per_token() == 6 * model.num_parameters() + 12 * 4 * 4 * 64 * 32
 
 
 def test_overfits_one_batch():
@@ -201,17 +202,15 @@ def test_overfits_one_batch():
     x = torch.randint(0, 64, (4, 33))
     inputs, labels = x[:, :-1], x[:, 1:]
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    start = time.perf_counter()
-    first = None
-    for _ in range(150):
+    losses = []
+    for _ in range(100):
         loss = model(inputs, labels=labels).loss
-        first = first if first is not None else loss.item()
+        losses.append(loss.item())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    assert first > 3.5  # ~ln(64) at initialisation
-    assert loss.item() < 0.05
-    assert time.perf_counter() - start < 10
+    assert abs(losses[0] - math.log(64)) < 0.2  # uniform prediction at initialisation
+    assert losses[-1] < 0.05
 
 
 def test_ignored_labels_do_not_count():
@@ -221,7 +220,9 @@ def test_ignored_labels_do_not_count():
     labels[:, 4:] = -100
     with torch.no_grad():
         out = model(x, labels=labels)
-        expected = torch.nn.functional.cross_entropy(out.logits[:, :4].reshape(-1, 64), labels[:, :4].reshape(-1))
+        expected = torch.nn.functional.cross_entropy(
+            out.logits[:, :4].reshape(-1, 64), labels[:, :4].reshape(-1)
+        )
     torch.testing.assert_close(out.loss, expected)
 
 
@@ -254,9 +255,22 @@ def test_sequence_longer_than_block_size_is_a_clear_error():
 
 
 def test_presets_are_registered():
-    assert {"gpt", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "gpt-char-small", "gpt-mini", "gpt-tiny"} <= set(
-        list_models()
-    )
+    assert {
+        "gpt",
+        "gpt2",
+        "gpt2-medium",
+        "gpt2-large",
+        "gpt2-xl",
+        "gpt-char-small",
+        "gpt-mini",
+        "gpt-tiny",
+    } <= set(list_models())
     small = GPTConfig.from_name("gpt-char-small")
-    assert (small.n_layer, small.n_head, small.n_embd, small.block_size, small.vocab_size) == (4, 4, 128, 64, 96)
+    assert (small.n_layer, small.n_head, small.n_embd, small.block_size, small.vocab_size) == (
+        4,
+        4,
+        128,
+        64,
+        96,
+    )
     assert GPTConfig.from_name("gpt2", n_layer=2).n_layer == 2

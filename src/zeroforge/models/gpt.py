@@ -220,9 +220,9 @@ class GPT(nn.Module):
         if position_ids is not None:
             positions = position_ids
 
-        x = self.transformer.drop(
-            self.transformer.wte(input_ids) + self.transformer.wpe(positions)
-        )  # (B, T, C)
+        tok_emb = self.transformer.wte(input_ids)  # (B, T, C)
+        pos_emb = self.transformer.wpe(positions)  # (1 or B, T, C)
+        x = self.transformer.drop(tok_emb + pos_emb)
         for i, block in enumerate(self.transformer.h):
             x = block(x, mask, is_causal, cache, i)
         x = self.transformer.ln_f(x)
@@ -238,10 +238,11 @@ class GPT(nn.Module):
 
 # ----------------------------------------------------------------------------- presets
 
-register_preset("gpt2", "gpt", n_layer=12, n_head=12, n_embd=768)  # 124M
-register_preset("gpt2-medium", "gpt", n_layer=24, n_head=16, n_embd=1024)  # 350M
-register_preset("gpt2-large", "gpt", n_layer=36, n_head=20, n_embd=1280)  # 774M
-register_preset("gpt2-xl", "gpt", n_layer=48, n_head=25, n_embd=1600)  # 1558M
+_GPT2 = dict(block_size=1024, vocab_size=50257)
+register_preset("gpt2", "gpt", n_layer=12, n_head=12, n_embd=768, **_GPT2)  # 124M
+register_preset("gpt2-medium", "gpt", n_layer=24, n_head=16, n_embd=1024, **_GPT2)  # 350M
+register_preset("gpt2-large", "gpt", n_layer=36, n_head=20, n_embd=1280, **_GPT2)  # 774M
+register_preset("gpt2-xl", "gpt", n_layer=48, n_head=25, n_embd=1600, **_GPT2)  # 1558M
 # nanoGPT's "baby GPT" for Shakespeare on a CPU (README, quick start without a GPU)
 register_preset("gpt-char-small", "gpt", n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=96)
 # nanoGPT's config/train_shakespeare_char.py (GPU-sized character model)
