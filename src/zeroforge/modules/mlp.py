@@ -10,8 +10,11 @@ from torch import nn
 Activation = Literal["gelu_tanh", "gelu", "relu"]
 
 
-def make_activation(name: Activation) -> nn.Module:
-    """``gelu_tanh`` is GPT-2's 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))); ``gelu`` is exact (BERT)."""
+def _fused_activation(name: Activation) -> nn.Module:
+    """torch's fused kernels (modules/activations.py writes the formulas out, for teaching).
+
+    ``gelu_tanh`` is GPT-2's 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))); ``gelu`` is exact (BERT).
+    """
     if name == "gelu_tanh":
         return nn.GELU(approximate="tanh")
     if name == "gelu":
@@ -37,7 +40,7 @@ class MLP(nn.Module):
     ) -> None:
         super().__init__()
         self.c_fc = nn.Linear(n_embd, hidden, bias=bias)
-        self.act = make_activation(activation)
+        self.act = _fused_activation(activation)
         self.c_proj = nn.Linear(hidden, n_embd, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
