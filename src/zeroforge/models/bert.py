@@ -1,0 +1,451 @@
+"""BERT-compatible bidirectional transformer encoder (Devlin et al. 2019), read top to bottom.
+
+Token + position + segment embeddings -> LayerNorm -> n_layer post-LN blocks, as in the original
+Transformer: x = LN(x + attn(x)), then x = LN(x + mlp(x)), where every token attends every real
+(non-padding) token -> heads:
+
+- ``BertForPreTraining`` (family ``bert``): masked-LM head tied to the word embeddings, and
+  next-sentence prediction from the pooler (tanh(W h_[CLS] + b));
+- ``BertForSequenceClassification`` (family ``bert-classifier``): a Linear on the pooled [CLS];
+- ``sentence_embedding`` on both: the mean of the last hidden states over the attention mask.
+
+Parameter names follow Hugging Face's ``BertForPreTraining`` (``bert.embeddings.*``,
+``bert.pooler.dense``, ``cls.predictions.*``, ``cls.seq_relationship``) except inside a block, where
+the shared modules' names are used: HF ``attention.self.{query,key,value}`` -> ``attention.{query,key,value}``,
+``attention.output.dense`` -> ``attention.out``, ``attention.output.LayerNorm`` -> ``ln_1``,
+``intermediate.dense`` -> ``mlp.c_fc``, ``output.dense`` -> ``mlp.c_proj``, ``output.LayerNorm`` -> ``ln_2``.
+
+References: Devlin et al. 2019 (BERT); google-research/bert modeling.py; Turc et al. 2019 (small BERTs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zeroforge.config import require
+from zeroforge.errors import ZeroforgeError
+from zeroforge.models.output import ModelOutput
+from zeroforge.modules.attention import attention, merge_heads, padding_mask, split_heads
+from zeroforge.modules.mlp import MLP
+from zeroforge.registry import register_model, register_preset
+
+IGNORE_INDEX = -100  # MLM labels: positions that were not masked
+
+
+@dataclass
+class BertConfig:
+    """Defaults are bert-base (110M)."""
+
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    intermediate_size: int | None = None
+    """Hidden width of the MLP; default 4 * n_embd (true of every published BERT size)."""
+    block_size: int = 512
+    """Longest sequence (the number of learned positions; HF's ``max_position_embeddings``)."""
+    vocab_size: int = 30522
+    type_vocab_size: int = 2
+    """Segment ids: 0 for sentence A, 1 for sentence B."""
+    dropout: float = 0.1
+    """Hidden and attention-probability dropout (BERT uses 0.1 for both)."""
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    n_labels: int = 2
+    """Classes of the sequence-classification head (``bert-classifier`` only)."""
+    attention: Literal["sdpa", "naive"] = "sdpa"
+    """``sdpa``: PyTorch's fused kernel; ``naive``: softmax(QK^T/sqrt(d_k))V written out (reference)."""
+
+    def __post_init__(self) -> None:
+        if self.intermediate_size is None:
+            self.intermediate_size = 4 * self.n_embd
+        for name in ("n_layer", "n_head", "n_embd", "intermediate_size", "block_size", "vocab_size"):
+            value = getattr(self, name)
+            require(value >= 1, name, f"must be >= 1, got {value}")
+        require(
+            self.n_embd % self.n_head == 0,
+            "n_embd",
+            f"must be divisible by n_head ({self.n_head}), got {self.n_embd}",
+        )
+        require(self.type_vocab_size >= 1, "type_vocab_size", f"must be >= 1, got {self.type_vocab_size}")
+        require(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
+        require(self.layer_norm_eps > 0, "layer_norm_eps", f"must be > 0, got {self.layer_norm_eps}")
+        require(
+            0 <= self.pad_token_id < self.vocab_size,
+            "pad_token_id",
+            f"must be in [0, vocab_size={self.vocab_size}), got {self.pad_token_id}",
+        )
+        require(self.n_labels >= 2, "n_labels", f"must be >= 2, got {self.n_labels}")
+        require(
+            self.attention in ("sdpa", "naive"),
+            "attention",
+            f"expected sdpa or naive, got {self.attention!r}",
+        )
+
+    @property
+    def max_position_embeddings(self) -> int:
+        """HF's name for ``block_size``."""
+        return self.block_size
+
+    @classmethod
+    def from_name(cls, name: str, **overrides: Any) -> BertConfig:
+        """A preset's config (``BertConfig.from_name("bert-base", n_layer=4)``)."""
+        from zeroforge.registry import model_config
+
+        return model_config(name, **overrides)
+
+
+@dataclass
+class BertOutput(ModelOutput):
+    """``ModelOutput`` plus BERT's second head and the encoder states.
+
+    ``logits``: MLM logits (B, T, V); with ``labels`` given, only the masked rows (N, V), N = number
+    of labels != -100 (projecting every position onto the vocabulary costs more than the encoder).
+    """
+
+    nsp_logits: torch.Tensor | None = None  # (B, 2): index 0 = "B follows A", 1 = "B is random"
+    hidden_states: torch.Tensor | None = None  # (B, T, C), the last layer
+
+
+# ----------------------------------------------------------------------------- encoder
+
+
+class BertEmbeddings(nn.Module):
+    """word + absolute position + segment embeddings, then LayerNorm and dropout."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.n_embd)
+        self.position_embeddings = nn.Embedding(config.block_size, config.n_embd)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.n_embd)
+        self.LayerNorm = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, position_ids: torch.Tensor
+    ) -> torch.Tensor:
+        x = (
+            self.word_embeddings(input_ids)
+            + self.position_embeddings(position_ids)
+            + self.token_type_embeddings(token_type_ids)
+        )  # (B, T, C)
+        return self.dropout(self.LayerNorm(x))
+
+
+class BertSelfAttention(nn.Module):
+    """Bidirectional multi-head attention: three projections, the shared ``attention``, one output."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.query = nn.Linear(config.n_embd, config.n_embd)
+        self.key = nn.Linear(config.n_embd, config.n_embd)
+        self.value = nn.Linear(config.n_embd, config.n_embd)
+        self.out = nn.Linear(config.n_embd, config.n_embd)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        self.impl = config.attention
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        q, k, v = (split_heads(proj(x), self.n_head) for proj in (self.query, self.key, self.value))
+        dropout_p = self.dropout if self.training else 0.0
+        y = attention(
+            q, k, v, mask=mask, is_causal=False, dropout_p=dropout_p, impl=self.impl
+        )  # (B, nh, T, hs)
+        return self.resid_dropout(self.out(merge_heads(y)))  # (B, T, C)
+
+
+class BertLayer(nn.Module):
+    """Post-LN block (Vaswani et al. 2017, as BERT): x = LN(x + attn(x)); x = LN(x + mlp(x))."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        assert config.intermediate_size is not None  # set by __post_init__
+        self.attention = BertSelfAttention(config)
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps)
+        self.mlp = MLP(config.n_embd, config.intermediate_size, True, config.dropout, "gelu")
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        x = self.ln_1(x + self.attention(x, mask))
+        return self.ln_2(x + self.mlp(x))
+
+
+class BertEncoder(nn.Module):
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.layer = nn.ModuleList([BertLayer(config) for _ in range(config.n_layer)])
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        for layer in self.layer:
+            x = layer(x, mask)
+        return x
+
+
+class BertPooler(nn.Module):
+    """tanh(W h_[CLS] + b): the sequence summary NSP and classification read."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.n_embd, config.n_embd)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(hidden[:, 0]))  # (B, C)
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``hidden`` (B, T, C) over the real tokens of ``attention_mask`` (B, T) -> (B, C).
+
+    Sentence-BERT's mean pooling (Reimers & Gurevych 2019); [CLS] and [SEP] count as tokens.
+    """
+    if attention_mask is None:
+        return hidden.mean(dim=1)
+    weights = attention_mask.to(hidden.dtype)[..., None]  # (B, T, 1)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (B, C)
+
+
+class BertModel(nn.Module):
+    """The encoder without heads: input ids -> last hidden states (B, T, C), plus the pooler."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = BertEncoder(config)
+        self.pooler = BertPooler(config)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        B, T = input_ids.shape
+        if T > self.config.block_size:
+            raise ZeroforgeError(
+                f"sequence length {T} exceeds model block_size {self.config.block_size} "
+                "(truncate the input, e.g. zeroforge.embed truncates with a warning)"
+            )
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)  # (B, T) all sentence A
+        if position_ids is None:
+            position_ids = torch.arange(T, device=input_ids.device)[None]  # (1, T)
+        # Padding is on the right, so real tokens keep positions 0..n-1 whatever the padding.
+        mask = None
+        if attention_mask is not None and not bool(attention_mask.all()):
+            mask = padding_mask(attention_mask)  # (B, 1, 1, T): every query sees every real key
+        x = self.embeddings(input_ids, token_type_ids, position_ids)  # (B, T, C)
+        return self.encoder(x, mask)  # (B, T, C)
+
+    def sentence_embedding(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Mean-pooled last hidden states (B, C), not normalised (``zeroforge.embed`` normalises)."""
+        return mean_pool(self(input_ids, attention_mask, token_type_ids), attention_mask)
+
+
+def _init_bert_weights(module: nn.Module) -> None:
+    """BERT's initialiser: N(0, 0.02) for Linear and Embedding weights, zero biases."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def _check_ids(input_ids: torch.Tensor) -> None:
+    if input_ids.dim() != 2:
+        raise ZeroforgeError(f"input_ids: expected shape (batch, seq_len), got {tuple(input_ids.shape)}")
+
+
+# ----------------------------------------------------------------------------- pretraining heads
+
+
+class BertPredictionTransform(nn.Module):
+    """dense -> GELU -> LayerNorm, applied before the tied vocabulary projection."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.n_embd, config.n_embd)
+        self.act = nn.GELU()
+        self.LayerNorm = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.act(self.dense(x)))
+
+
+class BertLMPredictionHead(nn.Module):
+    """MLM head: transform, then logits = h E^T + b with E the word embeddings (tied)."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.transform = BertPredictionTransform(config)
+        self.decoder = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.transform(x)) + self.bias  # (..., V)
+
+
+class BertPreTrainingHeads(nn.Module):
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.predictions = BertLMPredictionHead(config)
+        self.seq_relationship = nn.Linear(config.n_embd, 2)
+
+
+@register_model("bert", BertConfig)
+class BertForPreTraining(nn.Module):
+    """BERT with its two pretraining heads: masked LM and next-sentence prediction."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config)
+        self.cls = BertPreTrainingHeads(config)
+        self.apply(_init_bert_weights)
+        # Weight tying (Press & Wolf 2017): the MLM output projection is the word embedding.
+        self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
+
+    @property
+    def context_length(self) -> int:
+        return self.config.block_size
+
+    def num_parameters(self, non_embedding: bool = True) -> int:
+        """Parameter count (tied weights once); ``non_embedding`` drops position and segment tables."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            emb = self.bert.embeddings
+            n -= emb.position_embeddings.weight.numel() + emb.token_type_embeddings.weight.numel()
+        return n
+
+    def sentence_embedding(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Mean-pooled last hidden states (B, C) over the attention mask."""
+        return self.bert.sentence_embedding(input_ids, attention_mask, token_type_ids)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        next_sentence_label: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> BertOutput:
+        """input_ids (B, T) -> MLM logits (B, T, V) and NSP logits (B, 2).
+
+        attention_mask (B, T): 1 = real token, 0 = padding (on the right).
+        token_type_ids (B, T): 0 for [CLS] A [SEP], 1 for B [SEP]; default all 0.
+        labels (B, T): original ids at masked positions, -100 elsewhere -> MLM loss, and ``logits``
+        becomes (N, V) for the N masked positions only (row-major order).
+        next_sentence_label (B,): 0 = B follows A, 1 = B is random -> NSP loss.
+        The loss is the sum of the given objectives' mean losses (BERT's pretraining loss).
+        """
+        _check_ids(input_ids)
+        hidden = self.bert(input_ids, attention_mask, token_type_ids, position_ids)  # (B, T, C)
+        nsp_logits = self.cls.seq_relationship(self.bert.pooler(hidden))  # (B, 2)
+        metrics: dict[str, Any] = {}
+        losses = []
+        if labels is None:
+            logits = self.cls.predictions(hidden)  # (B, T, V)
+        else:
+            selected = labels != IGNORE_INDEX  # (B, T)
+            targets = labels[selected]  # (N,)
+            logits = self.cls.predictions(hidden[selected])  # (N, V)
+            n = targets.numel()
+            mlm_sum = F.cross_entropy(logits.float(), targets, reduction="sum")
+            losses.append(mlm_sum / max(n, 1))
+            correct = (logits.argmax(-1) == targets).sum()
+            metrics["mlm_loss"] = (mlm_sum.detach(), n)
+            metrics["mlm_accuracy"] = (correct, n)
+        if next_sentence_label is not None:
+            nsp_loss = F.cross_entropy(nsp_logits.float(), next_sentence_label.view(-1))
+            B = nsp_logits.size(0)
+            metrics["nsp_loss"] = (nsp_loss.detach() * B, B)
+            metrics["nsp_accuracy"] = ((nsp_logits.argmax(-1) == next_sentence_label.view(-1)).sum(), B)
+            losses.append(nsp_loss)
+        loss = sum(losses[1:], losses[0]) if losses else None
+        return BertOutput(
+            logits=logits, loss=loss, metrics=metrics, nsp_logits=nsp_logits, hidden_states=hidden
+        )
+
+
+# ----------------------------------------------------------------------------- classification
+
+
+@register_model("bert-classifier", BertConfig)
+class BertForSequenceClassification(nn.Module):
+    """BERT with a Linear on the pooled [CLS] state: ``n_labels``-way sequence classification."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(config.n_embd, config.n_labels)
+        self.apply(_init_bert_weights)
+
+    @property
+    def context_length(self) -> int:
+        return self.config.block_size
+
+    def sentence_embedding(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Mean-pooled last hidden states (B, C) over the attention mask."""
+        return self.bert.sentence_embedding(input_ids, attention_mask, token_type_ids)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> BertOutput:
+        """input_ids (B, T) -> class logits (B, n_labels); labels (B,) -> cross-entropy and accuracy."""
+        _check_ids(input_ids)
+        hidden = self.bert(input_ids, attention_mask, token_type_ids, position_ids)  # (B, T, C)
+        logits = self.classifier(self.dropout(self.bert.pooler(hidden)))  # (B, n_labels)
+        loss, metrics = None, {}
+        if labels is not None:
+            labels = labels.view(-1)
+            loss = F.cross_entropy(logits.float(), labels)
+            metrics["accuracy"] = ((logits.argmax(-1) == labels).sum(), labels.numel())
+        return BertOutput(logits=logits, loss=loss, metrics=metrics, hidden_states=hidden)
+
+
+# ----------------------------------------------------------------------------- presets
+
+register_preset("bert-base", "bert", n_layer=12, n_head=12, n_embd=768)  # 110M (bert-base-uncased)
+register_preset("bert-large", "bert", n_layer=24, n_head=16, n_embd=1024)  # 340M
+# all-MiniLM-L6-v2's encoder (Wang et al. 2020, MiniLM distilled): 6 layers, 384 wide, 12 heads, 22.7M
+register_preset("MiniLM-L6-H384", "bert", n_layer=6, n_head=12, n_embd=384)
+# Turc et al. 2019 "Well-Read Students Learn Better" small BERTs (google/bert_uncased_L-*_H-*_A-*)
+register_preset("bert-tiny", "bert", n_layer=2, n_head=2, n_embd=128)
+register_preset("bert-mini", "bert", n_layer=4, n_head=4, n_embd=256)
+register_preset("bert-small", "bert", n_layer=4, n_head=8, n_embd=512)
+# for tests
+register_preset(
+    "bert-test", "bert", n_layer=2, n_head=2, n_embd=32, block_size=64, vocab_size=64, dropout=0.0
+)
