@@ -354,7 +354,7 @@ def train(
             if run_path is not None and is_main:
                 write_metrics_csv(run_path / "metrics.csv", history)
         if bar is not None:
-            bar.update(1 if args.max_steps is not None else dt)
+            bar.update(1 if args.max_steps is not None else max(0, round(elapsed) - bar.n))
 
         stop_early = args.early_stopping_patience > 0 and evals_since_best >= args.early_stopping_patience
         if (
@@ -450,12 +450,8 @@ def _progress_bar(args: TrainArgs, start_step: int, elapsed: float, enabled: boo
     if args.max_steps is not None:
         return tqdm(total=args.max_steps, initial=start_step, unit="step", dynamic_ncols=True)
     budget = args.max_minutes * 60  # type: ignore[operator]
-    return tqdm(
-        total=round(budget), initial=round(elapsed), unit="s", dynamic_ncols=True, bar_format=_TIME_BAR_FORMAT
-    )
-
-
-_TIME_BAR_FORMAT = "{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]"
+    # a time-budget run: the bar counts seconds of training, so its ETA is the budget left
+    return tqdm(total=round(budget), initial=round(elapsed), unit="s", dynamic_ncols=True)
 
 
 # ----------------------------------------------------------------------------- pretrain (recipe -> run dir)
