@@ -40,6 +40,8 @@ class NormalizeArgs:
     """Collapse runs of spaces/tabs to one space, trim every line, keep at most one blank line."""
     lowercase: bool = False
     """Lowercase the text column (labels and other columns are left as they are)."""
+    html: bool = False
+    """Turn ``<br>`` into a newline, drop other HTML tags, unescape entities (``&amp;`` -> ``&``); runs first."""
 
 
 @dataclass

@@ -376,6 +376,8 @@ def clean(
     report.config = _config_dict(cfg)
     fill_values = _fill_values(reader, cfg, columns, text_column, progress)
     report.fill_values = dict(fill_values)
+    for column in dict.fromkeys([*columns, *(c for c in cfg.missing if c != "*")]):  # zeros are news too
+        report.missing[column] = {"missing": 0, "dropped": 0, "filled": 0, "kept": 0}
     cleaner = _RowCleaner(cfg, src, columns, text_column, fill_values, report)
     bar = _progress(reader.size, f"clean {src.name}", progress)
     with atomic_output(dst) as f:

@@ -139,7 +139,7 @@ class CleanReport:
             lines.append("modified (kept rows):")
             lines += [f"  {what:<16} {n:>9,}" for what, n in self.modified.items()]
         if self.missing:
-            lines.append("missing values per column (missing / dropped / filled / kept):")
+            lines.append("missing values per column: missing / dropped / filled / kept")
             for column, c in self.missing.items():
                 fill = f"  fill = {self.fill_values[column]!r}" if column in self.fill_values else ""
                 lines.append(

@@ -6,6 +6,7 @@ extras, imported only when a config asks for them.
 
 from __future__ import annotations
 
+import html
 import re
 import unicodedata
 from functools import lru_cache
@@ -21,10 +22,15 @@ _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x84\x86-\x9f\u00ad\u200b\u2060\u
 _SPACES = re.compile(r"[^\S\n]+")  # whitespace other than newline
 _LINE_EDGES = re.compile(r" ?\n ?")
 _BLANK_LINES = re.compile(r"\n{3,}")
+_BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
+# An opening or closing tag: "<" + a letter starts it, so "a < b > c" is left alone.
+_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>")
 
 
 def normalize_text(text: str, args: NormalizeArgs, lowercase: bool = False) -> str:
-    """Unicode form, then control characters, then whitespace, then (optionally) lowercase."""
+    """HTML (optional), Unicode form, control characters, whitespace, then (optionally) lowercase."""
+    if args.html:
+        text = html.unescape(_TAG.sub("", _BR.sub("\n", text)))
     if args.unicode != "none":
         text = unicodedata.normalize(args.unicode, text)
     if args.control_chars or args.whitespace:
