@@ -234,6 +234,15 @@ def test_language_filter_in_the_pipeline(tmp_path: Path) -> None:
     assert lines(tmp_path / "o.txt") == texts[:1] and report.removed["language"] == 1
 
 
+def test_spelling_in_the_pipeline_then_dedup_sees_the_fix(tmp_path: Path) -> None:
+    pytest.importorskip("spellchecker")
+    src = write(tmp_path / "s.txt", "the acting was great\nthe actng was great\n")
+    report = clean(src, tmp_path / "o.txt", {**NO_NEAR, "spelling": True}, progress=False)
+    assert lines(tmp_path / "o.txt") == ["the acting was great"]
+    assert report.removed["exact_duplicate"] == 1  # after correction the rows are equal
+    assert report.modified == {}  # the corrected row was the removed duplicate
+
+
 # ----------------------------------------------------------------------------- report, streaming, formats
 
 

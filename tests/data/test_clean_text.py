@@ -83,5 +83,8 @@ def test_spelling_corrects_lowercase_words_like_pyspellchecker() -> None:
 
 def test_html_breaks_tags_and_entities() -> None:
     raw = "Great film.<br /><br />The <i>cast</i> &amp; crew&nbsp;shine; 3 < 4 > 2<BR>end"
-    assert normalize_text(raw, NormalizeArgs(html=True)) == "Great film.\n\nThe cast & crew shine; 3 < 4 > 2\nend"
+    assert (
+        normalize_text(raw, NormalizeArgs(html=True))
+        == "Great film.\n\nThe cast & crew shine; 3 < 4 > 2\nend"
+    )
     assert normalize_text(raw, NormalizeArgs()) == raw  # off by default

@@ -12,6 +12,7 @@ of a mode column).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -80,7 +81,7 @@ class _RowCleaner:
         self.near = (
             NearDuplicateIndex(d.threshold, d.num_perm, d.shingle, d.ngram, d.seed) if d.near else None
         )
-        self.near_lines: list[int] = []  # near index row -> its input line
+        self.near_lines = array("q")  # near index row -> its input line (8 bytes per kept row)
 
     def is_missing(self, value: Any) -> bool:
         if value is None:
@@ -241,7 +242,10 @@ class _RowCleaner:
 def _fill_values(
     reader: RecordReader, cfg: CleanConfig, columns: list[str], text_column: str | None, progress: bool
 ) -> dict[str, Any]:
-    """Column -> fill value: constants as given; mean/median/mode from a first pass over the file."""
+    """Column -> fill value: constants as given; mean/median/mode from a first pass over the file.
+
+    The statistics cover every well-formed row of the input, before the other rules filter rows.
+    """
     fills: dict[str, Any] = {}
     stats: dict[str, str] = {}
     for column in dict.fromkeys([*columns, *(c for c in cfg.missing if c != "*")]):
@@ -353,10 +357,10 @@ def clean(
 
     ``config`` is a ``CleanConfig``, a dict of its fields, or a YAML file. The input is never
     modified; ``out`` appears only when cleaning succeeded. The report is saved as
-    ``<out>.report.json`` and ``<out>.report.txt`` (or ``report_path`` and its ``.txt`` twin).
+    ``<out>.report.json`` and ``<out>.report.txt`` (or ``report_path`` and its ``.txt`` twin)::
 
-    >>> report = clean("reviews.csv", "reviews.clean.csv", {"labels": {"allowed": ["0", "1"]}})
-    >>> report.rows_in, report.rows_out, report.removed["exact_duplicate"]
+        report = clean("reviews.csv", "reviews.clean.csv", {"labels": {"allowed": [0, 1]}})
+        report.rows_in, report.rows_out, report.removed["exact_duplicate"]
     """
     start = time.perf_counter()
     cfg = load_clean_config(config)
@@ -373,7 +377,7 @@ def clean(
     _check_columns(cfg, src, fmt, columns, text_column)
 
     report = CleanReport(str(input), str(dst), fmt, max_examples=cfg.examples, max_clusters=cfg.clusters)
-    report.config = _config_dict(cfg)
+    report.config = dataclasses.asdict(cfg)
     fill_values = _fill_values(reader, cfg, columns, text_column, progress)
     report.fill_values = dict(fill_values)
     for column in dict.fromkeys([*columns, *(c for c in cfg.missing if c != "*")]):  # zeros are news too
@@ -393,12 +397,6 @@ def clean(
     json_path = Path(report_path) if report_path else dst.with_name(dst.name + ".report.json")
     report.save(json_path, json_path.with_suffix(".txt"))
     return report
-
-
-def _config_dict(cfg: CleanConfig) -> dict[str, Any]:
-    import dataclasses
-
-    return dataclasses.asdict(cfg)
 
 
 def clean_step(
