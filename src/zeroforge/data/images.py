@@ -81,10 +81,14 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         ("numpy", "dtype"),
     }
 
+    def __init__(self, file: io.BytesIO, where: str) -> None:
+        super().__init__(file, encoding="latin1")  # Python 2 pickles: byte strings as latin-1
+        self.where = where
+
     def find_class(self, module: str, name: str) -> object:
         if (module, name) not in self._ALLOWED:
             raise DataError(
-                f"mnist.pkl.gz: refusing to unpickle {module}.{name} (only numpy arrays are allowed)"
+                f"{self.where}: refusing to unpickle {module}.{name} (only numpy arrays are allowed)"
             )
         if name == "_reconstruct":
             try:
@@ -98,7 +102,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 def read_numpy_pickle(data: bytes, where: str) -> object:
     """Unpickle ``data`` allowing only numpy arrays (Python 2 pickles are read with latin-1 strings)."""
     try:
-        return _NumpyOnlyUnpickler(io.BytesIO(data), encoding="latin1").load()
+        return _NumpyOnlyUnpickler(io.BytesIO(data), where).load()
     except DataError:
         raise
     except Exception as err:  # noqa: BLE001 - a corrupt file can fail in many ways
