@@ -1,0 +1,650 @@
+"""BERT pretraining data: sentence pairs for next-sentence prediction, tokens masked for the masked LM.
+
+``prepare_mlm_nsp("kjv")`` writes ``<cache>/prepared/kjv-mlm_nsp-wordpiece-4096-128/``::
+
+    train.npz  val.npz    sentence pairs: tokens ([CLS] A [SEP] B [SEP], flat), offsets, len_a,
+                          next_label (0 = B follows A, 1 = B is random), doc_a, doc_b
+    meta.json             documents per split, pair and token counts, truncations, settings
+    tokenizer files       ``load_tokenizer(dir)``
+
+Documents are a dataset's books or plays (``zeroforge.datasets.load_documents``) or the files of a
+folder; a sentence is a non-empty line (blank lines are skipped; KJV verse numbers are dropped, as
+"1:5" after "1:4" would give NSP away). Whole documents are held out for validation, so validation
+text, its "next" segments and its "random" segments are never seen in training, and the WordPiece
+vocabulary is trained on the training documents only.
+
+Pairs follow google-research/bert ``create_instances_from_document``: sentences are gathered until
+they fill the target length (``max_seq_len - 3``; 10% of documents get a shorter random target),
+cut at a random sentence boundary into A and B; half the time B is replaced by a run of sentences
+from a random *other* document (the unused sentences go back to the pool), then the longer side is
+trimmed at a random end until the pair fits. One departure: a chunk of a single sentence (a
+one-sentence document, or one sentence longer than the target) is cut inside the sentence for a true
+pair instead of always becoming a random one, so the labels stay 50/50.
+
+Masking is dynamic (RoBERTa): each time an example is drawn, ``mask_prob`` of its non-special tokens
+(whole words with ``whole_word_mask``) are selected; of those 80% become [MASK], 10% a random
+token, 10% stay, and ``labels`` hold the originals there (-100 elsewhere). The draw depends only on
+(seed, epoch, example), so every epoch masks differently and a resumed run draws the same batches.
+"""
+
+from __future__ import annotations
+
+import array
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from zeroforge import datasets
+from zeroforge.data.text import PretrainData, _locked, prepared_dir_for, token_dtype
+from zeroforge.errors import ConfigError, DataError
+from zeroforge.io import atomic_write_json
+from zeroforge.tokenizers import WordPieceTokenizer, load_tokenizer, load_wordpiece, train_wordpiece
+
+META_FILE = "meta.json"
+SPLITS = ("train", "val")
+PREPARE_SEED = 12345  # create_pretraining_data.py's default random_seed
+SHORT_SEQ_PROB = 0.1  # BERT: fraction of documents whose pairs target a shorter random length
+IGNORE_INDEX = -100
+FORMAT_VERSION = 1
+
+Sentences = list[list[int]]  # one document: its sentences as token ids
+
+
+# ----------------------------------------------------------------------------- documents -> sentences
+
+_VERSE_NUMBER = re.compile(r"^\d+:\d+\s+")
+
+
+def document_sentences(source: str) -> list[tuple[str, list[str]]]:
+    """``[(name, sentences)]``: each document's non-empty, stripped lines."""
+    clean = (lambda line: _VERSE_NUMBER.sub("", line)) if source == "kjv" else (lambda line: line)
+    out = []
+    for name, text in datasets.load_documents(source):
+        lines = (clean(line.strip()).strip() for line in text.splitlines())
+        out.append((name, [line for line in lines if line]))
+    return out
+
+
+def split_documents(
+    n_docs: int, val_fraction: float, seed: int = PREPARE_SEED
+) -> tuple[list[int], list[int]]:
+    """Document indices ``(train, val)``: a seeded random ``val_fraction`` (at least 2) is validation.
+
+    NSP's random segments must come from another document of the same split, so each needs two.
+    """
+    if n_docs < 4:
+        raise DataError(
+            f"mlm_nsp needs at least 4 non-empty documents (2 to train, 2 held out for validation, as NSP "
+            f"draws random segments from other documents), got {n_docs}; give a folder of several .txt files"
+        )
+    n_val = min(max(2, round(n_docs * val_fraction)), n_docs - 2)
+    order = np.random.default_rng(seed).permutation(n_docs)
+    return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
+
+
+# ----------------------------------------------------------------------------- sentence pairs
+
+
+@dataclass
+class PairSet:
+    """Sentence pairs in flat arrays; pair i is ``tokens[offsets[i]:offsets[i + 1]]``."""
+
+    tokens: np.ndarray  # (total,) [CLS] A [SEP] B [SEP] of every pair, concatenated
+    offsets: np.ndarray  # (n + 1,) int64
+    len_a: np.ndarray  # (n,) int32, length of [CLS] A [SEP] (segment 0)
+    next_label: np.ndarray  # (n,) int64: 0 = B follows A, 1 = B is random
+    doc_a: np.ndarray  # (n,) int32 index of A's document in the split
+    doc_b: np.ndarray  # (n,) int32 index of B's document
+
+    def __len__(self) -> int:
+        return len(self.len_a)
+
+    def example(self, i: int) -> np.ndarray:
+        return self.tokens[self.offsets[i] : self.offsets[i + 1]]
+
+    def save(self, path: Path) -> None:
+        np.savez(path, **{k: getattr(self, k) for k in self.__dataclass_fields__})
+
+    @classmethod
+    def load(cls, path: Path) -> PairSet:
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        except (OSError, KeyError, ValueError) as err:
+            raise DataError(f"{path}: not a sentence-pair file ({err})") from None
+
+
+def _truncate_pair(a: list[int], b: list[int], max_tokens: int, rng: np.random.Generator) -> bool:
+    """BERT's truncate_seq_pair: trim the longer side, at a random end, until the pair fits."""
+    trimmed = False
+    while len(a) + len(b) > max_tokens:
+        longer = a if len(a) > len(b) else b
+        if rng.random() < 0.5:
+            del longer[0]
+        else:
+            longer.pop()
+        trimmed = True
+    return trimmed
+
+
+def create_pairs(
+    documents: Sequence[Sentences],
+    max_seq_len: int,
+    cls_id: int,
+    sep_id: int,
+    rng: np.random.Generator,
+    dupe_factor: int = 1,
+    short_seq_prob: float = SHORT_SEQ_PROB,
+    dtype: np.dtype | type = np.int64,
+    where: str = "sentence pairs",
+) -> tuple[PairSet, dict[str, int]]:
+    """Sentence pairs from ``documents`` (each a list of tokenized sentences), BERT's recipe (see
+    the module docstring), ``dupe_factor`` passes over the documents. Returns the pairs and counts:
+    ``long_sentences`` (sentences longer than ``max_seq_len - 3`` tokens, which are cut to fit, with
+    a warning naming ``where`` and the count) and ``truncated_pairs`` (pairs trimmed to fit)."""
+    if max_seq_len < 5:
+        raise ConfigError(f"max_seq_len: a pair needs >= 5 tokens ([CLS] a [SEP] b [SEP]), got {max_seq_len}")
+    max_tokens = max_seq_len - 3
+    docs = [d for d in documents if d]
+    keep = [i for i, d in enumerate(documents) if d]
+    if len(docs) < 2:
+        raise DataError(f"sentence pairs need >= 2 non-empty documents (random segments), got {len(docs)}")
+    tokens, offsets = array.array("q"), [0]
+    len_a: list[int] = []
+    labels: list[int] = []
+    doc_a: list[int] = []
+    doc_b: list[int] = []
+    counts = {"long_sentences": sum(len(s) > max_tokens for d in docs for s in d), "truncated_pairs": 0}
+    if counts["long_sentences"]:
+        warnings.warn(
+            f"{where}: {counts['long_sentences']} sentence(s) longer than max_seq_len - 3 = {max_tokens} "
+            "tokens are truncated to fit a pair",
+            stacklevel=2,
+        )
+    for _ in range(dupe_factor):
+        for d, document in enumerate(docs):
+            target = max_tokens
+            if rng.random() < short_seq_prob:
+                target = int(rng.integers(2, max_tokens + 1))
+            chunk: Sentences = []
+            length, i = 0, 0
+            while i < len(document):
+                chunk.append(document[i])
+                length += len(document[i])
+                if i == len(document) - 1 or length >= target:
+                    a_end = int(rng.integers(1, len(chunk))) if len(chunk) >= 2 else 1
+                    a = [t for s in chunk[:a_end] for t in s]
+                    is_random = rng.random() < 0.5
+                    other = d
+                    if len(chunk) == 1 and not is_random:
+                        if len(a) < 2:  # one token cannot be cut into A and B
+                            is_random = True
+                        else:  # cut the single sentence: B is its true continuation
+                            cut = int(rng.integers(1, min(len(a), max_tokens)))
+                            a, b = a[:cut], a[cut:]
+                    if is_random:
+                        other = int(rng.integers(len(docs) - 1))
+                        other += other >= d  # uniform over the *other* documents
+                        source = docs[other]
+                        b = []
+                        for sentence in source[int(rng.integers(len(source))) :]:
+                            b.extend(sentence)
+                            if len(b) >= max(target - len(a), 1):
+                                break
+                        i -= len(chunk) - a_end  # the unused sentences start the next chunk
+                    elif len(chunk) >= 2:
+                        b = [t for s in chunk[a_end:] for t in s]
+                    counts["truncated_pairs"] += _truncate_pair(a, b, max_tokens, rng)
+                    tokens.extend([cls_id, *a, sep_id, *b, sep_id])
+                    offsets.append(len(tokens))
+                    len_a.append(len(a) + 2)
+                    labels.append(int(is_random))
+                    doc_a.append(keep[d])
+                    doc_b.append(keep[other])
+                    chunk, length = [], 0
+                i += 1
+    pairs = PairSet(
+        tokens=np.frombuffer(tokens, dtype=np.int64).astype(dtype),
+        offsets=np.asarray(offsets, dtype=np.int64),
+        len_a=np.asarray(len_a, dtype=np.int32),
+        next_label=np.asarray(labels, dtype=np.int64),
+        doc_a=np.asarray(doc_a, dtype=np.int32),
+        doc_b=np.asarray(doc_b, dtype=np.int32),
+    )
+    return pairs, counts
+
+
+# ----------------------------------------------------------------------------- masking
+
+
+@dataclass(frozen=True)
+class MaskingSpec:
+    """What masking needs to know about the vocabulary."""
+
+    mask_id: int
+    pad_id: int
+    special: np.ndarray  # (V,) bool: never selected ([CLS], [SEP], [PAD], ...)
+    continuation: np.ndarray  # (V,) bool: ``##`` pieces (whole-word masking joins them to the word)
+    random_ids: np.ndarray  # ids the 10% "random token" case draws from (the non-special ones)
+    mask_prob: float = 0.15
+    whole_word: bool = False
+
+    @classmethod
+    def from_tokenizer(
+        cls, tok: WordPieceTokenizer, mask_prob: float = 0.15, whole_word: bool = False
+    ) -> MaskingSpec:
+        tok.require("[CLS]", "[SEP]", "[MASK]", "[PAD]")
+        special = np.zeros(tok.vocab_size, dtype=bool)
+        special[tok.special_ids()] = True
+        assert tok.mask_id is not None and tok.pad_id is not None  # checked by require
+        return cls(
+            mask_id=tok.mask_id,
+            pad_id=tok.pad_id,
+            special=special,
+            continuation=tok.continuation_mask(),
+            random_ids=np.flatnonzero(~special),
+            mask_prob=mask_prob,
+            whole_word=whole_word,
+        )
+
+
+def mask_tokens(
+    ids: np.ndarray, spec: MaskingSpec, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """BERT's masking of one sequence -> ``(input_ids, labels)``, labels -100 where nothing was selected.
+
+    round(mask_prob * n) of the n non-special tokens are selected (at least 1), as
+    create_pretraining_data.py; with ``whole_word`` whole words are taken, skipping any that would
+    overshoot the count. Each selected token: 80% [MASK], 10% a random non-special id, 10% unchanged.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    candidates = np.flatnonzero(~spec.special[ids])  # positions that may be masked
+    inputs, labels = ids.copy(), np.full(ids.shape, IGNORE_INDEX, dtype=np.int64)
+    if candidates.size == 0:
+        return inputs, labels
+    n_predict = max(1, round(candidates.size * spec.mask_prob))
+    if spec.whole_word:
+        # a ## piece right after a candidate joins that candidate's word
+        starts = ~(spec.continuation[ids[candidates]] & (np.r_[-2, candidates[:-1]] == candidates - 1))
+        words = np.split(candidates, np.flatnonzero(starts)[1:])
+        chosen: list[int] = []
+        for w in rng.permutation(len(words)):
+            if len(chosen) + len(words[w]) <= n_predict:
+                chosen.extend(words[w].tolist())
+            if len(chosen) == n_predict:
+                break
+        selected = np.sort(np.asarray(chosen, dtype=np.int64))
+    else:
+        selected = np.sort(rng.choice(candidates, size=n_predict, replace=False))
+    labels[selected] = ids[selected]
+    r = rng.random(selected.size)
+    inputs[selected[r < 0.8]] = spec.mask_id
+    swap = selected[(r >= 0.8) & (r < 0.9)]
+    inputs[swap] = spec.random_ids[rng.integers(spec.random_ids.size, size=swap.size)]
+    return inputs, labels
+
+
+def collate(
+    pairs: PairSet, indices: Sequence[int], spec: MaskingSpec, rngs: Sequence[np.random.Generator]
+) -> dict[str, torch.Tensor]:
+    """Mask ``pairs[indices]`` and pad them to the longest -> a BertForPreTraining batch."""
+    T = max(int(pairs.offsets[i + 1] - pairs.offsets[i]) for i in indices)
+    B = len(indices)
+    input_ids = np.full((B, T), spec.pad_id, dtype=np.int64)
+    labels = np.full((B, T), IGNORE_INDEX, dtype=np.int64)
+    attention_mask = np.zeros((B, T), dtype=np.int64)
+    token_type_ids = np.zeros((B, T), dtype=np.int64)
+    for row, (i, rng) in enumerate(zip(indices, rngs)):
+        x, y = mask_tokens(pairs.example(i), spec, rng)
+        n = x.size
+        input_ids[row, :n], labels[row, :n], attention_mask[row, :n] = x, y, 1
+        token_type_ids[row, pairs.len_a[i] : n] = 1  # segment B, its [SEP] included
+    return {
+        "input_ids": torch.from_numpy(input_ids),  # (B, T)
+        "attention_mask": torch.from_numpy(attention_mask),  # (B, T)
+        "token_type_ids": torch.from_numpy(token_type_ids),  # (B, T)
+        "labels": torch.from_numpy(labels),  # (B, T)
+        "next_sentence_label": torch.from_numpy(pairs.next_label[list(indices)].copy()),  # (B,)
+    }
+
+
+VAL_EPOCH = (1 << 32) - 1  # the epoch number validation masks are drawn for (never a training epoch)
+
+
+def _example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, epoch, index])
+
+
+class MaskedPairBatches:
+    """The trainer's batch source for ``mlm_nsp``: shuffled pairs, freshly masked every epoch.
+
+    Epoch e visits a permutation of the pairs seeded by (seed, e); rank r of w takes every w-th
+    of it. Example i's mask in epoch e comes from a generator seeded by (seed, e, i), so the state
+    is just (epoch, cursor) and resuming draws exactly the batches an uninterrupted run would.
+    """
+
+    def __init__(
+        self,
+        pairs: PairSet,
+        spec: MaskingSpec,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size: must be >= 1, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ConfigError(f"rank {rank} is not in [0, world_size={world_size})")
+        if len(pairs) < world_size:
+            raise DataError(f"{len(pairs)} sentence pairs are too few for {world_size} ranks")
+        self.pairs, self.spec, self.batch_size = pairs, spec, batch_size
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.epoch, self.cursor = 0, 0
+        self._order = self._epoch_order(0)
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.pairs))[
+            self.rank :: self.world_size
+        ]
+
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        indices, rngs = [], []
+        while len(indices) < self.batch_size:
+            if self.cursor >= len(self._order):
+                self.epoch, self.cursor = self.epoch + 1, 0
+                self._order = self._epoch_order(self.epoch)
+            i = int(self._order[self.cursor])
+            indices.append(i)
+            rngs.append(_example_rng(self.seed, self.epoch, i))
+            self.cursor += 1
+        return collate(self.pairs, indices, self.spec, rngs)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "cursor": self.cursor, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.seed, self.epoch, self.cursor = int(state["seed"]), int(state["epoch"]), int(state["cursor"])
+        self._order = self._epoch_order(self.epoch)
+
+
+def fixed_batches(
+    pairs: PairSet, spec: MaskingSpec, batch_size: int, n_batches: int | None = None, seed: int = 0
+) -> list[dict[str, torch.Tensor]]:
+    """Evaluation batches: the same examples and masks on every call (all pairs when n_batches is None)."""
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    if n_batches is not None:
+        order = order[: n_batches * batch_size]
+    batches = []
+    for start in range(0, len(order), batch_size):
+        idx = [int(i) for i in order[start : start + batch_size]]
+        batches.append(collate(pairs, idx, spec, [_example_rng(seed, VAL_EPOCH, i) for i in idx]))
+    return batches
+
+
+def most_frequent_token_baseline(
+    train: PairSet, batches: Sequence[dict[str, torch.Tensor]], special: np.ndarray
+) -> tuple[int, float]:
+    """``(token, accuracy)``: always predicting the training pairs' most frequent non-special token."""
+    counts = np.bincount(train.tokens.astype(np.int64), minlength=special.size)
+    counts[special] = 0
+    token = int(counts.argmax())
+    labels = torch.cat([b["labels"][b["labels"] != IGNORE_INDEX] for b in batches])
+    return token, float((labels == token).float().mean()) if labels.numel() else math.nan
+
+
+# ----------------------------------------------------------------------------- prepare
+
+
+def _tokenizer_spec(tokenizer: str, vocab_size: int, lowercase: bool) -> str:
+    if tokenizer == "wordpiece":
+        return f"wordpiece-{vocab_size}" + ("" if lowercase else "-cased")
+    if Path(tokenizer).expanduser().exists():
+        return "vocab-" + re.sub(r"[^\w.-]+", "_", Path(tokenizer).expanduser().resolve().parent.name or "x")
+    raise ConfigError(
+        f"data.tokenizer: mlm_nsp needs 'wordpiece' or a path to a vocab.txt, tokenizer.json or "
+        f"tokenizer folder, got {tokenizer!r}"
+    )
+
+
+def prepared_mlm_dir_for(
+    source: str,
+    tokenizer: str = "wordpiece",
+    vocab_size: int = 4096,
+    lowercase: bool = True,
+    max_seq_len: int = 128,
+) -> Path:
+    """Default folder: ``<cache>/prepared/<source>-mlm_nsp-<tokenizer>-<max_seq_len>``."""
+    stem = prepared_dir_for(source, "char").name[: -len("-char")]
+    return (
+        prepared_dir_for(source).parent
+        / f"{stem}-mlm_nsp-{_tokenizer_spec(tokenizer, vocab_size, lowercase)}-{max_seq_len}"
+    )
+
+
+def _settings(
+    source: str,
+    tokenizer: str,
+    vocab_size: int,
+    lowercase: bool,
+    max_seq_len: int,
+    val_fraction: float,
+    dupe_factor: int,
+) -> dict[str, Any]:
+    settings: dict[str, Any] = {
+        "format": FORMAT_VERSION,
+        "source": source,
+        "tokenizer": tokenizer,
+        "requested_vocab_size": vocab_size,
+        "lowercase": lowercase,
+        "max_seq_len": max_seq_len,
+        "val_fraction": val_fraction,
+        "dupe_factor": dupe_factor,
+    }
+    if tokenizer != "wordpiece":
+        path = Path(tokenizer).expanduser().resolve()
+        files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+        settings["tokenizer_files"] = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    return settings
+
+
+def _load_or_train_tokenizer(
+    tokenizer: str, texts: list[str], vocab_size: int, lowercase: bool, progress: bool
+) -> WordPieceTokenizer:
+    if tokenizer == "wordpiece":
+        tok = train_wordpiece(texts, vocab_size=vocab_size, lowercase=lowercase, progress=progress)
+    else:
+        path = Path(tokenizer).expanduser()
+        tok = load_tokenizer(path) if path.is_dir() else load_wordpiece(path)
+        if not isinstance(tok, WordPieceTokenizer):
+            raise DataError(f"{path}: a {tok.kind} tokenizer; mlm_nsp needs a WordPiece vocabulary")
+    tok.require("[CLS]", "[SEP]", "[MASK]", "[PAD]")
+    return tok
+
+
+def _build(tmp: Path, settings: dict[str, Any], progress: bool) -> None:
+    source = settings["source"]
+    named = document_sentences(source)
+    nonempty = [(name, s) for name, s in named if s]
+    train_idx, val_idx = split_documents(len(nonempty), settings["val_fraction"])
+    splits = {"train": [nonempty[i] for i in train_idx], "val": [nonempty[i] for i in val_idx]}
+    train_text = [line for _, sentences in splits["train"] for line in sentences]
+    tok = _load_or_train_tokenizer(
+        settings["tokenizer"], train_text, settings["requested_vocab_size"], settings["lowercase"], progress
+    )
+    assert tok.cls_id is not None and tok.sep_id is not None
+    dtype = token_dtype(tok.vocab_size)
+    rng = np.random.default_rng(PREPARE_SEED)
+    meta: dict[str, Any] = {**settings, "vocab_size": tok.vocab_size, "dtype": dtype.name}
+    meta["empty_documents"] = [name for name, s in named if not s]
+    for split, docs in splits.items():
+        documents = [[ids for ids in tok.encode_batch(sentences) if ids] for _, sentences in docs]
+        dupes = settings["dupe_factor"] if split == "train" else 1
+        pairs, counts = create_pairs(
+            documents,
+            settings["max_seq_len"],
+            tok.cls_id,
+            tok.sep_id,
+            rng,
+            dupes,
+            dtype=dtype,
+            where=f"{source} {split}",
+        )
+        if len(pairs) == 0:
+            raise DataError(f"{source}: no {split} sentence pairs could be built")
+        pairs.save(tmp / f"{split}.npz")
+        meta[split] = {
+            "documents": [name for name, _ in docs],
+            "sentences": sum(len(d) for d in documents),
+            "pairs": len(pairs),
+            "tokens": int(pairs.tokens.size),
+            "random_next_fraction": float(pairs.next_label.mean()),
+            **counts,
+        }
+    meta["fingerprint"] = datasets.source_fingerprint(source)
+    tok.save(tmp)
+    atomic_write_json(tmp / META_FILE, meta)
+
+
+def _reusable(out: Path, settings: dict[str, Any]) -> bool:
+    try:
+        meta = json.loads((out / META_FILE).read_text(encoding="utf-8"))
+        fingerprint = datasets.source_fingerprint(settings["source"])
+    except (OSError, ValueError, DataError):
+        return False
+    complete = all((out / f"{s}.npz").is_file() for s in SPLITS)
+    return (
+        complete
+        and all(meta.get(k) == v for k, v in settings.items())
+        and meta.get("fingerprint") == fingerprint
+    )
+
+
+def prepare_mlm_nsp(
+    input: str,
+    out: str | os.PathLike[str] | None = None,
+    tokenizer: str = "wordpiece",
+    vocab_size: int = 4096,
+    lowercase: bool = True,
+    max_seq_len: int = 128,
+    val_fraction: float = 0.1,
+    dupe_factor: int = 5,
+    progress: bool = True,
+    reuse: bool = False,
+) -> Path:
+    """Build BERT sentence-pair data from a corpus's documents (see the module docstring).
+
+    ``input``: a dataset name (``kjv`` by book, ``shakespeare`` by play) or a folder of .txt files
+    (one document each). ``tokenizer``: ``wordpiece`` (trained on the training documents) or a path
+    to a vocab.txt / tokenizer.json / tokenizer folder. Written atomically (temp folder + rename).
+    ``reuse``: return a complete folder built with the same settings from the same source as is.
+    """
+    if not 0 < val_fraction < 1:
+        raise ConfigError(f"val_fraction: must be in (0, 1), got {val_fraction}")
+    if dupe_factor < 1:
+        raise ConfigError(f"dupe_factor: must be >= 1, got {dupe_factor}")
+    if max_seq_len < 5:
+        raise ConfigError(f"max_seq_len: a pair needs >= 5 tokens ([CLS] a [SEP] b [SEP]), got {max_seq_len}")
+    source = str(input)
+    _tokenizer_spec(tokenizer, vocab_size, lowercase)  # validates the tokenizer argument
+    settings = _settings(source, tokenizer, vocab_size, lowercase, max_seq_len, val_fraction, dupe_factor)
+    out_path = (
+        Path(out).expanduser()
+        if out
+        else prepared_mlm_dir_for(source, tokenizer, vocab_size, lowercase, max_seq_len)
+    )
+    with _locked(out_path):
+        if reuse and _reusable(out_path, settings):
+            return out_path
+        if (
+            out_path.exists()
+            and not (out_path / META_FILE).is_file()
+            and (out_path.is_file() or any(out_path.iterdir()))
+        ):
+            raise DataError(
+                f"{out_path}: exists and is not a prepared data folder (no {META_FILE}); choose another --out"
+            )
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out_path.parent, prefix=f".{out_path.name}.tmp-"))
+        try:
+            os.chmod(tmp, 0o755)
+            _build(tmp, settings, progress)
+            if out_path.exists():  # swap only a complete folder in
+                old = out_path.parent / f".{out_path.name}.old-{os.getpid()}"
+                os.replace(out_path, old)
+                os.replace(tmp, out_path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, out_path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return out_path
+
+
+def load_mlm_nsp(
+    directory: str | os.PathLike[str],
+) -> tuple[dict[str, Any], WordPieceTokenizer, PairSet, PairSet]:
+    """``(meta, tokenizer, train_pairs, val_pairs)`` of a prepared folder."""
+    directory = Path(directory).expanduser()
+    meta_path = directory / META_FILE
+    if not meta_path.is_file():
+        raise DataError(
+            f"{meta_path}: missing; run: zeroforge prepare --objective mlm_nsp --input SOURCE --out {directory}"
+        )
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    tok = load_tokenizer(directory)
+    if not isinstance(tok, WordPieceTokenizer):
+        raise DataError(f"{directory}: holds a {tok.kind} tokenizer, not WordPiece (not mlm_nsp data)")
+    return meta, tok, PairSet.load(directory / "train.npz"), PairSet.load(directory / "val.npz")
+
+
+# ----------------------------------------------------------------------------- the pretrain data builder
+
+
+def build_mlm_nsp_data(
+    data_args: Any,
+    block_size: int,
+    batch_size: int,
+    eval_batch_count: int,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+) -> PretrainData:
+    """``mlm_nsp`` for ``pretrain``: pairs of at most ``block_size`` tokens, masked on the fly;
+    validation = a fixed set of masked pairs from the held-out documents."""
+    directory = prepare_mlm_nsp(
+        data_args.source,
+        out=data_args.prepared_dir,
+        tokenizer=data_args.tokenizer,
+        vocab_size=data_args.vocab_size,
+        lowercase=data_args.lowercase,
+        max_seq_len=block_size,
+        val_fraction=data_args.val_fraction,
+        dupe_factor=data_args.dupe_factor,
+        progress=rank == 0,
+        reuse=True,
+    )
+    meta, tok, train_pairs, val_pairs = load_mlm_nsp(directory)
+    spec = MaskingSpec.from_tokenizer(tok, data_args.mask_prob, data_args.whole_word_mask)
+    train = MaskedPairBatches(train_pairs, spec, batch_size, seed, rank, world_size)
+    val = fixed_batches(val_pairs, spec, batch_size, eval_batch_count)
+    token, baseline = most_frequent_token_baseline(train_pairs, val, spec.special)
+    meta["baseline"] = {"token": tok.tokenizer.id_to_token(token), "val_mlm_accuracy": baseline}
+    description = (
+        f"{directory} ({len(train_pairs)} train pairs from {len(meta['train']['documents'])} documents, "
+        f"{len(val_pairs)} val pairs from {len(meta['val']['documents'])} held-out documents; "
+        f"most-frequent-token MLM baseline {baseline:.4f} ({meta['baseline']['token']!r}))"
+    )
+    return PretrainData(train, val, tok, meta, description)
