@@ -1,0 +1,325 @@
+"""Llama-family decoder-only transformer (Llama 2/3, SmolLM2, TinyLlama), read top to bottom.
+
+Token embedding -> n_layer pre-norm blocks (RMSNorm, grouped-query causal self-attention with rotary
+position embeddings, RMSNorm, SwiGLU feed-forward) -> final RMSNorm -> lm_head (tied to the embedding
+when ``tie_word_embeddings``). No biases and no learned positions.
+
+Parameter names are Hugging Face's ``LlamaForCausalLM`` ones (``model.layers.0.self_attn.q_proj``...),
+so HF checkpoints map one to one; ``zeroforge.weights`` also maps GGUF (llama.cpp) names onto them.
+
+References: Touvron et al. 2023 (Llama, Llama 2); Su et al. 2021 (RoPE); Shazeer 2020 (SwiGLU);
+Ainslie et al. 2023 (grouped-query attention); Allal et al. 2025 (SmolLM2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zeroforge.config import require
+from zeroforge.errors import ZeroforgeError
+from zeroforge.models.output import ModelOutput
+from zeroforge.modules.attention import attention, causal_mask, merge_heads, split_heads
+from zeroforge.modules.kv_cache import KVCache
+from zeroforge.modules.norm import RMSNorm
+from zeroforge.modules.rope import RotaryEmbedding, apply_rotary
+from zeroforge.registry import register_model, register_preset
+
+
+@dataclass
+class LlamaConfig:
+    """Defaults are SmolLM2-135M (HuggingFaceTB), a 30-layer, 576-wide Llama."""
+
+    n_layer: int = 30
+    n_head: int = 9
+    n_kv_head: int = 3
+    """Key/value heads; ``n_head`` for plain multi-head attention, fewer for grouped-query attention."""
+    n_embd: int = 576
+    intermediate_size: int = 1536
+    """Hidden width of the SwiGLU feed-forward network."""
+    vocab_size: int = 49152
+    block_size: int = 8192
+    """Longest sequence (HF's ``max_position_embeddings``); RoPE itself has no table to outgrow."""
+    head_dim: int | None = None
+    """Per-head size; default n_embd // n_head."""
+    rope_theta: float = 100000.0
+    """RoPE base: theta_i = rope_theta^(-2i/head_dim)."""
+    rms_norm_eps: float = 1e-5
+    tie_word_embeddings: bool = True
+    dropout: float = 0.0
+    """Residual dropout for fine-tuning (pretrained Llamas use none)."""
+    attention: Literal["sdpa", "naive"] = "sdpa"
+    """``sdpa``: PyTorch's fused kernel; ``naive``: softmax(QK^T/sqrt(d_k))V written out (reference)."""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "n_layer",
+            "n_head",
+            "n_kv_head",
+            "n_embd",
+            "intermediate_size",
+            "vocab_size",
+            "block_size",
+        ):
+            value = getattr(self, name)
+            require(value >= 1, name, f"must be >= 1, got {value}")
+        if self.head_dim is None:
+            require(
+                self.n_embd % self.n_head == 0,
+                "n_embd",
+                f"must be divisible by n_head ({self.n_head}) unless head_dim is set, got {self.n_embd}",
+            )
+            self.head_dim = self.n_embd // self.n_head
+        require(
+            self.head_dim >= 2 and self.head_dim % 2 == 0, "head_dim", f"must be even, got {self.head_dim}"
+        )
+        require(
+            self.n_head % self.n_kv_head == 0,
+            "n_kv_head",
+            f"must divide n_head ({self.n_head}), got {self.n_kv_head}",
+        )
+        require(self.rope_theta > 0, "rope_theta", f"must be > 0, got {self.rope_theta}")
+        require(self.rms_norm_eps > 0, "rms_norm_eps", f"must be > 0, got {self.rms_norm_eps}")
+        require(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
+        require(
+            self.attention in ("sdpa", "naive"),
+            "attention",
+            f"expected sdpa or naive, got {self.attention!r}",
+        )
+
+    @classmethod
+    def from_name(cls, name: str, **overrides: Any) -> LlamaConfig:
+        """A preset's config (``LlamaConfig.from_name("smollm2-135m", n_layer=4)``)."""
+        from zeroforge.registry import model_config
+
+        return model_config(name, **overrides)
+
+
+class LlamaAttention(nn.Module):
+    """Causal self-attention with RoPE on q and k, and ``n_kv_head`` key/value heads (GQA)."""
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        hs = config.head_dim
+        assert hs is not None  # set by __post_init__
+        self.q_proj = nn.Linear(config.n_embd, config.n_head * hs, bias=False)
+        self.k_proj = nn.Linear(config.n_embd, config.n_kv_head * hs, bias=False)
+        self.v_proj = nn.Linear(config.n_embd, config.n_kv_head * hs, bias=False)
+        self.o_proj = nn.Linear(config.n_head * hs, config.n_embd, bias=False)
+        self.n_head = config.n_head
+        self.n_kv_head = config.n_kv_head
+        self.impl = config.attention
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        is_causal: bool,
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> torch.Tensor:
+        q = apply_rotary(split_heads(self.q_proj(x), self.n_head), cos, sin)  # (B, nh, T, hs)
+        k = apply_rotary(split_heads(self.k_proj(x), self.n_kv_head), cos, sin)  # (B, nkv, T, hs)
+        v = split_heads(self.v_proj(x), self.n_kv_head)  # (B, nkv, T, hs)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # (B, nkv, L+T, hs): keys are cached already rotated
+        y = attention(q, k, v, mask=mask, is_causal=is_causal, impl=self.impl)  # (B, nh, T, hs)
+        return self.o_proj(merge_heads(y))  # (B, T, C)
+
+
+class SwiGLU(nn.Module):
+    """Gated feed-forward network (Shazeer 2020): down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, n_embd: int, hidden: int) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(n_embd, hidden, bias=False)
+        self.up_proj = nn.Linear(n_embd, hidden, bias=False)
+        self.down_proj = nn.Linear(hidden, n_embd, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))  # (B, T, C)
+
+
+class LlamaBlock(nn.Module):
+    """Pre-norm block: x + attn(rmsnorm(x)), then x + mlp(rmsnorm(x))."""
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.n_embd, config.rms_norm_eps)
+        self.self_attn = LlamaAttention(config)
+        self.post_attention_layernorm = RMSNorm(config.n_embd, config.rms_norm_eps)
+        self.mlp = SwiGLU(config.n_embd, config.intermediate_size)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        is_causal: bool,
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> torch.Tensor:
+        x = x + self.dropout(self.self_attn(self.input_layernorm(x), cos, sin, mask, is_causal, cache, layer))
+        return x + self.dropout(self.mlp(self.post_attention_layernorm(x)))
+
+
+@register_model("llama", LlamaConfig)
+class Llama(nn.Module):
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        assert config.head_dim is not None  # set by __post_init__
+        self.config = config
+        # ``model`` holds the decoder as HF's LlamaModel does, so parameter names match its checkpoints.
+        self.model = nn.ModuleDict(
+            dict(
+                embed_tokens=nn.Embedding(config.vocab_size, config.n_embd),
+                layers=nn.ModuleList([LlamaBlock(config) for _ in range(config.n_layer)]),
+                norm=RMSNorm(config.n_embd, config.rms_norm_eps),
+            )
+        )
+        self.rotary = RotaryEmbedding(config.head_dim, config.rope_theta)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.apply(self._init_weights)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight  # Press & Wolf 2017
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # N(0, 0.02) for every matrix, as HF's initializer_range; RMSNorm gains start at 1.
+        if isinstance(module, nn.Linear | nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    @property
+    def context_length(self) -> int:
+        """The most tokens one forward can attend to (generation slides a window beyond it)."""
+        return self.config.block_size
+
+    def new_cache(
+        self,
+        batch_size: int,
+        max_length: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> KVCache:
+        """A preallocated KV cache for ``batch_size`` sequences of up to ``max_length`` tokens.
+
+        It holds ``n_kv_head`` heads per layer: grouped-query attention shrinks it by n_head / n_kv_head.
+        """
+        if max_length > self.config.block_size:
+            raise ZeroforgeError(
+                f"cache max_length {max_length} exceeds model block_size {self.config.block_size}"
+            )
+        cfg = self.config
+        assert cfg.head_dim is not None
+        weight = self.lm_head.weight
+        return KVCache(
+            cfg.n_layer,
+            batch_size,
+            cfg.n_kv_head,
+            cfg.head_dim,
+            max_length,
+            device=device or weight.device,
+            dtype=dtype or weight.dtype,
+        )
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> ModelOutput:
+        """input_ids (B, T) -> logits (B, T, vocab_size).
+
+        labels (B, T): the already-shifted next tokens (-100 = ignore) -> mean cross-entropy loss.
+        attention_mask (B, T): 1 = real token, 0 = padding (left); positions then count real tokens only.
+        cache: from ``new_cache``; the new tokens are appended to it and attend over all of it.
+        """
+        B, T = input_ids.shape
+        if T > self.config.block_size:
+            raise ZeroforgeError(f"sequence length {T} exceeds model block_size {self.config.block_size}")
+        if cache is not None:
+            positions, mask, is_causal = cache.prepare(T, attention_mask)
+        elif attention_mask is not None:
+            key_padding = attention_mask.bool()  # (B, T)
+            mask, is_causal = causal_mask(T, T, input_ids.device, key_padding), False  # (B, 1, T, T)
+            positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
+        else:
+            mask, is_causal = None, True  # fused causal attention, no mask materialised
+            positions = torch.arange(T, device=input_ids.device)[None]  # (1, T)
+        if position_ids is not None:
+            positions = position_ids
+
+        x = self.model.embed_tokens(input_ids)  # (B, T, C)
+        cos, sin = self.rotary(positions, x.dtype)  # (B|1, T, hs) each, shared by every layer
+        for i, block in enumerate(self.model.layers):
+            x = block(x, cos, sin, mask, is_causal, cache, i)
+        x = self.model.norm(x)
+        logits = self.lm_head(x)  # (B, T, vocab_size)
+
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(
+                logits.float().view(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100
+            )
+        if cache is not None:
+            cache.advance(T)
+        return ModelOutput(logits=logits, loss=loss, cache=cache)
+
+
+# ----------------------------------------------------------------------------- presets
+
+# HuggingFaceTB/SmolLM2-135M(-Instruct): the shipped GGUF's metadata says exactly this
+register_preset("smollm2-135m", "llama")
+# HuggingFaceTB/SmolLM2-360M(-Instruct)
+register_preset(
+    "smollm2-360m", "llama", n_layer=32, n_head=15, n_kv_head=5, n_embd=960, intermediate_size=2560
+)
+# TinyLlama/TinyLlama-1.1B (Zhang et al. 2024): Llama 2 tokenizer, 4 key/value heads for 32 query heads
+register_preset(
+    "tinyllama-1.1b",
+    "llama",
+    n_layer=22,
+    n_head=32,
+    n_kv_head=4,
+    n_embd=2048,
+    intermediate_size=5632,
+    vocab_size=32000,
+    block_size=2048,
+    rope_theta=10000.0,
+    tie_word_embeddings=False,
+)
+# a character-level Llama the size of gpt-char-small, for Shakespeare on a CPU
+register_preset(
+    "llama-char-small",
+    "llama",
+    n_layer=4,
+    n_head=4,
+    n_kv_head=2,
+    n_embd=128,
+    intermediate_size=344,
+    vocab_size=96,
+    block_size=64,
+    rope_theta=10000.0,
+)
+# for tests
+register_preset(
+    "llama-tiny",
+    "llama",
+    n_layer=2,
+    n_head=4,
+    n_kv_head=2,
+    n_embd=32,
+    intermediate_size=64,
+    vocab_size=64,
+    block_size=32,
+    rope_theta=10000.0,
+)
