@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from zeroforge.data.clean.config import NormalizeArgs
 from zeroforge.data.clean.text import count_tokens, normalize_text
@@ -88,3 +91,18 @@ def test_html_breaks_tags_and_entities() -> None:
         == "Great film.\n\nThe cast & crew shine; 3 < 4 > 2\nend"
     )
     assert normalize_text(raw, NormalizeArgs()) == raw  # off by default
+
+
+_ALPHABET = "ab \t\n\r\x0b\x0c\x1c\x85\u00a0\u2028\u3000\u200b\x00é"
+
+
+@given(st.text(alphabet=_ALPHABET, max_size=40))
+@settings(max_examples=300, deadline=None)
+def test_whitespace_equals_the_regex_definition(raw: str) -> None:
+    # the definition: other whitespace runs -> " ", trim around newlines, at most one blank line
+    expected = re.sub(r"\r\n?|[\x85\u2028\u2029]", "\n", raw)
+    expected = re.sub(r"[^\S\n]+", " ", expected)
+    expected = re.sub(r" ?\n ?", "\n", expected)
+    expected = re.sub(r"\n{3,}", "\n\n", expected).strip()
+    args = NormalizeArgs(unicode="none", control_chars=False)
+    assert normalize_text(raw, args) == expected

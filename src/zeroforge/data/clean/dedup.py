@@ -107,12 +107,13 @@ def shingle_hashes(texts: Sequence[str], shingle: str = "char", n: int = 5) -> t
     for j in range(1, n):
         h *= _POLY
         h += units[j : j + width]
-    # keep the windows that lie inside one text: start i with i + n <= end of i's text
-    lengths = np.diff(ends, prepend=0)
-    doc = np.repeat(np.arange(len(texts)), lengths)[:width]  # the text each window starts in
-    valid = np.arange(width) + n <= ends[doc]
+    # keep the windows that lie inside one text: every text has >= n units (padding), so the
+    # windows that cross into the next text start at its last n-1 positions
+    valid = np.ones(width, dtype=bool)
+    crossing = (ends[:, None] - np.arange(1, n, dtype=np.int64)[None, :]).ravel()  # (D * (n-1),)
+    valid[crossing[crossing < width]] = False
     hashes = (_fmix64(h[valid]) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-    counts = np.bincount(doc[valid], minlength=len(texts))
+    counts = np.diff(ends, prepend=0) - (n - 1)  # windows per text
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     return hashes, starts
 

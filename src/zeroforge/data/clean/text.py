@@ -19,12 +19,14 @@ _NEWLINES = re.compile("\r\n?|[\x85\u2028\u2029]")
 # C0/C1 controls except tab/newline, soft hyphen, zero-width space, word joiner, BOM/zero-width
 # no-break space, and lone surrogates (they cannot be encoded as UTF-8 and would crash the writer).
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x84\x86-\x9f\u00ad\u200b\u2060\ufeff\ud800-\udfff]")
-_SPACES = re.compile(r"[^\S\n]+")  # whitespace other than newline
-_LINE_EDGES = re.compile(r" ?\n ?")
 _BLANK_LINES = re.compile(r"\n{3,}")
 _BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
 # An opening or closing tag: "<" + a letter starts it, so "a < b > c" is left alone.
 _TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>")
+
+
+def _has_odd_newline(text: str) -> bool:
+    return "\r" in text or "\x85" in text or "\u2028" in text or "\u2029" in text
 
 
 def normalize_text(text: str, args: NormalizeArgs, lowercase: bool = False) -> str:
@@ -33,14 +35,17 @@ def normalize_text(text: str, args: NormalizeArgs, lowercase: bool = False) -> s
         text = html.unescape(_TAG.sub("", _BR.sub("\n", text)))
     if args.unicode != "none":
         text = unicodedata.normalize(args.unicode, text)
-    if args.control_chars or args.whitespace:
+    if (args.control_chars or args.whitespace) and _has_odd_newline(text):
         text = _NEWLINES.sub("\n", text)
     if args.control_chars:
         text = _CONTROL.sub("", text)
     if args.whitespace:
-        text = _SPACES.sub(" ", text)
-        text = _LINE_EDGES.sub("\n", text)
-        text = _BLANK_LINES.sub("\n\n", text).strip()
+        # str.split() splits on runs of any whitespace and drops the ends: per line, that is
+        # "collapse spaces/tabs and trim" at C speed (5x faster than the equivalent regexes)
+        text = "\n".join([" ".join(line.split()) for line in text.split("\n")])
+        if "\n\n\n" in text:
+            text = _BLANK_LINES.sub("\n\n", text)
+        text = text.strip()
     if lowercase:
         text = text.lower()
     return text
