@@ -1,4 +1,4 @@
-"""Recipes: YAML with sections ``model``, ``data``, ``train`` (later ``finetune``, ``distributed``).
+"""Recipes: YAML with sections ``model``, ``data``, ``train``, ``distributed`` (later ``finetune``).
 
 Every section is a typed dataclass; unknown keys and bad values are one-line ``ConfigError``s that
 name the field (``train.lr: must be > 0, got -1.0``). Dotted CLI overrides (``train.lr=3e-4``) are
@@ -220,12 +220,38 @@ DEFAULT_MODEL = "gpt-char-small"
 
 
 @dataclass
+class DistributedArgs:
+    """How one run spreads over the processes ``torchrun`` starts (see docs/distributed.md)."""
+
+    strategy: Literal["single", "ddp", "fsdp"] = "single"
+    """``single``: one process. ``ddp``: every rank holds the whole model, gradients are averaged.
+    ``fsdp``: parameters, gradients and optimizer state are sharded over the ranks (FSDP2)."""
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    """Collective backend; ``auto`` = nccl on CUDA, gloo on CPU."""
+    timeout_s: float = 600.0
+    """Seconds a rank waits for the others (rendezvous or a collective) before failing with a message."""
+    mixed_precision: Literal["fp32", "bf16"] = "fp32"
+    """``fsdp``: dtype the gathered parameters compute in; gradients are reduced and stepped in fp32."""
+    activation_checkpointing: bool = False
+    """Recompute each block's activations in the backward pass instead of keeping them (less memory)."""
+
+    def __post_init__(self) -> None:
+        require(self.timeout_s > 0, "timeout_s", f"must be > 0, got {self.timeout_s}")
+        require(
+            self.mixed_precision == "fp32" or self.strategy == "fsdp",
+            "mixed_precision",
+            f"{self.mixed_precision} needs strategy fsdp (for single/ddp use train.precision=bf16)",
+        )
+
+
+@dataclass
 class Recipe:
-    """A whole run: ``model`` (a registry name plus config fields), ``data`` and ``train``."""
+    """A whole run: ``model`` (a registry name plus config fields), ``data``, ``train``, ``distributed``."""
 
     model: dict[str, Any] = field(default_factory=lambda: {"name": DEFAULT_MODEL})
     data: DataArgs = field(default_factory=DataArgs)
     train: TrainArgs = field(default_factory=TrainArgs)
+    distributed: DistributedArgs = field(default_factory=DistributedArgs)
 
     def model_config(self) -> Any:
         from zeroforge.registry import model_config
@@ -240,7 +266,7 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
-SECTIONS = {"model", "data", "train"}
+SECTIONS = {"model", "data", "train", "distributed"}
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
@@ -305,6 +331,7 @@ def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
         model=dict(model),
         data=from_dict(DataArgs, data.get("data"), "data"),
         train=from_dict(TrainArgs, data.get("train"), "train"),
+        distributed=from_dict(DistributedArgs, data.get("distributed"), "distributed"),
     )
     recipe.model_config()  # validate model keys now, not mid-run
     return recipe

@@ -4,6 +4,10 @@ A model returns ``ModelOutput(loss=...)`` for a batch dict; this loop owns every
 optimizer and schedule, precision, gradient accumulation and clipping, periodic evaluation, early
 stopping, checkpoints and exact resume, the time budget, progress, metrics.csv and plots. It is
 written as one function on purpose (nanoGPT's train.py, without a callback framework).
+
+Under torchrun the same loop runs on every rank (``distributed.strategy`` ddp or fsdp): the model
+wrapping, gradient-sync skipping and consolidated checkpoints live in ``train/distributed.py``; here
+every rank takes the same steps, metrics are summed over ranks, and only rank 0 logs and writes.
 """
 
 from __future__ import annotations
@@ -23,11 +27,21 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from zeroforge.config import Recipe, TrainArgs, load_recipe
-from zeroforge.errors import ConfigError
+from zeroforge.config import DistributedArgs, Recipe, TrainArgs, load_recipe
+from zeroforge.errors import ConfigError, ZeroforgeError
 from zeroforge.io import atomic_write_text
 from zeroforge.models.output import ModelOutput
 from zeroforge.train import checkpoint as ckpt
+from zeroforge.train.distributed import (
+    DistContext,
+    WrappedModel,
+    all_gather_states,
+    all_reduce_sums,
+    broadcast_float,
+    failures,
+    rank_zero_first,
+    session,
+)
 from zeroforge.train.optim import build_optimizer, learning_rate, set_learning_rate
 
 
@@ -63,14 +77,15 @@ class MetricMeter:
     def __init__(self) -> None:
         self.sums: dict[str, list[float]] = {}
 
-    def add(self, loss: float | None, metrics: dict[str, Any]) -> None:
+    def add(self, loss: float | None, metrics: dict[str, Any], weight: float = 1.0) -> None:
+        """``weight=0`` records the names without the values (a rank's padding batch)."""
         if loss is not None:
-            self._add("loss", loss, 1.0)
+            self._add("loss", loss * weight, weight)
         for name, value in metrics.items():
             if isinstance(value, tuple):
-                self._add(name, float(value[0]), float(value[1]))
+                self._add(name, float(value[0]) * weight, float(value[1]) * weight)
             else:
-                self._add(name, float(value), 1.0)
+                self._add(name, float(value) * weight, weight)
 
     def _add(self, name: str, num: float, den: float) -> None:
         acc = self.sums.setdefault(name, [0.0, 0.0])
@@ -176,6 +191,34 @@ def evaluate_batches(
     return meter.compute()
 
 
+@torch.no_grad()
+def evaluate_ranks(
+    model: nn.Module,
+    batches: list[dict[str, Any]],
+    device: torch.device,
+    dtype: torch.dtype | None,
+    ctx: DistContext,
+) -> dict[str, float]:
+    """``evaluate_batches`` with the batches dealt over the ranks (rank r takes r, r + W, ...) and the
+    (num, den) sums added up, so the result is the same mean one process computes over all of them."""
+    if ctx.world_size == 1:
+        return evaluate_batches(model, batches, device, dtype)
+    was_training = model.training
+    model.eval()
+    meter = MetricMeter()
+    # every rank runs the same number of forwards (under fsdp each forward is a collective);
+    # a rank past the end repeats batch 0 and counts it with weight 0
+    for i in range(math.ceil(len(batches) / ctx.world_size)):
+        j = ctx.rank + i * ctx.world_size
+        with autocast(device, dtype):
+            out: ModelOutput = model(**to_device(batches[j if j < len(batches) else 0], device))
+        loss = None if out.loss is None else out.loss.item()
+        meter.add(loss, out.metrics, weight=1.0 if j < len(batches) else 0.0)
+    model.train(was_training)
+    meter.sums = all_reduce_sums(ctx, meter.sums)
+    return meter.compute()
+
+
 def write_metrics_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     columns: list[str] = []
     for row in rows:
@@ -231,28 +274,44 @@ def train(
     run_dir: str | os.PathLike[str] | None = None,
     tokenizer: Any | None = None,
     recipe: dict[str, Any] | None = None,
+    distributed: DistributedArgs | None = None,
 ) -> TrainResult:
     """Train ``model`` on batches from ``train_data`` as ``args`` says; see the module docstring.
 
     With ``run_dir`` set, checkpoints, metrics.csv, loss.png and the final model go there (rank 0 only)
-    and ``args.resume`` continues from its latest checkpoint exactly.
+    and ``args.resume`` continues from its latest checkpoint exactly. ``distributed`` (default: one
+    process) runs it on the ranks torchrun started; under fsdp ``model`` is sharded in place.
     """
-    rank, _world = rank_and_world()
-    is_main = rank == 0
-    device = resolve_device(args.device)
+    dist_args = distributed if distributed is not None else DistributedArgs()
+    with session(dist_args, resolve_device(args.device)) as ctx, failures(ctx):
+        return _train(model, train_data, args, dist_args, ctx, val_batches, run_dir, tokenizer, recipe)
+
+
+def _train(
+    model: nn.Module,
+    train_data: BatchSource,
+    args: TrainArgs,
+    dist_args: DistributedArgs,
+    ctx: DistContext,
+    val_batches: list[dict[str, Any]] | None,
+    run_dir: str | os.PathLike[str] | None,
+    tokenizer: Any | None,
+    recipe: dict[str, Any] | None,
+) -> TrainResult:
+    is_main = ctx.is_main
+    device = ctx.device_for(resolve_device(args.device))
     amp_dtype = resolve_precision(args.precision, device)
     if args.threads:
         torch.set_num_threads(args.threads)
     model.to(device)
     model.train()
-    optimizer = build_optimizer(model, args)
-    step_fn = torch.compile(model) if args.compile else model
 
     run_path = Path(run_dir) if run_dir is not None else None
     start_step, elapsed_before, history = 0, 0.0, []
     best_val, evals_since_best = math.inf, 0
+    resumed = None
     if run_path is not None:
-        resumed = _resume_or_check(run_path, args, model, optimizer, train_data)
+        resumed = _resume_or_check(run_path, args, model, train_data, ctx)
         if resumed is not None:
             start_step = resumed["step"]
             elapsed_before = resumed["elapsed_s"]
@@ -265,6 +324,18 @@ def train(
                 print(f"resumed from step {start_step} ({run_path})")
         if is_main:
             run_path.mkdir(parents=True, exist_ok=True)
+    if resumed is None and ctx.world_size > 1:
+        torch.manual_seed(args.seed + ctx.rank)  # own dropout masks per rank; the weights are rank 0's
+
+    # DDP wraps the model, FSDP shards it in place; the optimizer then sees the parameters it steps
+    wrapped = WrappedModel(model, dist_args, ctx)
+    optimizer = build_optimizer(model, args)
+    if resumed is not None:
+        if wrapped.sharded:
+            wrapped.load_optimizer_state(optimizer, resumed["optimizer"])
+        else:
+            restore_optimizer(optimizer, resumed["optimizer"])
+    step_fn = torch.compile(wrapped.module) if args.compile else wrapped.module
 
     def progress_of(step: int, elapsed: float) -> float:
         """Fraction of the post-warmup run done, by steps or by wall time, whichever is further."""
@@ -275,16 +346,25 @@ def train(
             parts.append(elapsed / (args.max_minutes * 60))
         return max(parts)
 
-    def trainer_state(step: int, elapsed: float) -> dict[str, Any]:
-        return {
+    def save(step: int, elapsed: float) -> Path | None:
+        """A checkpoint; a collective (every rank's data/RNG state, and the shards under fsdp)."""
+        mine = {"data": train_data.state_dict(), "rng": rng_state()}
+        ranks = all_gather_states(ctx, mine) if ctx.world_size > 1 else None
+        to_save, optimizer_state = wrapped.checkpoint_parts(optimizer)
+        if not is_main or run_path is None:
+            return None
+        state = {
             "step": step,
             "elapsed_s": elapsed,
             "best_val": best_val,
             "evals_since_best": evals_since_best,
-            "optimizer": optimizer.state_dict(),
-            "data": train_data.state_dict(),
-            "rng": rng_state(),
+            "optimizer": optimizer_state,
+            "data": mine["data"],
+            "rng": mine["rng"],
         }
+        if ranks is not None:  # each rank's stream continues on resume under the same world size
+            state.update(world_size=ctx.world_size, ranks=ranks)
+        return ckpt.save_checkpoint(run_path, step, to_save, tokenizer, recipe, state)
 
     bar = _progress_bar(args, start_step, elapsed_before, enabled=is_main and args.progress)
     step, elapsed = start_step, elapsed_before
@@ -293,6 +373,7 @@ def train(
     window_units, window_time, unit = 0, 0.0, "tokens"
     last_val: dict[str, float] = {}
     last_checkpoint: Path | None = None
+    saved_step = -1  # known on every rank: saving is a collective
     t_last = time.perf_counter()
 
     while True:
@@ -303,16 +384,17 @@ def train(
             stopped_by = "max_minutes"
             break
 
-        # one optimizer step = grad_accum micro-batches
+        # one optimizer step = grad_accum micro-batches; gradients are reduced over ranks on the last
         lr = learning_rate(step, progress_of(step, elapsed), args)
         set_learning_rate(optimizer, lr)
-        for _ in range(args.grad_accum):
+        for micro in range(args.grad_accum):
             batch = to_device(train_data.next_batch(), device)
-            with autocast(device, amp_dtype):
-                out: ModelOutput = step_fn(**batch)
-            if out.loss is None:
-                raise ConfigError("the model returned no loss: does the data provide labels?")
-            (out.loss / args.grad_accum).backward()
+            with wrapped.gradient_sync(micro == args.grad_accum - 1):
+                with autocast(device, amp_dtype):
+                    out: ModelOutput = step_fn(**batch)
+                if out.loss is None:
+                    raise ConfigError("the model returned no loss: does the data provide labels?")
+                (out.loss / args.grad_accum).backward()
             window.add(out.loss.item(), out.metrics)
             n, unit = batch_size_of(batch)
             window_units += n
@@ -326,18 +408,23 @@ def train(
         dt, t_last = now - t_last, now
         elapsed += dt
         window_time += dt
+        if args.max_minutes is not None:
+            elapsed = broadcast_float(ctx, elapsed)  # one clock for the schedule and the stop
         row: dict[str, Any] | None = None
         if step % args.log_every == 0 or step == args.max_steps:
+            sums = all_reduce_sums(ctx, {**window.sums, "__units__": [float(window_units), 1.0]})
+            units = sums.pop("__units__")[0]
+            window.sums = sums
             stats = window.compute()
             row = {"step": step, "elapsed_s": round(elapsed, 3), "lr": lr, "train_loss": stats.pop("loss")}
             row.update({f"train_{k}": v for k, v in stats.items()})
-            row[f"{unit}_per_s"] = window_units / max(window_time, 1e-9)
+            row[f"{unit}_per_s"] = units / max(window_time, 1e-9)
             window, window_units, window_time = MetricMeter(), 0, 0.0
 
         is_last = args.max_steps is not None and step >= args.max_steps
         out_of_time = args.max_minutes is not None and elapsed >= args.max_minutes * 60
         if val_batches and (step % args.eval_every == 0 or is_last or out_of_time):
-            last_val = evaluate_batches(model, val_batches, device, amp_dtype)
+            last_val = evaluate_ranks(model, val_batches, device, amp_dtype, ctx)
             row = row or {"step": step, "elapsed_s": round(elapsed, 3), "lr": lr}
             row["val_loss"] = last_val.get("loss", float("nan"))
             row.update({f"val_{k}": v for k, v in last_val.items() if k != "loss"})
@@ -357,17 +444,10 @@ def train(
             bar.update(1 if args.max_steps is not None else max(0, round(elapsed) - bar.n))
 
         stop_early = args.early_stopping_patience > 0 and evals_since_best >= args.early_stopping_patience
-        if (
-            run_path is not None
-            and is_main
-            and args.save_every
-            and step % args.save_every == 0
-            and not stop_early
-        ):
-            last_checkpoint = ckpt.save_checkpoint(
-                run_path, step, model, tokenizer, recipe, trainer_state(step, elapsed)
-            )
-            plot_curves(run_path, history)
+        if run_path is not None and args.save_every and step % args.save_every == 0 and not stop_early:
+            last_checkpoint, saved_step = save(step, elapsed), step
+            if is_main:
+                plot_curves(run_path, history)
             t_last = time.perf_counter()
         if stop_early:
             stopped_by = "early_stopping"
@@ -387,26 +467,39 @@ def train(
         val_metrics={k: v for k, v in last_val.items() if k != "loss"},
         history=history,
     )
-    if run_path is not None and is_main:
-        if last_checkpoint is None or not last_checkpoint.name.endswith(f"{step:06d}"):
-            last_checkpoint = ckpt.save_checkpoint(
-                run_path, step, model, tokenizer, recipe, trainer_state(step, elapsed)
+    if run_path is not None:
+        if saved_step != step:
+            last_checkpoint = save(step, elapsed)
+        if is_main:
+            assert last_checkpoint is not None
+            ckpt.publish_final(run_path, last_checkpoint)
+            write_metrics_csv(run_path / "metrics.csv", history)
+            plot_curves(run_path, history)
+            ckpt.mark_complete(
+                run_path,
+                {
+                    "step": step,
+                    "stopped_by": stopped_by,
+                    "val_loss": result.val_loss,
+                    "train_loss": train_loss,
+                },
             )
-        ckpt.publish_final(run_path, last_checkpoint)
-        write_metrics_csv(run_path / "metrics.csv", history)
-        plot_curves(run_path, history)
-        ckpt.mark_complete(
-            run_path,
-            {"step": step, "stopped_by": stopped_by, "val_loss": result.val_loss, "train_loss": train_loss},
-        )
     return result
 
 
 def _resume_or_check(
-    run_path: Path, args: TrainArgs, model: nn.Module, optimizer: torch.optim.Optimizer, data: BatchSource
+    run_path: Path, args: TrainArgs, model: nn.Module, data: BatchSource, ctx: DistContext
 ) -> dict[str, Any] | None:
-    """Restore the latest checkpoint when resuming; refuse to silently mix two runs otherwise."""
+    """Restore the latest checkpoint's weights and this rank's data/RNG state when resuming (the
+    optimizer follows once it exists); refuse to silently mix two runs otherwise."""
     latest = ckpt.latest_checkpoint(run_path)
+    if ctx.world_size > 1:
+        seen = all_gather_states(ctx, None if latest is None else latest.name)
+        if len(set(seen)) > 1:
+            raise ZeroforgeError(
+                f"{run_path}: the ranks see different checkpoints ({', '.join(map(str, seen))}); "
+                "the run directory must be on a filesystem every rank shares"
+            )
     if not args.resume:
         if latest is not None or ckpt.is_complete(run_path):
             raise ConfigError(
@@ -420,10 +513,18 @@ def _resume_or_check(
 
     load_model(model, str(latest / ckpt.WEIGHTS_FILE), device=str(next(model.parameters()).device))
     state = ckpt.load_trainer_state(latest)
-    restore_optimizer(optimizer, state["optimizer"])
-    data.load_state_dict(state["data"])
-    set_rng_state(state["rng"])
-    (run_path / ckpt.COMPLETE).unlink(missing_ok=True)  # the run is live again until it ends
+    ranks = state.get("ranks")
+    if ranks is not None and len(ranks) == ctx.world_size:
+        mine = ranks[ctx.rank]
+    else:  # saved under another world size: rank 0 continues rank 0's state, the others derive theirs
+        mine = {"data": state["data"], "rng": state["rng"] if ctx.rank == 0 else None}
+    data.load_state_dict(mine["data"])
+    if mine["rng"] is not None:
+        set_rng_state(mine["rng"])
+    else:
+        torch.manual_seed(args.seed + ctx.rank)
+    if ctx.is_main:
+        (run_path / ckpt.COMPLETE).unlink(missing_ok=True)  # the run is live again until it ends
     return state
 
 
@@ -458,27 +559,41 @@ def _progress_bar(args: TrainArgs, start_step: int, elapsed: float, enabled: boo
 
 
 # Objective -> "module:function" building its PretrainData (see data/text.py:build_clm_data).
-DATA_BUILDERS = {"clm": "zeroforge.data.text:build_clm_data"}
+DATA_BUILDERS = {
+    "clm": "zeroforge.data.text:build_clm_data",
+    "mlm_nsp": "zeroforge.data.mlm:build_mlm_nsp_data",
+}
 
 
 def pretrain(
     config: str | os.PathLike[str] | Recipe | None = None, overrides: list[str] | None = None
 ) -> Path:
-    """Pretrain a model from a recipe (path, Recipe or None for the default); returns the run dir."""
+    """Pretrain a model from a recipe (path, Recipe or None for the default); returns the run dir.
+
+    Under torchrun with ``distributed.strategy`` ddp or fsdp every rank runs this; rank 0 prepares the
+    data first (a shared cache is written once) and alone writes the run directory.
+    """
+    recipe = config if isinstance(config, Recipe) else load_recipe(config, overrides)
+    with session(recipe.distributed, resolve_device(recipe.train.device)) as ctx, failures(ctx):
+        _pretrain(recipe, ctx)
+    return recipe.train.run_dir
+
+
+def _pretrain(recipe: Recipe, ctx: DistContext) -> None:
     import importlib
 
     from zeroforge.registry import family_of
 
-    recipe = config if isinstance(config, Recipe) else load_recipe(config, overrides)
     args = recipe.train
-    rank, world = rank_and_world()
+    rank, world = ctx.rank, ctx.world_size
 
     model_values = dict(recipe.model)
     name = model_values.pop("name")
     block_size = args.block_size or recipe.model_config().block_size
     module_name, _, func = DATA_BUILDERS[recipe.data.objective].partition(":")
     build_data = getattr(importlib.import_module(module_name), func)
-    data = build_data(recipe.data, block_size, args.batch_size, args.eval_batches, args.seed, rank, world)
+    with rank_zero_first(ctx):
+        data = build_data(recipe.data, block_size, args.batch_size, args.eval_batches, args.seed, rank, world)
 
     tokenizer = data.tokenizer
     if "vocab_size" not in model_values:
@@ -499,6 +614,11 @@ def pretrain(
     if rank == 0:
         n_params = sum(p.numel() for p in model.parameters())
         print(f"model {name}: {n_params / 1e6:.2f}M parameters; data {data.description}")
+        if world > 1:
+            print(
+                f"{recipe.distributed.strategy} on {world} ranks: global batch = {args.batch_size} x "
+                f"{args.grad_accum} (accumulation) x {world} (ranks) = {args.batch_size * args.grad_accum * world}"
+            )
     train(
         model,
         data.train,
@@ -507,5 +627,5 @@ def pretrain(
         run_dir=args.run_dir,
         tokenizer=tokenizer,
         recipe=recipe.to_dict(),
+        distributed=recipe.distributed,
     )
-    return args.run_dir
