@@ -197,3 +197,16 @@ def test_bad_input_is_named() -> None:
         fit(model, x, y, loss="l2", verbose=False)
     with pytest.raises(ConfigError, match="optimizer: expected adam, adamw or sgd"):
         fit(model, x, y, optimizer="lbfgs", verbose=False)
+
+
+def test_run_dir_keeps_a_loadable_model(tmp_path: Path) -> None:
+    x, y = regression_data(30)
+    model = zf.create_model("linear-regression", in_features=3)
+    fit(model, x, y, epochs=3, batch_size=8, verbose=False, run_dir=tmp_path / "run")
+    from zeroforge.train.checkpoint import load_model_files
+
+    loaded = load_model_files(tmp_path / "run")  # (load_run also wants a tokenizer, which a regression lacks)
+    np.testing.assert_allclose(predict(loaded, x), predict(model, x), rtol=1e-6)
+    assert (tmp_path / "run" / "metrics.csv").is_file()
+    with pytest.raises(ConfigError, match="run_dir: checkpoints need a zeroforge model"):
+        fit(nn.Linear(3, 1), x, y, epochs=1, verbose=False, run_dir=tmp_path / "other")
