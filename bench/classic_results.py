@@ -32,7 +32,7 @@ import torch
 
 import zeroforge as zf
 from zeroforge.data import images
-from zeroforge.fit import evaluate_arrays, fit, predict
+from zeroforge.fitting import evaluate_arrays, fit, predict
 from zeroforge.io import atomic_write_json
 
 OUT = Path(__file__).resolve().parent / "results" / "classic"

@@ -11,7 +11,7 @@ from torch import nn
 
 import zeroforge as zf
 from zeroforge.errors import ConfigError, DataError
-from zeroforge.fit import fit
+from zeroforge.fitting import fit
 from zeroforge.models.cnn import ConvNet, FormulaConv2d, conv2d_formula
 from zeroforge.models.cnn_efficientnet import EfficientNetLite, SameConv2d, load_lite0_weights
 

@@ -9,7 +9,7 @@ import torch
 
 import zeroforge as zf
 from zeroforge.errors import ConfigError, DataError
-from zeroforge.fit import fit
+from zeroforge.fitting import fit
 from zeroforge.models.linear import MLP, LinearRegression, LogisticRegression
 from zeroforge.modules.activations import Activation
 

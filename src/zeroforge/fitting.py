@@ -1,5 +1,8 @@
 """Keras-style ``fit`` / ``predict`` / ``evaluate_arrays`` for any PyTorch module, on the one trainer.
 
+(The module is ``fitting``, not ``fit``: importing a submodule ``zeroforge.fit`` would overwrite the
+top-level function ``zeroforge.fit`` with the module object.)
+
     import zeroforge as zf
     history = zf.fit(model, x_train, y_train, val=(x_test, y_test), loss="cross_entropy", epochs=5)
     history.plot("history.png")

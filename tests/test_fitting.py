@@ -15,7 +15,7 @@ from torch import nn
 
 import zeroforge as zf
 from zeroforge.errors import ConfigError, DataError
-from zeroforge.fit import ArrayBatches, History, evaluate_arrays, fit, predict
+from zeroforge.fitting import ArrayBatches, History, evaluate_arrays, fit, predict
 
 
 @pytest.fixture(autouse=True)
