@@ -210,3 +210,24 @@ def test_run_dir_keeps_a_loadable_model(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "metrics.csv").is_file()
     with pytest.raises(ConfigError, match="run_dir: checkpoints need a zeroforge model"):
         fit(nn.Linear(3, 1), x, y, epochs=1, verbose=False, run_dir=tmp_path / "other")
+
+
+def test_augment_touches_training_inputs_only() -> None:
+    calls = []
+
+    def zero(x: torch.Tensor) -> torch.Tensor:
+        calls.append(tuple(x.shape))
+        return x * 0
+
+    source = ArrayBatches({"features": torch.ones(4, 2), "labels": torch.ones(4)}, 3, transform=zero)
+    first, last = source.next_batch(), source.next_batch()
+    assert calls == [(3, 2), (1, 2)] and first["features"].abs().sum() == 0 and first["labels"].sum() == 3
+    assert last["labels"].shape == (1,)
+    x, y = regression_data(12)
+    model = zf.create_model("linear-regression", in_features=3)
+    w0, b0 = model.linear.weight.detach().clone(), model.linear.bias.item()
+    history = fit(model, x, y, val=(x, y), epochs=2, batch_size=4, augment=zero, lr=0.1, verbose=False)
+    # trained on zeroed inputs the weight gradient is exactly 0, so only the bias moves;
+    # validation sees the real inputs
+    assert torch.equal(model.linear.weight.detach(), w0) and model.linear.bias.item() != b0
+    assert len(history["val_loss"]) == 2
