@@ -3,7 +3,7 @@
 A run directory::
 
     runs/<name>/
-      config.json  model.safetensors  <tokenizer files>  run.yaml     the final model (HF-style layout)
+      config.json  model.safetensors  <tokenizer files>  run.yaml     the final model (HF layout)
       trainer_state.json  trainer_state.safetensors                  optimizer, RNG, data position, step
       metrics.csv  loss.png                                          the curves
       checkpoints/step-000500/ ...  checkpoints/latest               intermediate checkpoints
@@ -11,7 +11,9 @@ A run directory::
 
 Each checkpoint is written whole into ``checkpoints/.tmp-*`` and renamed, so a kill never leaves a
 broken one; the final files are hard-linked from the last checkpoint, one atomic rename each, and
-``COMPLETE`` marks the end. Trainer state is split into tensors (safetensors) and everything else
+``COMPLETE`` marks the end. Checkpoints store the model under zeroforge's own parameter names (exact
+resume reads them); the final model is published in the Hugging Face layout for families that have
+one (GPT-2, BERT, Llama), so ``transformers.AutoModel*.from_pretrained(run_dir)`` loads it. Trainer state is split into tensors (safetensors) and everything else
 (JSON); nothing is ever unpickled.
 """
 
@@ -30,7 +32,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from zeroforge.errors import DataError
-from zeroforge.io import DIR_MODE, atomic_write_json, atomic_write_text
+from zeroforge.io import DIR_MODE, FILE_MODE, atomic_write_json, atomic_write_text
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -73,10 +75,27 @@ def unflatten_state(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 # ----------------------------------------------------------------------------- model files
 
 
-def save_model_files(directory: Path, model: nn.Module, tokenizer: Any | None) -> None:
-    """config.json (family + typed config), model.safetensors (tied weights stored once), tokenizer."""
+def _has_hf_format(model: nn.Module) -> bool:
+    from zeroforge.registry import family_for_model
+    from zeroforge.weights.keymaps import keymap_for
+
+    return keymap_for(family_for_model(model).name) is not None
+
+
+def save_model_files(directory: Path, model: nn.Module, tokenizer: Any | None, hf: bool = True) -> None:
+    """config.json + model.safetensors (+ tokenizer files) into ``directory``.
+
+    ``hf=True`` writes the Hugging Face layout for families that have one (GPT-2, BERT, Llama:
+    ``transformers`` loads the folder); other families, and ``hf=False``, write zeroforge's own layout:
+    ``{"zeroforge_family": ..., <config>}`` and the state dict under our names (tied weights once).
+    """
     from zeroforge.registry import config_to_dict, family_for_model
 
+    if hf and _has_hf_format(model):
+        from zeroforge.weights.hf import write_hf_files
+
+        write_hf_files(directory, model, tokenizer)
+        return
     family = family_for_model(model)
     config = {"zeroforge_family": family.name, **config_to_dict(model.config)}
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
@@ -85,10 +104,7 @@ def save_model_files(directory: Path, model: nn.Module, tokenizer: Any | None) -
         tokenizer.save(directory)
 
 
-def load_model_files(directory: str | os.PathLike[str], device: str | torch.device = "cpu") -> nn.Module:
-    from zeroforge.registry import create_model
-
-    directory = Path(directory)
+def _read_config(directory: Path) -> dict[str, Any]:
     config_path = directory / CONFIG_FILE
     if not config_path.is_file():
         raise DataError(f"{config_path}: missing (not a zeroforge run or model directory)")
@@ -96,9 +112,22 @@ def load_model_files(directory: str | os.PathLike[str], device: str | torch.devi
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"{config_path}: not valid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise DataError(f"{config_path}: expected a JSON object")
+    return config
+
+
+def load_model_files(directory: str | os.PathLike[str], device: str | torch.device = "cpu") -> nn.Module:
+    """The model in ``directory``, whichever layout ``save_model_files`` used (or any HF folder)."""
+    from zeroforge.registry import create_model
+
+    directory = Path(directory)
+    config = _read_config(directory)
     family = config.pop("zeroforge_family", None)
-    if family is None:
-        raise DataError(f"{config_path}: no 'zeroforge_family' key (is this a zeroforge directory?)")
+    if family is None:  # the Hugging Face layout
+        from zeroforge.weights.hf import load_hf_model
+
+        return load_hf_model(directory, device=device)
     model = create_model(family, **config)
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
@@ -113,21 +142,32 @@ def load_model_files(directory: str | os.PathLike[str], device: str | torch.devi
     return model.to(device)
 
 
+def load_model_weights(model: nn.Module, directory: str | os.PathLike[str]) -> None:
+    """Copy the weights saved in ``directory`` (either layout) into an existing ``model`` (for resuming)."""
+    loaded = load_model_files(directory, device=next(model.parameters()).device)
+    model.load_state_dict(loaded.state_dict())
+
+
 def load_run(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[nn.Module, Any]:
-    """``(model, tokenizer)`` from a run directory (its final model, else its latest checkpoint)."""
-    from zeroforge.tokenizers import load_tokenizer
+    """``(model, tokenizer)`` from a run directory (its final model, else its latest checkpoint), an HF
+    model folder, a GGUF file or named weights (``zeroforge.weights.NAMED``)."""
+    from zeroforge.weights.tokenizer import load_pretrained_tokenizer
 
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such run directory")
-    if not (path / WEIGHTS_FILE).is_file():
+    if not path.is_dir():
+        from zeroforge.weights import NAMED, load_pretrained
+
+        if path.is_file() or str(path) in NAMED:
+            return load_pretrained(path if path.is_file() else str(path), device=device)
+        raise DataError(f"{path}: no such run directory, model folder, GGUF file or named weights")
+    if not (path / CONFIG_FILE).is_file():
         latest = latest_checkpoint(path)
         if latest is None:
-            raise DataError(f"{path}: neither {WEIGHTS_FILE} nor a checkpoint found")
+            raise DataError(f"{path}: neither {CONFIG_FILE} + {WEIGHTS_FILE} nor a checkpoint found")
         path = latest
     model = load_model_files(path, device)
     model.eval()
-    return model, load_tokenizer(path)
+    return model, load_pretrained_tokenizer(path)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -162,7 +202,7 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
     try:
         os.chmod(tmp, DIR_MODE)
-        save_model_files(tmp, model, tokenizer)
+        save_model_files(tmp, model, tokenizer, hf=False)  # resume reads these by our names
         if recipe is not None:
             (tmp / "run.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
         tensors: dict[str, torch.Tensor] = {}
@@ -194,9 +234,17 @@ def load_trainer_state(checkpoint: Path) -> dict[str, Any]:
 
 
 def publish_final(run_dir: Path, checkpoint: Path) -> None:
-    """Expose the last checkpoint's files at the top of the run dir (hard links, atomic renames)."""
+    """Expose the last checkpoint's files at the top of the run dir (hard links, atomic renames).
+
+    The model itself is published in the Hugging Face layout where its family has one, so the run
+    directory is a folder ``transformers.AutoModel*.from_pretrained`` loads.
+    """
+    from zeroforge.weights.keymaps import keymap_for
+
+    family = _read_config(checkpoint).get("zeroforge_family")
+    convert = keymap_for(family) is not None if isinstance(family, str) else False
     for src in sorted(checkpoint.iterdir()):
-        if not src.is_file():
+        if not src.is_file() or (convert and src.name in (CONFIG_FILE, WEIGHTS_FILE)):
             continue
         tmp = run_dir / f".{src.name}.tmp"
         tmp.unlink(missing_ok=True)
@@ -205,6 +253,32 @@ def publish_final(run_dir: Path, checkpoint: Path) -> None:
         except OSError:
             shutil.copy2(src, tmp)
         os.replace(tmp, run_dir / src.name)
+    if convert:
+        _publish_hf_model(run_dir, checkpoint)
+
+
+def _publish_hf_model(run_dir: Path, checkpoint: Path) -> None:
+    """The checkpoint's model as HF config.json + model.safetensors at the top of ``run_dir``."""
+    from zeroforge.tokenizers import load_tokenizer
+    from zeroforge.weights.hf import write_hf_files
+
+    model = load_model_files(checkpoint)
+    try:
+        tokenizer = load_tokenizer(checkpoint)  # its bos/eos ids go into config.json
+    except DataError:
+        tokenizer = None
+    tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=".model-"))
+    try:
+        write_hf_files(tmp, model, None)
+        if tokenizer is not None:
+            from zeroforge.weights.hf import hf_config
+
+            atomic_write_json(tmp / CONFIG_FILE, hf_config(model, tokenizer))
+        for name in (WEIGHTS_FILE, CONFIG_FILE):  # config last: it says what the weights are
+            os.chmod(tmp / name, FILE_MODE)
+            os.replace(tmp / name, run_dir / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def mark_complete(run_dir: Path, summary: dict[str, Any]) -> None:
