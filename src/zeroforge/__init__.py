@@ -15,16 +15,21 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-# public name -> "module:attribute"
+# public name -> "module:attribute". A name must not equal a subpackage's (``zeroforge.train`` is the
+# package, so the loop's ``train`` is reached as ``zeroforge.train.loop.train``): importing the
+# subpackage would overwrite the attribute.
 _API = {
     "create_model": "zeroforge.registry:create_model",
     "list_models": "zeroforge.registry:list_models",
     "register_model": "zeroforge.registry:register_model",
     "load_recipe": "zeroforge.config:load_recipe",
     "pretrain": "zeroforge.train.loop:pretrain",
-    "train": "zeroforge.train.loop:train",
+    "fit": "zeroforge.fitting:fit",
+    "predict": "zeroforge.fitting:predict",
+    "evaluate_arrays": "zeroforge.fitting:evaluate_arrays",
     "prepare": "zeroforge.data.text:prepare",
     "generate": "zeroforge.generation:generate",
+    "embed": "zeroforge.embedding:embed",
     "evaluate": "zeroforge.eval.evaluate:evaluate",
     "load_run": "zeroforge.train.checkpoint:load_run",
     "ModelOutput": "zeroforge.models.output:ModelOutput",

@@ -88,11 +88,22 @@ def evaluate(
     max_batches: int | None = None,
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """Evaluate a language model on a prepared data dir (default: the run's own) -> metrics dict.
+    """Evaluate a model -> metrics dict.
 
-    When given a run directory, the metrics are also written to ``<run_dir>/metrics.json``.
+    - ``evaluate(model, (x, y))`` (arrays, tensors or a Dataset): the model's loss and metrics over the
+      samples, each sample weighted equally (``zeroforge.fitting.evaluate_arrays``);
+    - ``evaluate(lm_or_run_dir, data=None)``: a language model's loss and perplexity over a prepared
+      data dir's split (default: the run's own data). Given a run directory, the metrics are also
+      written to ``<run_dir>/metrics.json``.
     """
     from zeroforge.data.text import load_prepared
+
+    if isinstance(model_or_run_dir, nn.Module) and isinstance(
+        data, tuple | list | np.ndarray | torch.Tensor | torch.utils.data.Dataset
+    ):
+        from zeroforge.fitting import evaluate_arrays
+
+        return evaluate_arrays(model_or_run_dir, data, batch_size=batch_size, device=device)
 
     model, run_dir = _load(model_or_run_dir)
     model.to(device)
