@@ -1,0 +1,173 @@
+"""Multi-turn chat with a model's own chat template, streamed as it is generated.
+
+    zeroforge chat smollm2-135m-instruct
+    > What is the capital of France?
+    The capital of France is Paris.
+    > /reset        (forget the conversation)      > /exit  (or Ctrl-D)
+
+The conversation is a list of ``{"role", "content"}`` messages. Every turn renders the whole list
+with the template the model ships (a Jinja2 program in tokenizer_config.json or the GGUF metadata),
+in the same sandboxed environment ``transformers.apply_chat_template`` uses, then generates until the
+model's end-of-turn token (its tokenizer's eos). Decoding is ``zeroforge.generation``'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+from torch import nn
+
+from zeroforge.errors import ZeroforgeError
+
+Message = dict[str, str]
+
+
+def render_chat(
+    template: str, messages: list[Message], add_generation_prompt: bool = True, **variables: Any
+) -> str:
+    """The text a chat template makes of ``messages`` (then the assistant's opening when
+    ``add_generation_prompt``). ``variables`` reach the template too (``bos_token``, ``eos_token``)."""
+    try:
+        from jinja2 import TemplateError
+        from jinja2.ext import loopcontrols
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+    except ImportError:
+        raise ZeroforgeError("chat templates need jinja2 (pip install jinja2)") from None
+
+    def raise_exception(message: str) -> None:
+        raise ZeroforgeError(f"chat template: {message}")
+
+    # As transformers' chat template renderer: sandboxed, trim_blocks/lstrip_blocks, loop controls.
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env.filters["tojson"] = lambda x, indent=None: json.dumps(x, ensure_ascii=False, indent=indent)
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    try:
+        return env.from_string(template).render(
+            messages=messages, add_generation_prompt=add_generation_prompt, **variables
+        )
+    except TemplateError as err:
+        raise ZeroforgeError(f"chat template: {err}") from None
+
+
+def chat_template_of(tokenizer: Any, where: str = "model") -> str:
+    template = getattr(tokenizer, "chat_template", None)
+    if not template:
+        raise ZeroforgeError(
+            f"chat: {where} has no chat template (tokenizer_config.json chat_template); use zeroforge generate"
+        )
+    return template
+
+
+class ChatSession:
+    """One conversation: ``send(text)`` renders the history with the template, generates the reply
+    (streamed to ``stream`` piece by piece) and appends both turns; ``reset()`` forgets them."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        system: str | None = None,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.template = chat_template_of(tokenizer)
+        self.system = system
+        self.sampling = dict(
+            max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed
+        )
+        self.messages: list[Message] = []
+        self.reset()
+
+    def reset(self) -> None:
+        self.messages = [{"role": "system", "content": self.system}] if self.system else []
+
+    def prompt(self) -> str:
+        """The rendered conversation so far, ending with the assistant's opening."""
+        specials = getattr(self.tokenizer, "specials", {})
+        variables = {f"{role}_token": token for role, token in specials.items()}
+        return render_chat(self.template, self.messages, add_generation_prompt=True, **variables)
+
+    def send(self, text: str, stream: Callable[[str], Any] | None = None) -> str:
+        from zeroforge.generation import generate
+
+        self.messages.append({"role": "user", "content": text})
+        try:
+            reply = generate(self.model, self.tokenizer, self.prompt(), stream=stream, **self.sampling)
+        except BaseException:
+            self.messages.pop()  # a failed or interrupted turn leaves the history as it was
+            raise
+        assert isinstance(reply, str)
+        self.messages.append({"role": "assistant", "content": reply.strip()})
+        return reply
+
+
+def chat_loop(session: ChatSession, lines: Iterable[str], write: Callable[[str], Any]) -> None:
+    """Read user turns from ``lines``; ``/reset`` forgets the conversation, ``/exit`` (or the end) stops."""
+    write("> ")
+    for line in lines:
+        text = line.strip()
+        if text == "/exit":
+            break
+        if text == "/reset":
+            session.reset()
+            write("(conversation reset)\n")
+        elif text:
+            session.send(text, stream=write)
+            write("\n")
+        write("> ")
+    write("\n")
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    from zeroforge.train.checkpoint import load_run
+
+    model, tokenizer = load_run(args.model)
+    chat_template_of(tokenizer, args.model)
+    session = ChatSession(
+        model,
+        tokenizer,
+        system=args.system,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    write("chat with " + args.model + " (/reset to start over, /exit to quit)\n")
+    chat_loop(session, sys.stdin, write)
+    return 0
+
+
+def add_cli(sub: Any) -> None:
+    """``zeroforge chat MODEL``: multi-turn chat on stdin/stdout with the model's chat template."""
+    help = "chat with a model (its chat template, streamed; /reset, /exit)"
+    p = sub.add_parser("chat", help=help, description=help)
+    p.add_argument(
+        "model", help="named weights (smollm2-135m-instruct), GGUF file, HF folder or run directory"
+    )
+    p.add_argument("--system", default=None, help="system prompt (default: the template's own)")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.2, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--seed", type=int, default=None)
+    p.set_defaults(func=_cmd_chat)
