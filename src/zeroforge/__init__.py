@@ -32,6 +32,8 @@ _API = {
     "embed": "zeroforge.embedding:embed",
     "evaluate": "zeroforge.eval.evaluate:evaluate",
     "load_run": "zeroforge.train.checkpoint:load_run",
+    "load_pretrained": "zeroforge.weights:load_pretrained",
+    "save_pretrained": "zeroforge.weights:save_pretrained",
     "ModelOutput": "zeroforge.models.output:ModelOutput",
     "ZeroforgeError": "zeroforge.errors:ZeroforgeError",
     "datasets": "zeroforge.datasets:",

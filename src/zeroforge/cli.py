@@ -18,7 +18,7 @@ from collections.abc import Callable
 from zeroforge.errors import ZeroforgeError
 
 # Modules that add their own subcommands with ``add_cli(subparsers)``.
-_PLUGINS = ["zeroforge.data.clean"]
+_PLUGINS = ["zeroforge.data.clean", "zeroforge.weights", "zeroforge.chat"]
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
