@@ -139,7 +139,8 @@ def main() -> None:
         f"{opts.steps} steps; backend {backend}"
         + ("" if cuda else f"; {cores} CPU threads shared by all processes")
     )
-    configs = [("1 process", 1, "single", opts.batch, 0)]  # label, processes, strategy, batch, threads
+    first = "1 process" if cuda else f"1 process, {cores} threads"
+    configs = [(first, 1, "single", opts.batch, 0)]  # label, processes, strategy, batch, threads
     if not cuda and cores > 1:
         configs.append(("1 process, 1 thread", 1, "single", opts.batch, 1))
     for n in opts.nproc:

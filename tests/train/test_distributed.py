@@ -3,7 +3,7 @@
 The pytest process runs the one-process reference (batch 2B, where each rank has B) and saves at step 5.
 One pair of worker processes (this file run as a script, with the environment torchrun would set) then
 does, in one process group: DDP, FSDP2 (fp32, activation checkpointing), FSDP2 with bf16 parameters, and
-DDP resuming the one-process checkpoint. Back in pytest, one process resumes the DDP and FSDP
+DDP and FSDP2 resuming the one-process checkpoint. Back in pytest, one process resumes the DDP and FSDP
 checkpoints. Equal losses (1e-5) and weights across all of them show the strategies are the same
 training, and that checkpoints move between them. A second pair checks that a killed rank makes the
 other exit non-zero with a one-line message, and that the run resumes from its last checkpoint.
@@ -38,6 +38,7 @@ RUNS = [  # name, strategy, extra DistributedArgs, resume
     ("fsdp", "fsdp", {"activation_checkpointing": True}, False),
     ("fsdp-bf16", "fsdp", {"mixed_precision": "bf16"}, False),
     ("single-then-ddp", "ddp", {}, True),
+    ("single-then-fsdp", "fsdp", {}, True),
 ]
 
 
@@ -159,6 +160,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
         run_one(out, "single", "single", {}, False)
         cut_back(out / "single", out / "single-then-ddp", SAVE_AT)
+        cut_back(out / "single", out / "single-then-fsdp", SAVE_AT)
         procs = start_ranks([__file__, str(out)], cwd=out)
         results = [p.communicate(timeout=240) for p in procs]
         for p, (_, err) in zip(procs, results, strict=True):
@@ -243,11 +245,12 @@ def test_ddp_checkpoint_resumes_in_one_process(runs: Path):
     assert_same_weights(runs / "ddp-then-single", runs / "ddp")
 
 
-def test_one_process_checkpoint_resumes_under_ddp(runs: Path):
-    resumed = losses(runs, "single-then-ddp", after=SAVE_AT)
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_one_process_checkpoint_resumes_under_ddp_and_fsdp(runs: Path, strategy: str):
+    resumed = losses(runs, f"single-then-{strategy}", after=SAVE_AT)
     assert min(resumed) == SAVE_AT + 1
     assert_same_losses(resumed, losses(runs, "single", after=SAVE_AT))
-    assert_same_weights(runs / "single-then-ddp", runs / "single")
+    assert_same_weights(runs / f"single-then-{strategy}", runs / "single")
 
 
 def test_fsdp_checkpoint_is_consolidated_and_resumes_in_one_process(runs: Path):
@@ -363,6 +366,25 @@ def test_a_misset_environment_or_recipe_is_one_line(
     assert main(["pretrain", "model.name=gpt-tiny", *overrides]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expected in err, err
+
+
+def test_a_rank_that_cannot_reach_rank_0_fails_within_the_timeout(monkeypatch: pytest.MonkeyPatch):
+    import torch.distributed as dist
+
+    from zeroforge.errors import ZeroforgeError
+    from zeroforge.train.distributed import setup
+
+    env = {"WORLD_SIZE": "2", "RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    start = time.time()
+    with pytest.raises(
+        ZeroforgeError, match=r"rank 1: could not join .* within distributed.timeout_s=1"
+    ) as err:
+        setup(DistributedArgs(strategy="ddp", timeout_s=1), torch.device("cpu"))
+    assert time.time() - start < 15
+    assert "\n" not in str(err.value)
+    assert not dist.is_initialized()
 
 
 def test_launch_env_reads_torchrun_variables(monkeypatch: pytest.MonkeyPatch):

@@ -110,12 +110,17 @@ def launch_env() -> tuple[int, int, int] | None:
     return rank, (rank if local_rank is None else local_rank), world
 
 
+@functools.cache
+def _note_once(message: str) -> None:
+    print(message)
+
+
 def setup(args: DistributedArgs, device: torch.device) -> DistContext:
     """Join the process group torchrun describes (or reuse one already joined); see ``session``."""
     launched = launch_env()
     if launched is None and not dist.is_initialized():
         if args.strategy != "single":
-            print(f"distributed.strategy={args.strategy} without torchrun: training in one process")
+            _note_once(f"distributed.strategy={args.strategy} without torchrun: training in one process")
         return DistContext(timeout_s=args.timeout_s)
     if dist.is_initialized():  # a caller (pretrain, or the user's script) already joined
         rank, world = dist.get_rank(), dist.get_world_size()
