@@ -3,6 +3,7 @@ and never a run directory that looks complete."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -96,3 +97,21 @@ def test_pretrain_generate_evaluate_end_to_end(in_tmp, capsys, tiny_corpus):
     assert out.startswith("All:") and len(out.strip()) > len("All:")
     assert main(["evaluate", str(run_dir)]) == 0
     assert (run_dir / "metrics.json").is_file()
+
+
+def test_recipe_clean_step_runs_before_tokenising(in_tmp, capsys, tiny_corpus):
+    recipe = in_tmp / "r.yaml"
+    recipe.write_text(
+        f"model: {{name: gpt-tiny}}\ndata: {{source: {tiny_corpus}}}\n"
+        "train: {name: c, max_steps: 2, batch_size: 2, block_size: 8, progress: false}\n"
+        "clean: {dedup: {exact: true}}\n"
+    )
+    assert main(["pretrain", "--config", str(recipe)]) == 0
+    run_dir = in_tmp / "runs" / "c"
+    report = json.loads((run_dir / "clean_report.json").read_text())
+    cleaned = (run_dir / "data" / "tiny.clean.txt").read_text().splitlines()
+    assert report["rows_in"] == len([line for line in tiny_corpus.read_text().splitlines() if line.strip()])
+    assert report["rows_out"] == len(cleaned) == len(set(cleaned))  # exact duplicates went
+    bad = in_tmp / "bad.yaml"
+    bad.write_text(recipe.read_text().replace("exact: true", "exactly: true"))
+    fails(["pretrain", "--config", str(bad)], capsys, "exactly")

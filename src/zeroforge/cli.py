@@ -18,16 +18,35 @@ from collections.abc import Callable
 from zeroforge.errors import ZeroforgeError
 
 # Modules that add their own subcommands with ``add_cli(subparsers)``.
-_PLUGINS = ["zeroforge.data.clean", "zeroforge.weights", "zeroforge.chat"]
+_PLUGINS = ["zeroforge.data.clean", "zeroforge.embedding", "zeroforge.weights", "zeroforge.chat"]
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from zeroforge.data.text import prepare
 
+    if args.config:
+        return _prepare_recipe(args)
+    if not args.input:
+        raise ZeroforgeError("prepare: give --input PATH_OR_DATASET, or --config RECIPE.yaml")
+    if args.objective == "mlm_nsp":
+        from zeroforge.data.mlm import prepare_mlm_nsp
+
+        print(
+            prepare_mlm_nsp(
+                args.input,
+                args.out,
+                tokenizer=args.tokenizer or "wordpiece",
+                vocab_size=args.vocab_size,
+                lowercase=not args.cased,
+                max_seq_len=args.max_seq_len,
+                val_fraction=args.val_fraction,
+            )
+        )
+        return 0
     out = prepare(
         args.input,
         args.out,
-        tokenizer=args.tokenizer,
+        tokenizer=args.tokenizer or "char",
         vocab_size=args.vocab_size,
         val_fraction=args.val_fraction,
     )
@@ -35,11 +54,33 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare_recipe(args: argparse.Namespace) -> int:
+    """The data steps of a recipe alone: its ``clean:`` step (into the run dir), then tokenising."""
+    import importlib
+
+    from zeroforge.config import load_recipe
+    from zeroforge.train.distributed import DistContext
+    from zeroforge.train.loop import DATA_BUILDERS, clean_source
+
+    recipe = load_recipe(args.config, args.overrides)
+    if recipe.clean is not None:
+        recipe.data.source = str(clean_source(recipe, DistContext()))
+    module_name, _, func = DATA_BUILDERS[recipe.data.objective].partition(":")
+    build_data = getattr(importlib.import_module(module_name), func)
+    block_size = recipe.train.block_size or recipe.model_config().block_size
+    data = build_data(recipe.data, block_size, recipe.train.batch_size, 1, recipe.train.seed)
+    print(data.description)
+    return 0
+
+
 def _cmd_pretrain(args: argparse.Namespace) -> int:
+    import os
+
     from zeroforge.train.loop import pretrain
 
     run_dir = pretrain(args.config, args.overrides)
-    print(f"run directory: {run_dir}")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"run directory: {run_dir}")
     return 0
 
 
@@ -105,10 +146,19 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = add("prepare", _cmd_prepare, "tokenize a corpus into train/val token files")
-    p.add_argument("--input", required=True, help="dataset name (e.g. shakespeare), text file or folder")
+    p.add_argument("--input", default=None, help="dataset name (e.g. shakespeare), text file or folder")
+    p.add_argument("--config", default=None, help="or: a recipe, whose clean: and data: sections are run")
+    p.add_argument("overrides", nargs="*", help="with --config: dotted overrides, e.g. data.tokenizer=bpe")
     p.add_argument("--out", default=None, help="output folder (default: the cache)")
-    p.add_argument("--tokenizer", default="char", choices=["char", "bpe", "gpt2"])
-    p.add_argument("--vocab-size", type=int, default=4096, help="BPE vocabulary size")
+    p.add_argument(
+        "--tokenizer",
+        default=None,
+        help="char (clm default), bpe, gpt2, wordpiece (mlm_nsp default), or for mlm_nsp a vocab.txt path",
+    )
+    p.add_argument("--vocab-size", type=int, default=4096, help="BPE / WordPiece vocabulary size")
+    p.add_argument("--objective", default="clm", choices=["clm", "mlm_nsp"], help="mlm_nsp: BERT pairs")
+    p.add_argument("--max-seq-len", type=int, default=128, help="mlm_nsp: tokens per pair")
+    p.add_argument("--cased", action="store_true", help="mlm_nsp: keep case and accents (WordPiece)")
     p.add_argument(
         "--val-fraction", type=float, default=0.1, help="last fraction of the text kept for validation"
     )

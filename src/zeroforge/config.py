@@ -122,19 +122,31 @@ class DataArgs:
     source: str = "shakespeare"
     """A dataset name (``zeroforge.datasets``), a text file, or a folder of .txt files."""
     tokenizer: str = "char"
-    """``char``, ``bpe`` (byte-level BPE trained on the corpus) or ``gpt2`` (shipped GPT-2 BPE)."""
+    """``char``, ``bpe`` (byte-level BPE trained on the corpus), ``gpt2`` (shipped GPT-2 BPE), ``wordpiece``
+    (BERT's, trained on the training documents), or for ``mlm_nsp`` a vocab.txt / tokenizer.json path."""
     vocab_size: int = 4096
-    """Target vocabulary size when training a BPE tokenizer."""
+    """Target vocabulary size when training a BPE or WordPiece tokenizer."""
     prepared_dir: str | None = None
     """Where ``prepare`` writes the token files; default ``<cache>/prepared/<source>-<tokenizer>``."""
     val_fraction: float = 0.1
-    """The last fraction of the text is validation (contiguous, like nanoGPT)."""
-    objective: Literal["clm"] = "clm"
-    """The training objective; ``clm`` = next-token prediction."""
+    """``clm``: the last fraction of the text is validation (contiguous, like nanoGPT).
+    ``mlm_nsp``: this fraction of the documents (at least 2) is held out whole."""
+    objective: Literal["clm", "mlm_nsp"] = "clm"
+    """``clm`` = next-token prediction; ``mlm_nsp`` = BERT's masked LM + next sentence prediction."""
+    lowercase: bool = True
+    """WordPiece: lowercase and strip accents before tokenizing (an uncased model)."""
+    mask_prob: float = 0.15
+    """``mlm_nsp``: fraction of tokens selected for prediction (80% [MASK], 10% random, 10% kept)."""
+    whole_word_mask: bool = False
+    """``mlm_nsp``: select whole words (a token with its ``##`` pieces) instead of single tokens."""
+    dupe_factor: int = 5
+    """``mlm_nsp``: differently cut and paired copies of the training documents (BERT's dupe_factor)."""
 
     def __post_init__(self) -> None:
         require(0 < self.val_fraction < 1, "val_fraction", f"must be in (0, 1), got {self.val_fraction}")
         require(self.vocab_size >= 2, "vocab_size", f"must be >= 2, got {self.vocab_size}")
+        require(0 < self.mask_prob < 1, "mask_prob", f"must be in (0, 1), got {self.mask_prob}")
+        require(self.dupe_factor >= 1, "dupe_factor", f"must be >= 1, got {self.dupe_factor}")
 
 
 @dataclass
@@ -252,6 +264,9 @@ class Recipe:
     data: DataArgs = field(default_factory=DataArgs)
     train: TrainArgs = field(default_factory=TrainArgs)
     distributed: DistributedArgs = field(default_factory=DistributedArgs)
+    clean: dict[str, Any] | None = None
+    """Optional cleaning step run on ``data.source`` first (``zeroforge.data.clean``'s config); the
+    cleaned file and its report go into the run directory."""
 
     def model_config(self) -> Any:
         from zeroforge.registry import model_config
@@ -266,7 +281,7 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
-SECTIONS = {"model", "data", "train", "distributed"}
+SECTIONS = {"model", "data", "train", "distributed", "clean"}
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
@@ -332,8 +347,15 @@ def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
         data=from_dict(DataArgs, data.get("data"), "data"),
         train=from_dict(TrainArgs, data.get("train"), "train"),
         distributed=from_dict(DistributedArgs, data.get("distributed"), "distributed"),
+        clean=data.get("clean"),
     )
     recipe.model_config()  # validate model keys now, not mid-run
+    if recipe.clean is not None:
+        from zeroforge.data.clean import load_clean_config
+
+        if not isinstance(recipe.clean, dict):
+            raise ConfigError(f"{where}: clean: expected a mapping of cleaning options")
+        load_clean_config(recipe.clean)  # unknown cleaning keys fail now, not after the data step
     return recipe
 
 

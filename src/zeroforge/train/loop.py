@@ -579,6 +579,19 @@ def pretrain(
     return recipe.train.run_dir
 
 
+def clean_source(recipe: Recipe, ctx: DistContext) -> Path:
+    """Run the recipe's ``clean:`` step on ``data.source`` (rank 0 only) -> the cleaned file's path.
+
+    The cleaned file and ``clean_report.json``/``.txt`` are written into the run directory.
+    """
+    from zeroforge.data.clean import clean_step, cleaned_path
+
+    with rank_zero_first(ctx):
+        if ctx.is_main:
+            clean_step(recipe.clean, recipe.data.source, recipe.train.run_dir)
+    return cleaned_path(recipe.data.source, recipe.train.run_dir)
+
+
 def _pretrain(recipe: Recipe, ctx: DistContext) -> None:
     import importlib
 
@@ -592,6 +605,8 @@ def _pretrain(recipe: Recipe, ctx: DistContext) -> None:
     block_size = args.block_size or recipe.model_config().block_size
     module_name, _, func = DATA_BUILDERS[recipe.data.objective].partition(":")
     build_data = getattr(importlib.import_module(module_name), func)
+    if recipe.clean is not None:
+        recipe.data.source = str(clean_source(recipe, ctx))
     with rank_zero_first(ctx):
         data = build_data(recipe.data, block_size, args.batch_size, args.eval_batches, args.seed, rank, world)
 

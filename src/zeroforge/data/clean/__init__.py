@@ -11,7 +11,7 @@ language, spelling), ``dedup`` (exact + MinHash/LSH near duplicates), ``report``
 
 from zeroforge.data.clean.cli import add_cli
 from zeroforge.data.clean.config import CleanConfig, DedupArgs, LabelArgs, NormalizeArgs, load_clean_config
-from zeroforge.data.clean.pipeline import clean, clean_step
+from zeroforge.data.clean.pipeline import clean, clean_step, cleaned_path
 from zeroforge.data.clean.report import CleanReport
 
 __all__ = [
@@ -23,5 +23,6 @@ __all__ = [
     "add_cli",
     "clean",
     "clean_step",
+    "cleaned_path",
     "load_clean_config",
 ]

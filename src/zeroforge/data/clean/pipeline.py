@@ -399,6 +399,12 @@ def clean(
     return report
 
 
+def cleaned_path(input_path: str | os.PathLike[str], run_dir: str | os.PathLike[str]) -> Path:
+    """Where ``clean_step`` writes the cleaned copy of ``input_path`` (every rank can compute it)."""
+    src = _resolve_input(input_path)
+    return Path(run_dir) / "data" / f"{src.stem}.clean{src.suffix}"
+
+
 def clean_step(
     config: CleanConfig | dict[str, Any] | None,
     input_path: str | os.PathLike[str],
@@ -412,7 +418,7 @@ def clean_step(
     cleaned file's path, for the next step (prepare / finetune) to read.
     """
     src = _resolve_input(input_path)
+    out = cleaned_path(input_path, run_dir)
     run_dir = Path(run_dir)
-    out = run_dir / "data" / f"{src.stem}.clean{src.suffix}"
     clean(src, out, config or {}, report_path=run_dir / "clean_report.json", progress=progress)
     return out
