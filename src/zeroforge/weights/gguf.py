@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from zeroforge.errors import DataError
-from zeroforge.weights.hf import Stored, load_state
+from zeroforge.weights.hf import Stored, load_state, new_model
 from zeroforge.weights.keymaps import LLAMA
 from zeroforge.weights.tokenizer import PretrainedTokenizer, gguf_bpe
 
@@ -223,7 +223,7 @@ def load_gguf(
     dtype: torch.dtype | None = torch.float32,
     device: str | torch.device = "cpu",
 ) -> tuple[nn.Module, PretrainedTokenizer]:
-    """``(model, tokenizer)`` from a GGUF file: every tensor dequantised to fp32, then cast to ``dtype``."""
+    """``(model, tokenizer)`` from a GGUF file: each tensor dequantised to fp32, then stored in ``dtype``."""
     from zeroforge.models.llama import Llama
     from zeroforge.registry import model_config
 
@@ -237,6 +237,6 @@ def load_gguf(
     fields = llama_config(meta, "output.weight" in names, int(embed.shape[-1]), str(path))
     config = model_config("llama", **fields)
     tokenizer = tokenizer_from_metadata(meta, str(path))
-    model = Llama(config)
+    model = new_model(Llama, config, dtype or torch.float32)
     load_state(model, LLAMA, gguf_tensors(reader, config, path), f"{path} metadata")
     return model.to(device=device, dtype=dtype or torch.float32).eval(), tokenizer

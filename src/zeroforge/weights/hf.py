@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -139,21 +141,56 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+# safetensors dtype -> (numpy dtype to read, torch dtype to view it as)
+_SAFETENSORS_DTYPES = {
+    "F64": (np.float64, torch.float64),
+    "F32": (np.float32, torch.float32),
+    "F16": (np.float16, torch.float16),
+    "BF16": (np.int16, torch.bfloat16),  # numpy has no bfloat16: read the bits, view them
+    "I64": (np.int64, torch.int64),
+    "I32": (np.int32, torch.int32),
+    "I16": (np.int16, torch.int16),
+    "I8": (np.int8, torch.int8),
+    "U8": (np.uint8, torch.uint8),
+    "BOOL": (np.bool_, torch.bool),
+}
+
+
 def _open_safetensors(path: Path) -> dict[str, Stored]:
+    """The file's tensors; ``safe_open`` validates the header (offsets inside the file, one dtype
+    and shape per tensor), then each tensor is read with a plain file read when it is needed.
+
+    Reading instead of memory-mapping keeps the peak memory of a load at about the model's size:
+    pages of a mapping stay resident (and counted) until the whole file is unmapped.
+    """
     from safetensors import SafetensorError, safe_open
 
     try:
         handle = safe_open(str(path), framework="pt")
         shapes = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
-    except (SafetensorError, OSError, ValueError) as err:
+        with open(path, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(size))
+        del handle
+    except (SafetensorError, OSError, ValueError, struct.error) as err:
         raise DataError(f"{path}: corrupt or truncated safetensors file ({_first_line(err)})") from None
 
     def reader(name: str) -> Callable[[], torch.Tensor]:
+        entry = header[name]
+        if entry["dtype"] not in _SAFETENSORS_DTYPES:
+            raise DataError(f"{path}: tensor {name} has unsupported dtype {entry['dtype']}")
+        np_dtype, torch_dtype = _SAFETENSORS_DTYPES[entry["dtype"]]
+        begin, end = entry["data_offsets"]
+
         def load() -> torch.Tensor:
+            count = (end - begin) // np.dtype(np_dtype).itemsize
             try:
-                return handle.get_tensor(name)
-            except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+                array = np.fromfile(path, dtype=np_dtype, count=count, offset=8 + size + begin)
+            except (OSError, ValueError) as err:
                 raise DataError(f"{path}: cannot read tensor {name} ({_first_line(err)})") from None
+            if array.size != count:
+                raise DataError(f"{path}: truncated inside tensor {name}")
+            return torch.from_numpy(array).view(torch_dtype).reshape(shapes[name])
 
         return load
 
@@ -261,6 +298,17 @@ def _zero_bias(model: nn.Module, name: str, stored: Stored) -> bool:
     )
 
 
+def new_model(model_cls: type[nn.Module], config: Any, dtype: torch.dtype) -> nn.Module:
+    """A freshly initialised model whose parameters are created in ``dtype`` (no fp32 copy first,
+    so loading a bf16 model never holds twice its size)."""
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        return model_cls(config)
+    finally:
+        torch.set_default_dtype(default)
+
+
 def load_hf_model(
     directory: str | os.PathLike[str],
     family: str | None = None,
@@ -278,7 +326,7 @@ def load_hf_model(
     where = str(directory / CONFIG_FILE)
     family, keymap, config = model_config(read_config(directory), where, family, **overrides)
     tensors = open_tensors(directory)
-    model = family_of(family).model_cls(config)
+    model = new_model(family_of(family).model_cls, config, dtype or torch.float32)
     missing = load_state(model, keymap, tensors, where)
     if missing:
         heads = sorted({p for p in keymap.optional for k in missing if k.startswith(p)})

@@ -1,0 +1,200 @@
+"""SmolLM2-135M-Instruct batch-1 greedy decode: zeroforge vs transformers on the same weights.
+
+    python bench/smollm2_decode.py                      # fp32 and bf16, 64 new tokens, 5 rounds
+    python bench/smollm2_decode.py --dtypes float32 --tokens 128 --rounds 7 --threads 1
+
+The shipped GGUF is dequantised once by ``zeroforge convert`` into an HF folder (cached under
+``$ZEROFORGE_CACHE/bench``); both libraries load that folder, so they run the very same fp32 weights
+(and the same bf16 rounding of them). Each library decodes with its own public API: zeroforge's
+``generation.iter_tokens`` (KV cache, step-level), transformers' ``generate(do_sample=False)`` with a
+streamer. Decode speed is timed from the first generated token to the last (prefill excluded);
+rounds alternate zeroforge / transformers in one process so both see the same machine load, and
+the median is reported with the load average. The greedy tokens of the two must be identical, or the
+script exits 2. Peak memory is measured in a fresh child process per library: peak RSS minus the RSS
+after imports (weights + caches + temporaries).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+PROMPT = "The capital of France is Paris. Here is a short story about a lighthouse keeper:"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def hf_folder() -> Path:
+    """The GGUF dequantised to an HF safetensors folder (fp32), made once."""
+    from zeroforge.datasets import cache_dir
+    from zeroforge.weights import convert
+
+    out = cache_dir() / "bench" / "smollm2-135m-instruct-hf"
+    if not (out / "model.safetensors").is_file():
+        convert("smollm2-135m-instruct", out)
+    return out
+
+
+def load(side: str, folder: Path, dtype: torch.dtype):
+    if side == "zeroforge":
+        from zeroforge.weights import load_pretrained
+
+        model, tok = load_pretrained(folder, dtype=dtype)
+        return model, tok.encode(PROMPT), tok.eos_id
+    import transformers
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    return model, tok(PROMPT, add_special_tokens=False).input_ids, tok.eos_token_id
+
+
+def decode(side: str, model, prompt: list[int], n: int) -> tuple[list[int], float]:
+    """(n greedy tokens, seconds from the first token to the last)."""
+    ids = torch.tensor([prompt])
+    stamps: list[float] = []
+    tokens: list[int] = []
+    if side == "zeroforge":
+        from zeroforge.generation import iter_tokens
+
+        for token in iter_tokens(model, ids, max_new_tokens=n, temperature=0):
+            tokens.append(int(token[0]))
+            stamps.append(time.perf_counter())
+    else:
+
+        class Streamer:
+            first = True
+
+            def put(self, value: torch.Tensor) -> None:
+                if self.first:  # the prompt
+                    self.first = False
+                    return
+                tokens.append(int(value.reshape(-1)[0]))
+                stamps.append(time.perf_counter())
+
+            def end(self) -> None:
+                pass
+
+        with torch.inference_mode():
+            model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=n,
+                min_new_tokens=n,
+                do_sample=False,
+                streamer=Streamer(),
+                pad_token_id=model.config.eos_token_id,
+            )
+    return tokens, stamps[-1] - stamps[0]
+
+
+def status_mb(key: str) -> float:
+    """VmRSS (resident now) or VmHWM (peak resident) of this process, in MB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(f"{key}:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def memory_child(side: str, folder: Path, dtype: str, n: int) -> None:
+    """Run in a fresh process: print peak RSS growth (MB) over load + one decode."""
+    import transformers  # noqa: F401  both pay for the import before the baseline
+
+    import zeroforge.weights  # noqa: F401
+
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak (VmHWM) to the current RSS: imports do not count
+    before = status_mb("VmRSS")
+    model, prompt, _ = load(side, folder, DTYPES[dtype])
+    decode(side, model, prompt, n)
+    print(json.dumps({"peak_mb": status_mb("VmHWM") - before}))
+
+
+def peak_memory(side: str, folder: Path, dtype: str, n: int, threads: int) -> float:
+    cmd = [sys.executable, __file__, "--memory-child", side, "--dtypes", dtype, "--tokens", str(n)]
+    cmd += ["--threads", str(threads)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["peak_mb"]
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    folder = hf_folder()
+    if args.memory_child:
+        memory_child(args.memory_child, folder, args.dtypes, args.tokens)
+        return 0
+
+    import transformers
+
+    print("# SmolLM2-135M-Instruct, batch 1, greedy decode")
+    print(
+        f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+    )
+    print(
+        f"torch {torch.__version__}, transformers {transformers.__version__}, {args.tokens} new tokens, "
+        f"prompt {len(PROMPT)} chars, {args.rounds} alternating rounds"
+    )
+    print(f"load average at start: {load_average()}")
+    print()
+    print(
+        "| dtype | zeroforge tok/s | transformers tok/s | speed-up | zeroforge peak MB | transformers peak MB | same tokens |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    status = 0
+    for name in args.dtypes.split(","):
+        dtype = DTYPES[name]
+        sides = {side: load(side, folder, dtype) for side in ("zeroforge", "transformers")}
+        for side, (model, prompt, _) in sides.items():  # warm-up: allocator, kernels, caches
+            decode(side, model, prompt, 8)
+        rates: dict[str, list[float]] = {"zeroforge": [], "transformers": []}
+        tokens: dict[str, list[int]] = {}
+        for _ in range(args.rounds):
+            for side, (model, prompt, _) in sides.items():
+                toks, seconds = decode(side, model, prompt, args.tokens)
+                rates[side].append((len(toks) - 1) / seconds)
+                tokens[side] = toks
+        same = tokens["zeroforge"] == tokens["transformers"]
+        ours, theirs = (statistics.median(rates[s]) for s in ("zeroforge", "transformers"))
+        del sides
+        mem = {s: peak_memory(s, folder, name, args.tokens, torch.get_num_threads()) for s in rates}
+        print(
+            f"| {name} | {ours:.1f} | {theirs:.1f} | {ours / theirs:.2f}x | {mem['zeroforge']:.0f} | "
+            f"{mem['transformers']:.0f} | {'yes' if same else 'NO'} |"
+        )
+        if not same:
+            first = next(
+                i for i, (a, b) in enumerate(zip(tokens["zeroforge"], tokens["transformers"])) if a != b
+            )
+            print(
+                f"MISMATCH at token {first}: {tokens['zeroforge'][first : first + 5]} vs "
+                f"{tokens['transformers'][first : first + 5]}",
+                file=sys.stderr,
+            )
+            status = 2
+    print()
+    print(f"load average at end: {load_average()}")
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
