@@ -112,6 +112,7 @@ def test_recipe_clean_step_runs_before_tokenising(in_tmp, capsys, tiny_corpus):
     cleaned = (run_dir / "data" / "tiny.clean.txt").read_text().splitlines()
     assert report["rows_in"] == len([line for line in tiny_corpus.read_text().splitlines() if line.strip()])
     assert report["rows_out"] == len(cleaned) == len(set(cleaned))  # exact duplicates went
+    capsys.readouterr()
     bad = in_tmp / "bad.yaml"
     bad.write_text(recipe.read_text().replace("exact: true", "exactly: true"))
     fails(["pretrain", "--config", str(bad)], capsys, "exactly")
