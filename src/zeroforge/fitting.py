@@ -129,9 +129,10 @@ def _val_pair(val: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
 class ArrayBatches:
     """A BatchSource over in-memory tensors: every epoch visits each sample once, in a fresh order.
 
-    The order comes from a seeded ``torch.Generator``; the state (epoch, position, and the generator
-    state at the start of the epoch) restores the exact remaining batches after a resume. The last
-    batch of an epoch is smaller when ``batch_size`` does not divide the sample count (as in Keras).
+    The order comes from ``EpochSampler`` (shuffled by seed and epoch, like torch's
+    DistributedSampler): under torchrun each rank reads its own share, and the state (epoch and
+    samples consumed) restores the exact remaining batches after a resume. The last batch of an
+    epoch is smaller when ``batch_size`` does not divide the sample count (as in Keras).
     ``transform`` (e.g. augmentation) is applied to the input tensor of each training batch.
     """
 
@@ -144,48 +145,41 @@ class ArrayBatches:
         transform: Transform | None = None,
         input_key: str = "features",
     ) -> None:
+        import os
+
+        from zeroforge.data.sampler import EpochSampler
+
         lengths = {len(v) for v in inputs.values()}
         if len(lengths) != 1:
             raise DataError(f"inputs differ in length: { {k: len(v) for k, v in inputs.items()} }")
         self.inputs = inputs
         self.n = lengths.pop()
-        self.batch_size = min(batch_size, self.n)
-        self.shuffle = shuffle
         self.transform = transform
         self.input_key = input_key
-        self.generator = torch.Generator().manual_seed(seed)
-        self.epoch, self.position = 0, 0
-        self._epoch_state = self.generator.get_state()
-        self._order = self._new_order()
+        rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+        self.sampler = EpochSampler(self.n, rank=rank, world_size=world, seed=seed, shuffle=shuffle)
+        self.batch_size = min(batch_size, self.sampler.num_samples)
 
     @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(self.n / self.batch_size)
+        return self.sampler.steps_per_epoch(self.batch_size)
 
-    def _new_order(self) -> torch.Tensor:
-        self._epoch_state = self.generator.get_state()
-        if self.shuffle:
-            return torch.randperm(self.n, generator=self.generator)
-        return torch.arange(self.n)
+    @property
+    def epoch(self) -> int:
+        return self.sampler.epoch
 
     def next_batch(self) -> dict[str, torch.Tensor]:
-        idx = self._order[self.position : self.position + self.batch_size]
-        self.position += len(idx)
-        if self.position >= self.n:
-            self.epoch, self.position = self.epoch + 1, 0
-            self._order = self._new_order()
+        idx = self.sampler.next_indices(self.batch_size)
         batch = {k: v[idx] for k, v in self.inputs.items()}
         if self.transform is not None:
             batch[self.input_key] = self.transform(batch[self.input_key])
         return batch
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "position": self.position, "generator": self._epoch_state}
+        return self.sampler.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-        self.generator.set_state(state["generator"])
-        self._order = self._new_order()  # the same order this epoch had, from the same generator state
+        self.sampler.load_state_dict(state)
 
 
 def iterate_batches(inputs: dict[str, torch.Tensor], batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
