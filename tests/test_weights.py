@@ -365,3 +365,12 @@ def test_failed_save_writes_nothing(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         hf.save_pretrained(model, None, tmp_path / "out")
     assert list(tmp_path.iterdir()) == []  # neither the folder nor a temporary one
+
+
+def test_checkpoint_that_stores_a_tied_weight_twice_loads(saved, tmp_path):
+    # older GPT2LMHeadModel saves include lm_head.weight, a copy of transformer.wte.weight
+    d = copy_dir(saved["gpt2"], tmp_path / "m")
+    state = load_file(str(d / "model.safetensors"))
+    state["lm_head.weight"] = state["transformer.wte.weight"].clone()
+    save_file(state, str(d / "model.safetensors"), metadata={"format": "pt"})
+    torch.testing.assert_close(logits(load_hf_model(d), X), logits(load_hf_model(saved["gpt2"]), X))

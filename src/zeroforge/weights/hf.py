@@ -261,31 +261,34 @@ def load_state(model: nn.Module, keymap: KeyMap, tensors: dict[str, Stored], whe
     if backbone:  # a bare backbone (BertModel, LlamaModel): its keys lack the prefix, and it has no heads
         names = {keymap.prefix + name: raw for name, raw in names.items()}
 
+    tied_copies = {keymap.hf_name(k) for k in tied}  # some checkpoints store a tied weight twice
     plan: list[tuple[str, str]] = []  # (our name, name in the file)
     for name, raw in sorted(names.items()):
         if name in expected:
             plan.append((expected[name], raw))
-        elif not keymap.is_ignored(name) and not _zero_bias(model, name, tensors[raw]):
+        elif name in tied_copies or keymap.is_ignored(name):
+            continue
+        elif not _zero_bias(model, name, tensors[raw]):
             raise DataError(
                 f"{tensors[raw].file}: unexpected tensor {raw} "
                 f"(a {keymap.family} model with this config.json has no such weight)"
             )
-    for key, raw in plan:  # every shape first, from the headers: a mismatch leaves the model untouched
+    for key, raw in plan:  # names and shapes first, from the headers: an error leaves the model untouched
         shape = tuple(ours[key].shape[::-1] if keymap.is_transposed(key) else ours[key].shape)
         if tensors[raw].shape != shape:
             raise DataError(
                 f"{tensors[raw].file}: tensor {raw} has shape {tensors[raw].shape}, expected {shape} from {where}"
             )
-    with torch.no_grad():
-        for key, raw in plan:
-            value = tensors[raw].load()
-            ours[key].copy_(value.t() if keymap.is_transposed(key) else value)
     loaded = {key for key, _ in plan}
     missing = [k for k in expected.values() if k not in loaded]
     required = [k for k in missing if not k.startswith(keymap.optional)]
     if required:
         files = sorted({str(stored.file) for stored in tensors.values()})
         raise DataError(f"{files[0]}: missing tensor {keymap.hf_name(required[0])} (needed by {where})")
+    with torch.no_grad():
+        for key, raw in plan:
+            value = tensors[raw].load()
+            ours[key].copy_(value.t() if keymap.is_transposed(key) else value)
     return [] if backbone else missing
 
 
