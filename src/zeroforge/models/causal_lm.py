@@ -1,0 +1,160 @@
+"""A causal LM being fine-tuned: optional LoRA adapters, and packed rows whose examples stay apart.
+
+``FinetunedLM`` wraps a GPT or Llama (family ``finetuned-lm``) for continued LM training and
+instruction tuning. Two things set it apart from calling the model directly:
+
+- *packing*: several short examples share one row of the batch, and ``segment_ids`` (B, T) says which
+  example each token belongs to (0 = padding). Attention is then block-diagonal and causal -- a
+  token attends to earlier tokens of its own example only -- and ``position_ids`` restart at 0 for
+  each example, so every example is computed exactly as it would be alone in its row;
+- *LoRA*: with ``lora`` in the config the model carries adapters, so a checkpoint written during a
+  LoRA run rebuilds with ``create_model("finetuned-lm", ...)``.
+
+``merged()`` returns the plain model with the adapters merged: what the run directory publishes.
+
+The model families take a (B, T) padding mask, not a (B, T, T) one, so the packed path runs the
+model's own embedding, blocks and head with the block-diagonal mask (``_packed_hidden``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zeroforge.errors import ConfigError
+from zeroforge.models.output import ModelOutput
+from zeroforge.registry import register_model
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class FinetunedLMConfig:
+    base: str = "llama"
+    """The language model's family or preset (``llama``, ``gpt``...)."""
+    base_config: dict[str, Any] = field(default_factory=dict)
+    lora: dict[str, Any] | None = None
+    """``LoRAConfig`` fields when the model carries LoRA adapters."""
+
+
+def segment_mask(segment_ids: torch.Tensor) -> torch.Tensor:
+    """Block-diagonal causal attention for packed rows: (B, T) -> bool (B, 1, T, T), True = attend.
+
+    Query i may attend key j when j <= i and both belong to the same example. A padding query
+    (segment 0) keeps its own key, so its softmax row is never empty (its output is never used).
+    """
+    T = segment_ids.size(1)
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]  # (B, T, T)
+    causal = torch.ones(T, T, dtype=torch.bool, device=segment_ids.device).tril()  # (T, T)
+    real_key = (segment_ids != 0)[:, None, :]  # (B, 1, T)
+    own = torch.eye(T, dtype=torch.bool, device=segment_ids.device)  # (T, T)
+    return ((same & causal & real_key) | own)[:, None]  # (B, 1, T, T)
+
+
+def segment_positions(segment_ids: torch.Tensor) -> torch.Tensor:
+    """Positions that restart at 0 at every example of a packed row: (B, T) -> (B, T)."""
+    T = segment_ids.size(1)
+    index = torch.arange(T, device=segment_ids.device).expand_as(segment_ids)  # (B, T)
+    starts = torch.ones_like(segment_ids, dtype=torch.bool)
+    starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]  # (B, T) first token of each example
+    start_index = torch.where(starts, index, torch.zeros_like(index)).cummax(dim=1).values  # (B, T)
+    return index - start_index
+
+
+@register_model("finetuned-lm", FinetunedLMConfig)
+class FinetunedLM(nn.Module):
+    """See the module docstring. ``model`` is the wrapped GPT/Llama (its weights, its names)."""
+
+    def __init__(self, config: FinetunedLMConfig, model: nn.Module | None = None) -> None:
+        super().__init__()
+        from zeroforge.registry import create_model, family_of
+
+        family = family_of(config.base).name
+        if family not in ("gpt", "llama"):
+            raise ConfigError(f"model: continued LM training and SFT need a gpt or llama model, got {family}")
+        self.config = config
+        self.model = model if model is not None else create_model(config.base, **config.base_config)
+        if config.lora is not None:
+            from zeroforge.modules.lora import LoRAConfig, apply_lora
+
+            apply_lora(self.model, LoRAConfig(**config.lora), family)
+
+    @classmethod
+    def wrap(cls, model: nn.Module) -> FinetunedLM:
+        from zeroforge.registry import config_to_dict, family_for_model
+
+        family = family_for_model(model).name
+        return cls(FinetunedLMConfig(base=family, base_config=config_to_dict(model.config)), model=model)
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.model.transformer.h if hasattr(self.model, "transformer") else self.model.model.layers
+
+    @property
+    def final_norm(self) -> nn.Module:
+        return self.model.transformer.ln_f if hasattr(self.model, "transformer") else self.model.model.norm
+
+    @property
+    def context_length(self) -> int:
+        return self.model.config.block_size
+
+    def merged(self) -> nn.Module:
+        """The wrapped model with any LoRA adapters merged into its weights (changes this wrapper)."""
+        from zeroforge.modules.lora import merged_model
+
+        self.config.lora = None
+        return merged_model(self.model)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
+    ) -> ModelOutput:
+        """input_ids (B, T) -> logits (B, T, V); labels (B, T) already shifted, -100 = no loss.
+
+        With ``segment_ids`` (B, T) the row is packed (see the module docstring); otherwise
+        ``attention_mask`` marks padding as for the plain model.
+        """
+        if segment_ids is None:
+            out = self.model(input_ids=input_ids, labels=labels, attention_mask=attention_mask)
+        else:
+            hidden = _packed_hidden(self.model, input_ids, segment_ids)  # (B, T, C)
+            logits = self.model.lm_head(hidden)  # (B, T, V)
+            loss = None
+            if labels is not None:
+                loss = F.cross_entropy(
+                    logits.float().view(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE_INDEX
+                )
+            out = ModelOutput(logits=logits, loss=loss)
+        if labels is not None:
+            n = (labels != IGNORE_INDEX).sum()
+            out.metrics["loss_tokens"] = (out.loss.detach() * n, n)  # token-weighted mean over batches
+        return out
+
+
+def _packed_hidden(model: nn.Module, input_ids: torch.Tensor, segment_ids: torch.Tensor) -> torch.Tensor:
+    """The final hidden states (B, T, C) of a packed batch, through the model's own modules."""
+    from zeroforge.models.gpt import GPT
+    from zeroforge.models.llama import Llama
+
+    mask = segment_mask(segment_ids)  # (B, 1, T, T)
+    positions = segment_positions(segment_ids)  # (B, T)
+    if isinstance(model, Llama):
+        x = model.model.embed_tokens(input_ids)  # (B, T, C)
+        cos, sin = model.rotary(positions, x.dtype)
+        for i, block in enumerate(model.model.layers):
+            x = block(x, cos, sin, mask, False, None, i)
+        return model.model.norm(x)
+    if isinstance(model, GPT):
+        t = model.transformer
+        x = t.drop(t.wte(input_ids) + t.wpe(positions))  # (B, T, C)
+        for i, block in enumerate(t.h):
+            x = block(x, mask, False, None, i)
+        return t.ln_f(x)
+    raise ConfigError(f"packing: {type(model).__name__} is not a gpt or llama model")

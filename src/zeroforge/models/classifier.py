@@ -1,0 +1,224 @@
+"""Sequence classification on a pretrained body: a new Linear head on a pooled hidden state.
+
+The body is any GPT, Llama or BERT model; the head reads one vector per sequence:
+
+- ``last``: the hidden state of the last real token (decoders: only it has seen the whole text).
+  It is found from the attention mask, so left and right padding pick the same token;
+- ``mean``: the mean over real tokens (Sentence-BERT's pooling; what all-MiniLM-L6-v2 was tuned with);
+- ``cls``: BERT's pooler, tanh(W h_[CLS] + b), as ``BertForSequenceClassification``.
+
+``SequenceClassifier.from_body(model, n_labels)`` wraps an already loaded model (its weights are
+kept); the registered family ``classifier`` rebuilds the same structure from its config, so a run
+directory's checkpoint loads with ``create_model``. With ``lora`` set in the config the body carries
+LoRA adapters (``modules/lora.py``), so a LoRA run's checkpoints load too.
+
+The head is named ``score`` as in Hugging Face's ``GPT2ForSequenceClassification`` /
+``LlamaForSequenceClassification``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zeroforge.config import require
+from zeroforge.errors import ConfigError
+from zeroforge.models.output import ModelOutput
+from zeroforge.registry import register_model
+
+Pooling = Literal["last", "mean", "cls"]
+
+DECODERS = ("gpt", "llama")
+ENCODERS = ("bert", "bert-classifier")
+
+
+@dataclass
+class ClassifierConfig:
+    backbone: str = "bert"
+    """The body's family or preset (``llama``, ``gpt``, ``bert``...)."""
+    backbone_config: dict[str, Any] = field(default_factory=dict)
+    """The body's config fields (as ``create_model(backbone, **backbone_config)`` takes them)."""
+    n_labels: int = 2
+    pooling: Pooling = "last"
+    dropout: float = 0.1
+    """Dropout on the pooled vector before the head."""
+    label_names: list[str] = field(default_factory=list)
+    """Class names by id (kept with the checkpoint so evaluation reports them)."""
+    lora: dict[str, Any] | None = None
+    """``LoRAConfig`` fields when the body carries LoRA adapters (null once they are merged)."""
+
+    def __post_init__(self) -> None:
+        require(self.n_labels >= 2, "n_labels", f"must be >= 2, got {self.n_labels}")
+        require(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
+        require(
+            not self.label_names or len(self.label_names) == self.n_labels,
+            "label_names",
+            f"expected {self.n_labels} names, got {len(self.label_names)}",
+        )
+
+
+def body_kind(family: str) -> Literal["decoder", "encoder"]:
+    if family in DECODERS:
+        return "decoder"
+    if family in ENCODERS:
+        return "encoder"
+    raise ConfigError(
+        f"model: a {family} model cannot be a classifier body (expected one of {', '.join(DECODERS + ENCODERS)})"
+    )
+
+
+def check_pooling(pooling: str, family: str) -> None:
+    allowed = ("last", "mean") if body_kind(family) == "decoder" else ("cls", "mean")
+    if pooling not in allowed:
+        raise ConfigError(
+            f"finetune.pooling: {pooling!r} does not suit a {family} body (expected {' or '.join(allowed)})"
+        )
+
+
+def _body(model: nn.Module, family: str) -> nn.Module:
+    """The part of ``model`` that maps input ids to last hidden states (B, T, C)."""
+    if body_kind(family) == "encoder":
+        return model.bert  # BertModel: the encoder and its pooler, without the pretraining heads
+    # A decoder's forward ends in lm_head; with Identity there it returns the final (normed) hidden
+    # states, and no (B, T, vocab) projection is computed.
+    model.lm_head = nn.Identity()
+    return model
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last real token of each row, under left or right padding: (B, T) -> (B,)."""
+    T = attention_mask.size(1)
+    positions = torch.arange(T, device=attention_mask.device)  # (T,)
+    return (attention_mask.long() * (positions + 1)).argmax(dim=-1)  # (B,) largest position with mask 1
+
+
+def pool(
+    hidden: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    pooling: Pooling,
+    pooler: nn.Module | None = None,
+) -> torch.Tensor:
+    """One vector per sequence from hidden states (B, T, C) -> (B, C)."""
+    if pooling == "cls":
+        return pooler(hidden) if pooler is not None else hidden[:, 0]
+    if pooling == "mean":
+        from zeroforge.models.bert import mean_pool
+
+        return mean_pool(hidden, attention_mask)
+    if attention_mask is None:
+        return hidden[:, -1]
+    index = last_token_index(attention_mask)  # (B,)
+    return hidden[torch.arange(hidden.size(0), device=hidden.device), index]  # (B, C)
+
+
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    """Accuracy as (correct, n); for two classes also F1 of class 1 as (2 TP, n_true + n_pred), which
+    sums exactly over batches: F1 = 2TP / (2TP + FP + FN) = 2TP / (true count + predicted count)."""
+    pred = logits.argmax(dim=-1)  # (B,)
+    metrics: dict[str, Any] = {"accuracy": ((pred == labels).sum(), labels.numel())}
+    if logits.size(-1) == 2:
+        tp = ((pred == 1) & (labels == 1)).sum()
+        metrics["f1"] = (2 * tp, (labels == 1).sum() + (pred == 1).sum())
+    return metrics
+
+
+@register_model("classifier", ClassifierConfig)
+class SequenceClassifier(nn.Module):
+    """A pretrained body + pooling + Linear head; see the module docstring."""
+
+    def __init__(self, config: ClassifierConfig, body: nn.Module | None = None) -> None:
+        super().__init__()
+        from zeroforge.registry import create_model, family_of
+
+        family = family_of(config.backbone).name
+        check_pooling(config.pooling, family)
+        self.config = config
+        self.kind = body_kind(family)
+        if body is None:
+            body = create_model(config.backbone, **config.backbone_config)
+        self.backbone = _body(body, family)
+        width = body.config.n_embd
+        self.dropout = nn.Dropout(config.dropout)
+        self.score = nn.Linear(width, config.n_labels)
+        nn.init.normal_(self.score.weight, std=0.02)
+        nn.init.zeros_(self.score.bias)
+        if config.lora is not None:
+            from zeroforge.modules.lora import LoRAConfig, apply_lora
+
+            apply_lora(self.backbone, LoRAConfig(**config.lora), family)
+
+    @classmethod
+    def from_body(
+        cls,
+        model: nn.Module,
+        n_labels: int,
+        pooling: Pooling | None = None,
+        dropout: float = 0.1,
+        label_names: list[str] | None = None,
+    ) -> SequenceClassifier:
+        """Wrap a loaded GPT/Llama/BERT model (its weights are kept, its LM/pretraining heads dropped).
+
+        ``pooling`` None: ``last`` for a decoder, ``cls`` for BERT."""
+        from zeroforge.registry import config_to_dict, family_for_model
+
+        family = family_for_model(model).name
+        if pooling is None:
+            pooling = "last" if body_kind(family) == "decoder" else "cls"
+        config = ClassifierConfig(
+            backbone=family,
+            backbone_config=config_to_dict(model.config),
+            n_labels=n_labels,
+            pooling=pooling,
+            dropout=dropout,
+            label_names=list(label_names or []),
+        )
+        return cls(config, body=model)
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The body's transformer blocks, bottom to top (what ``freeze`` counts from the top)."""
+        if self.kind == "encoder":
+            return self.backbone.encoder.layer
+        return (
+            self.backbone.transformer.h
+            if hasattr(self.backbone, "transformer")
+            else self.backbone.model.layers
+        )
+
+    @property
+    def context_length(self) -> int:
+        return self.backbone.config.block_size
+
+    def hidden_states(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The body's last hidden states (B, T, C)."""
+        if self.kind == "encoder":
+            return self.backbone(input_ids, attention_mask, token_type_ids)
+        return self.backbone(input_ids, attention_mask=attention_mask).logits  # lm_head is Identity
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> ModelOutput:
+        """input_ids (B, T), attention_mask (B, T) 1 = real token -> class logits (B, n_labels);
+        labels (B,) -> cross-entropy, ``accuracy`` and (two classes) ``f1`` of class 1."""
+        hidden = self.hidden_states(input_ids, attention_mask, token_type_ids)  # (B, T, C)
+        pooler = self.backbone.pooler if self.kind == "encoder" else None
+        pooled = pool(hidden, attention_mask, self.config.pooling, pooler)  # (B, C)
+        logits = self.score(self.dropout(pooled))  # (B, n_labels)
+        if labels is None:
+            return ModelOutput(logits=logits)
+        labels = labels.view(-1)
+        loss = F.cross_entropy(logits.float(), labels)
+        return ModelOutput(logits=logits, loss=loss, metrics=classification_metrics(logits, labels))

@@ -1,0 +1,175 @@
+"""Fine-tuning models: the classification head (last-token pooling under left and right padding,
+BERT [CLS] parity with transformers, mean pooling, metrics), and FinetunedLM packing (block-diagonal
+attention: a packed batch computes each example as it is alone)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from zeroforge.config import from_dict
+from zeroforge.errors import ConfigError
+from zeroforge.models.causal_lm import FinetunedLM, segment_mask, segment_positions
+from zeroforge.models.classifier import (
+    ClassifierConfig,
+    SequenceClassifier,
+    classification_metrics,
+    last_token_index,
+)
+from zeroforge.registry import create_model
+
+
+def randomized(name: str, seed: int = 0, **overrides):
+    torch.manual_seed(seed)
+    model = create_model(name, **overrides)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2 + (1.0 if pname.endswith("norm.weight") else 0.0))
+    return model.eval()
+
+
+SEQS = [[5, 9, 3, 7, 11], [4, 2], [8, 8, 8, 1]]
+
+
+def padded(seqs, side: str, pad: int = 0):
+    T = max(map(len, seqs))
+    ids = torch.full((len(seqs), T), pad)
+    mask = torch.zeros(len(seqs), T, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        sl = slice(T - len(s), T) if side == "left" else slice(0, len(s))
+        ids[i, sl] = torch.tensor(s)
+        mask[i, sl] = 1
+    return ids, mask
+
+
+def test_last_token_index_under_left_and_right_padding():
+    _, right = padded(SEQS, "right")
+    _, left = padded(SEQS, "left")
+    assert last_token_index(right).tolist() == [4, 1, 3]
+    assert last_token_index(left).tolist() == [4, 4, 4]
+
+
+@pytest.mark.parametrize("name", ["gpt-tiny", "llama-tiny"])
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_decoder_last_token_pooling_matches_each_sequence_alone(name, side):
+    model = SequenceClassifier.from_body(randomized(name), n_labels=3, dropout=0.0).eval()
+    assert model.config.pooling == "last"
+    ids, mask = padded(SEQS, side, pad=63)  # a pad id that is a real token: only the mask may hide it
+    with torch.no_grad():
+        batch = model(ids, attention_mask=mask).logits
+        alone = torch.cat([model(torch.tensor([s])).logits for s in SEQS])
+        # and the pooled state is the body's hidden state at the last real token
+        hidden = model.hidden_states(ids, mask)
+        picked = hidden[torch.arange(3), last_token_index(mask)]
+        torch.testing.assert_close(model.score(picked), batch)
+    torch.testing.assert_close(batch, alone, atol=1e-5, rtol=1e-5)
+    if side == "right":  # pooling the last column would read padding: must differ for short rows
+        with torch.no_grad():
+            last_col = model.score(model.hidden_states(ids, mask)[:, -1])
+        assert not torch.allclose(last_col[1], alone[1], atol=1e-3)
+
+
+def test_bert_cls_pooling_matches_transformers_sequence_classification():
+    transformers = pytest.importorskip("transformers")
+    body = randomized("bert-test")
+    model = SequenceClassifier.from_body(body, n_labels=3, pooling="cls", dropout=0.0).eval()
+    c = body.config
+    hf = transformers.BertForSequenceClassification(
+        transformers.BertConfig(
+            vocab_size=c.vocab_size,
+            hidden_size=c.n_embd,
+            num_hidden_layers=c.n_layer,
+            num_attention_heads=c.n_head,
+            intermediate_size=c.intermediate_size,
+            max_position_embeddings=c.block_size,
+            num_labels=3,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+        )
+    ).eval()
+    # our BERT block names differ from HF's inside a block: go through the weights key map
+    from zeroforge.weights.hf import hf_state_dict
+
+    state = {k.removeprefix("bert."): v for k, v in hf_state_dict(body).items() if k.startswith("bert.")}
+    hf.bert.load_state_dict(state, strict=False)
+    with torch.no_grad():
+        hf.classifier.weight.copy_(model.score.weight)
+        hf.classifier.bias.copy_(model.score.bias)
+        ids, mask = padded(SEQS, "right")
+        torch.testing.assert_close(
+            model(ids, attention_mask=mask).logits, hf(ids, attention_mask=mask).logits, atol=1e-5, rtol=1e-5
+        )
+
+
+def test_mean_pooling_averages_real_tokens_only():
+    model = SequenceClassifier.from_body(
+        randomized("bert-test"), n_labels=2, pooling="mean", dropout=0.0
+    ).eval()
+    ids, mask = padded(SEQS, "right")
+    with torch.no_grad():
+        hidden = model.hidden_states(ids, mask)
+        expected = torch.stack([hidden[i, : len(s)].mean(0) for i, s in enumerate(SEQS)])
+        torch.testing.assert_close(model(ids, attention_mask=mask).logits, model.score(expected))
+
+
+def test_loss_and_metrics_against_sklearn():
+    sklearn = pytest.importorskip("sklearn.metrics")
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 3.0], [5.0, 1.0], [0.0, 2.0]])
+    labels = torch.tensor([0, 0, 1, 1, 1])
+    m = classification_metrics(logits, labels)
+    pred = logits.argmax(-1)
+    assert float(m["accuracy"][0]) / m["accuracy"][1] == sklearn.accuracy_score(labels, pred)
+    assert float(m["f1"][0]) / float(m["f1"][1]) == pytest.approx(sklearn.f1_score(labels, pred))
+
+
+def test_classifier_config_round_trip_rebuilds_the_same_model():
+    from zeroforge.registry import config_to_dict
+
+    model = SequenceClassifier.from_body(randomized("llama-tiny"), n_labels=4, label_names=list("abcd"))
+    config = from_dict(ClassifierConfig, config_to_dict(model.config), "model")
+    rebuilt = create_model("classifier", **config_to_dict(config))
+    rebuilt.load_state_dict(model.state_dict())  # same names and shapes
+    assert rebuilt.config.label_names == ["a", "b", "c", "d"]
+    assert "backbone.lm_head.weight" not in model.state_dict()  # the LM head is gone
+    with pytest.raises(ConfigError, match="finetune.pooling: 'cls' does not suit a llama body"):
+        SequenceClassifier.from_body(randomized("llama-tiny"), n_labels=2, pooling="cls")
+    with pytest.raises(ConfigError, match="cannot be a classifier body"):
+        SequenceClassifier.from_body(create_model("lstm-tiny"), 2)
+
+
+# ----------------------------------------------------------------------------- packing
+
+
+def brute_force_mask(seg):
+    B, T = seg.shape
+    out = torch.zeros(B, 1, T, T, dtype=torch.bool)
+    for b in range(B):
+        for i in range(T):
+            for j in range(T):
+                out[b, 0, i, j] = (j <= i and seg[b, i] == seg[b, j] and seg[b, j] != 0) or i == j
+    return out
+
+
+def test_segment_mask_and_positions():
+    seg = torch.tensor([[1, 1, 1, 2, 2, 3, 0, 0], [1, 1, 1, 1, 1, 1, 1, 1]])
+    assert torch.equal(segment_mask(seg), brute_force_mask(seg))
+    assert segment_positions(seg).tolist() == [[0, 1, 2, 0, 1, 0, 0, 1], list(range(8))]
+
+
+@pytest.mark.parametrize("name", ["gpt-tiny", "llama-tiny"])
+def test_packed_rows_compute_each_example_as_if_alone(name):
+    model = FinetunedLM.wrap(randomized(name)).eval()
+    examples = [[3, 4, 5, 6], [7, 8, 9], [10, 11, 12, 13, 14]]
+    ids = torch.tensor([sum(examples, [])])
+    seg = torch.tensor([[k + 1 for k, e in enumerate(examples) for _ in e]])
+    with torch.no_grad():
+        packed = model(ids, segment_ids=seg).logits[0]
+        start = 0
+        for e in examples:
+            alone = model(torch.tensor([e])).logits[0]
+            torch.testing.assert_close(packed[start : start + len(e)], alone, atol=1e-5, rtol=1e-5)
+            start += len(e)
+        # without the block-diagonal mask the later examples would see the earlier ones
+        plain = model(ids).logits[0]
+        assert not torch.allclose(plain[4:7], packed[4:7], atol=1e-3)
