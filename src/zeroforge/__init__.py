@@ -24,6 +24,7 @@ _API = {
     "register_model": "zeroforge.registry:register_model",
     "load_recipe": "zeroforge.config:load_recipe",
     "pretrain": "zeroforge.train.loop:pretrain",
+    "finetune": "zeroforge.finetuning:finetune",
     "fit": "zeroforge.fitting:fit",
     "predict": "zeroforge.fitting:predict",
     "evaluate_arrays": "zeroforge.fitting:evaluate_arrays",

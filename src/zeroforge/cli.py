@@ -18,7 +18,13 @@ from collections.abc import Callable
 from zeroforge.errors import ZeroforgeError
 
 # Modules that add their own subcommands with ``add_cli(subparsers)``.
-_PLUGINS = ["zeroforge.data.clean", "zeroforge.embedding", "zeroforge.weights", "zeroforge.chat"]
+_PLUGINS = [
+    "zeroforge.data.clean",
+    "zeroforge.embedding",
+    "zeroforge.weights",
+    "zeroforge.chat",
+    "zeroforge.finetuning",
+]
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
@@ -113,8 +119,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from zeroforge.eval.evaluate import evaluate
+    from zeroforge.eval.evaluate import compare_runs, evaluate
 
+    if args.compare:
+        print(compare_runs(([args.run_dir] if args.run_dir else []) + args.compare))
+        return 0
+    if args.run_dir is None:
+        raise ZeroforgeError("evaluate: name a run directory (or --compare RUN RUN ...)")
     metrics = evaluate(args.run_dir, args.data, split=args.split, batch_size=args.batch_size)
     print(json.dumps(metrics, indent=2))
     return 0
@@ -179,10 +190,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
     p.add_argument("--seed", type=int, default=None)
 
-    p = add("evaluate", _cmd_evaluate, "validation loss and perplexity of a run -> metrics.json")
-    p.add_argument("run_dir")
-    p.add_argument("--data", default=None, help="prepared data dir or dataset (default: the run's own)")
-    p.add_argument("--split", default="val", choices=["train", "val"])
+    p = add(
+        "evaluate", _cmd_evaluate, "a run's metrics (LM loss/perplexity; classifier P/R/F1) -> metrics.json"
+    )
+    p.add_argument("run_dir", nargs="?")
+    p.add_argument(
+        "--data", default=None, help="prepared data dir, dataset or labelled file (default: the run's own)"
+    )
+    p.add_argument(
+        "--split", default=None, choices=["train", "val", "test"], help="default: val (LM), test (classifier)"
+    )
+    p.add_argument(
+        "--compare", nargs="+", metavar="RUN", default=None, help="print a table of these runs' metrics"
+    )
     p.add_argument("--batch-size", type=int, default=16)
 
     add("models", _cmd_models, "list model families and presets")

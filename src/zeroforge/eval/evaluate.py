@@ -2,6 +2,12 @@
 
 Language models: mean next-token cross-entropy over the whole validation split in non-overlapping
 blocks, and perplexity = exp(loss).
+
+Classifiers (runs of ``zeroforge finetune`` with task classification): accuracy, precision, recall
+and F1 (per class, macro and weighted averages; for two classes also those of the positive class,
+label id 1, and the ROC-AUC of its probability), a confusion-matrix PNG and ``metrics.json``, on the
+run's own test split (rebuilt from its run.yaml) or on any labelled file or dataset (``data=``).
+``compare_runs`` lines several runs' ``metrics.json`` up in one table.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from zeroforge.io import atomic_write_json
 def _load(model_or_run_dir: nn.Module | str | os.PathLike[str]) -> tuple[nn.Module, Path | None]:
     if isinstance(model_or_run_dir, nn.Module):
         return model_or_run_dir, None
+    import zeroforge.models.causal_lm  # noqa: F401  (registers the fine-tuning families)
+    import zeroforge.models.classifier  # noqa: F401
     from zeroforge.train.checkpoint import load_run
 
     model, _tokenizer = load_run(model_or_run_dir)
@@ -82,7 +90,7 @@ def evaluate(
     model_or_run_dir: nn.Module | str | os.PathLike[str],
     data: str | os.PathLike[str] | None = None,
     *,
-    split: str = "val",
+    split: str | None = None,
     batch_size: int = 16,
     block_size: int | None = None,
     max_batches: int | None = None,
@@ -92,9 +100,12 @@ def evaluate(
 
     - ``evaluate(model, (x, y))`` (arrays, tensors or a Dataset): the model's loss and metrics over the
       samples, each sample weighted equally (``zeroforge.fitting.evaluate_arrays``);
+    - ``evaluate(classifier_run_dir, data=None)``: a fine-tuned classifier on its run's ``split``
+      (default test), or on ``data`` (a labelled file or dataset name) -> accuracy, P/R/F1, ROC-AUC,
+      confusion matrix (``metrics.json`` and ``confusion_matrix.png`` in the run directory);
     - ``evaluate(lm_or_run_dir, data=None)``: a language model's loss and perplexity over a prepared
-      data dir's split (default: the run's own data). Given a run directory, the metrics are also
-      written to ``<run_dir>/metrics.json``.
+      data dir's split (default: the run's own data, split val). Given a run directory, the metrics are
+      also written to ``<run_dir>/metrics.json``.
     """
     from zeroforge.data.text import load_prepared
 
@@ -106,6 +117,15 @@ def evaluate(
         return evaluate_arrays(model_or_run_dir, data, batch_size=batch_size, device=device)
 
     model, run_dir = _load(model_or_run_dir)
+    from zeroforge.models.classifier import SequenceClassifier
+
+    if isinstance(model, SequenceClassifier):
+        if run_dir is None:
+            raise DataError(
+                "evaluate: pass a classifier's run directory (its tokenizer and recipe are there)"
+            )
+        return _evaluate_classifier_run(model, run_dir, data, split or "test", batch_size, device)
+    split = split or "val"
     model.to(device)
     if data is None:
         if run_dir is None:
@@ -129,3 +149,199 @@ def evaluate(
     if run_dir is not None:
         atomic_write_json(run_dir / "metrics.json", metrics)
     return metrics
+
+
+# ----------------------------------------------------------------------------- classifiers
+
+
+@torch.no_grad()
+def classifier_probabilities(
+    model: nn.Module, encoded: Any, batch_size: int = 64, pad_id: int = 0, device: str | torch.device = "cpu"
+) -> np.ndarray:
+    """Class probabilities (N, K) for ``encoded`` (``data.tables.EncodedData``), in its order."""
+    from zeroforge.data.tables import fixed_batches
+
+    batches, order = fixed_batches(encoded, batch_size, pad_id)
+    was_training = model.training
+    model.eval()
+    try:
+        parts = []
+        for batch in batches:
+            logits = model(
+                batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+            ).logits
+            parts.append(torch.softmax(logits.float(), dim=-1).cpu())
+    finally:
+        model.train(was_training)
+    probs = torch.cat(parts).numpy()  # (N, K) in length order
+    out = np.empty_like(probs)
+    out[order] = probs
+    return out
+
+
+def classification_metrics(labels: np.ndarray, probs: np.ndarray, label_names: list[str]) -> dict[str, Any]:
+    """Accuracy, P/R/F1 per class and averaged, confusion matrix; for two classes the positive class's
+    (id 1) precision/recall/F1 and the ROC-AUC of its probability."""
+    from zeroforge.eval import metrics as m
+
+    pred = probs.argmax(axis=1)
+    k = len(label_names)
+    report = m.classification_report(labels, pred, label_names=label_names)
+    out: dict[str, Any] = {
+        "n": int(len(labels)),
+        "accuracy": report["accuracy"],
+        "precision_macro": report["macro"]["precision"],
+        "recall_macro": report["macro"]["recall"],
+        "f1_macro": report["macro"]["f1"],
+        "f1_weighted": report["weighted"]["f1"],
+    }
+    if k == 2:
+        positive = report["classes"][label_names[1]]
+        out.update(
+            positive_class=label_names[1],
+            precision=positive["precision"],
+            recall=positive["recall"],
+            f1=positive["f1"],
+        )
+        if len(np.unique(labels)) == 2:
+            out["roc_auc"] = m.roc_auc(labels, probs[:, 1])
+    out["per_class"] = report["classes"]
+    out["confusion_matrix"] = m.confusion_matrix(labels, pred, labels=list(range(k))).tolist()
+    out["label_names"] = list(label_names)
+    return out
+
+
+def evaluate_classifier(
+    model: nn.Module,
+    tokenizer: Any,
+    data: Any,
+    max_length: int,
+    batch_size: int = 64,
+    out_dir: str | os.PathLike[str] | None = None,
+    split: str = "test",
+) -> dict[str, Any]:
+    """A classifier's metrics on ``data`` (``LabelledData`` whose label ids are the model's); with
+    ``out_dir`` also ``confusion_matrix.png`` there. Returns the metrics (``split`` names the data)."""
+    from zeroforge.data.tables import encode_texts
+    from zeroforge.finetuning import _pad_id
+
+    device = next(model.parameters()).device
+    encoded = encode_texts(data, tokenizer, max_length, int(model.backbone.config.vocab_size))
+    probs = classifier_probabilities(model, encoded, batch_size, _pad_id(tokenizer), device)
+    names = list(model.config.label_names) or [str(i) for i in range(model.config.n_labels)]
+    metrics = {"split": split, **classification_metrics(np.asarray(data.labels), probs, names)}
+    if out_dir is not None:
+        from zeroforge.eval.plots import plot_confusion_matrix
+
+        plot_confusion_matrix(
+            np.asarray(metrics["confusion_matrix"]),
+            names,
+            Path(out_dir) / "confusion_matrix.png",
+            title=f"{Path(out_dir).name} ({split}, n={metrics['n']})",
+        )
+    return metrics
+
+
+def _evaluate_classifier_run(
+    model: nn.Module,
+    run_dir: Path,
+    data: str | os.PathLike[str] | None,
+    split: str,
+    batch_size: int,
+    device: str,
+) -> dict[str, Any]:
+    import json
+
+    from zeroforge.data.tables import load_labelled
+    from zeroforge.finetuning import labelled_splits, recipe_from_dict
+    from zeroforge.weights.tokenizer import load_pretrained_tokenizer
+
+    recipe = _finetune_recipe(run_dir, recipe_from_dict)
+    tokenizer = load_pretrained_tokenizer(run_dir)
+    names = list(model.config.label_names)
+    d = recipe.data
+    if data is None:
+        parts = labelled_splits(recipe, run_dir)
+        if split not in parts or not len(parts[split]):
+            raise DataError(f"{run_dir}: the run has no {split} split (its data.splits are {d.splits})")
+        labelled, where = parts[split], f"{d.dataset} ({split} split)"
+    else:
+        labelled = load_labelled(
+            data,
+            text_column=d.text_column,
+            label_column=d.label_column,
+            encoding=d.encoding,
+            labels=names or None,
+        )
+        labelled, where, split = labelled, str(data), Path(str(data)).name
+    model.to(device)
+    metrics = evaluate_classifier(model, tokenizer, labelled, d.max_length, batch_size, run_dir, split)
+    metrics["data"] = where
+    previous = (
+        json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+        if (run_dir / "metrics.json").is_file()
+        else {}
+    )
+    keep = {
+        k: previous[k]
+        for k in ("task", "method", "model", "dataset", "train_steps", "train_seconds")
+        if k in previous
+    }
+    metrics = {**keep, **metrics}
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _finetune_recipe(run_dir: Path, parse: Any) -> Any:
+    import yaml
+
+    run_yaml = run_dir / "run.yaml"
+    if not run_yaml.is_file():
+        raise DataError(f"{run_yaml}: missing (not a zeroforge finetune run directory)")
+    return parse(yaml.safe_load(run_yaml.read_text(encoding="utf-8")), where=str(run_yaml))
+
+
+# ----------------------------------------------------------------------------- comparing runs
+
+COMPARE_COLUMNS = (
+    ("accuracy", "accuracy", "{:.4f}"),
+    ("f1", "F1", "{:.4f}"),
+    ("f1_macro", "macro F1", "{:.4f}"),
+    ("roc_auc", "ROC-AUC", "{:.4f}"),
+    ("n", "n", "{}"),
+    ("train_seconds", "train s", "{:.0f}"),
+)
+
+
+def compare_runs(run_dirs: list[str | os.PathLike[str]], evaluate_missing: bool = True) -> str:
+    """A text table of several runs' ``metrics.json`` (a classifier run without one is evaluated first)."""
+    import json
+
+    rows = []
+    for run in run_dirs:
+        path = Path(run) / "metrics.json"
+        if not path.is_file():
+            if not evaluate_missing:
+                raise DataError(f"{path}: missing (run zeroforge evaluate {run} first)")
+            evaluate(run)
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        after = metrics.get("after") if isinstance(metrics.get("after"), dict) else None
+        if after is not None:  # sft with instructions: held-out instruction accuracy before -> after
+            before = metrics.get("before", {}).get("accuracy")
+            metrics = {**metrics, "accuracy": after["accuracy"], "before": before, "n": after.get("n")}
+        rows.append((str(run), metrics))
+    columns = [c for c in COMPARE_COLUMNS if any(c[0] in m for _, m in rows)]
+    if any("before" in m for _, m in rows):
+        columns.insert(0, ("before", "before", "{:.4f}"))
+    header = ["run", "method", *[title for _, title, _ in columns]]
+    table = [header]
+    for run, m in rows:
+        cells = [run, str(m.get("method", ""))]
+        for key, _, fmt in columns:
+            value = m.get(key)
+            cells.append("" if value is None else fmt.format(value))
+        table.append(cells)
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
