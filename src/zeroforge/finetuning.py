@@ -127,6 +127,8 @@ class FinetuneDataArgs:
     eval_batch_size: int = 64
     pack: bool = False
     """sft: pack several examples per row (block-diagonal attention, no cross-example attention)."""
+    group_by_length: bool = False
+    """Training batches of similar-length examples (less padding; each epoch still sees every example once)."""
     instructions: InstructionArgs = field(default_factory=InstructionArgs)
 
     def __post_init__(self) -> None:
@@ -420,7 +422,7 @@ def _classification_data(
     pad = _pad_id(tokenizer)
     train = encode_texts(parts["train"], tokenizer, d.max_length, vocab)
     val = encode_texts(parts["val"], tokenizer, d.max_length, vocab)
-    source = ClassificationBatches(train, args.batch_size, pad, seed=args.seed, rank=rank, world_size=world)
+    source = ClassificationBatches(train, args.batch_size, pad, args.seed, rank, world, d.group_by_length)
     val_batches, _ = fixed_batches(val, d.eval_batch_size, pad)
     counts = ", ".join(f"{k} {len(v)}" for k, v in parts.items())
     description = f"{d.dataset}: {counts} ({train.truncated} training texts cut to {d.max_length} tokens)"
@@ -476,7 +478,7 @@ def _sft_data(
     packed = d.max_length if d.pack else None
     train, dropped = encode_rows(rows["train"], tokenizer, d.max_length, vocab)
     val, _ = encode_rows(rows["val"], tokenizer, d.max_length, vocab)
-    source = SFTBatches(train, args.batch_size, pad, args.seed, packed, rank, world)
+    source = SFTBatches(train, args.batch_size, pad, args.seed, packed, rank, world, d.group_by_length)
     n_targets = sum(e.n_targets for e in train)
     description = (
         f"{d.dataset}: {len(train)} train / {len(val)} val examples, {n_targets} response tokens"

@@ -230,3 +230,34 @@ def test_fixed_batches_sort_by_length_and_return_the_order():
     assert [b["input_ids"].shape[1] for b in batches] == [2, 5]
     assert torch.equal(torch.cat([b["labels"] for b in batches]), torch.tensor([1, 1, 0, 0]))
     assert collate([[3, 4], [5]], None)["attention_mask"].tolist() == [[1, 1], [1, 0]]
+
+
+def test_length_grouped_batches_cover_each_epoch_pad_less_and_resume():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 60, size=500)
+    enc = EncodedData(
+        [[i + 1] * int(n) for i, n in enumerate(lengths)], np.arange(500) % 2, ["a", "b"], ["r"] * 500
+    )
+
+    def epoch(source):
+        seen, padding = [], 0
+        for _ in range(source.steps_per_epoch):
+            batch = source.next_batch()
+            seen += (batch["input_ids"][:, 0] - 1).tolist()
+            padding += int((batch["attention_mask"] == 0).sum())
+        return seen, padding
+
+    grouped = ClassificationBatches(enc, batch_size=16, seed=2, group_by_length=True)
+    plain = ClassificationBatches(enc, batch_size=16, seed=2)
+    (seen_g, pad_g), (seen_p, pad_p) = epoch(grouped), epoch(plain)
+    assert sorted(seen_g) == sorted(seen_p) == list(range(500))
+    assert pad_g < pad_p / 4
+    second, _ = epoch(grouped)
+    assert sorted(second) == list(range(500)) and second != seen_g  # a new order every epoch
+    state = grouped.state_dict()
+    expected = [grouped.next_batch()["input_ids"] for _ in range(3)]
+    resumed = ClassificationBatches(enc, batch_size=16, seed=2, group_by_length=True)
+    resumed.load_state_dict(state)
+    assert all(torch.equal(resumed.next_batch()["input_ids"], e) for e in expected)
+    with pytest.raises(DataError, match="another data.group_by_length setting"):
+        plain.load_state_dict(state)

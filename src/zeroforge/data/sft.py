@@ -279,7 +279,8 @@ def collate_packed(rows: Sequence[PackedRow], pad_id: int = 0) -> dict[str, torc
 
 
 class SFTBatches:
-    """The trainer's BatchSource: examples (or packed rows) in a fresh seeded order every epoch."""
+    """The trainer's BatchSource: examples (or packed rows) in a fresh seeded order every epoch
+    (``data.tables.BatchPlan``: rank-aware, optionally grouped by length)."""
 
     def __init__(
         self,
@@ -290,29 +291,30 @@ class SFTBatches:
         packed_length: int | None = None,
         rank: int = 0,
         world_size: int = 1,
+        group_by_length: bool = False,
     ) -> None:
-        from zeroforge.data.sampler import EpochSampler
+        from zeroforge.data.tables import BatchPlan
 
         self.units: Sequence[SFTExample] | list[PackedRow]
         self.units = pack(examples, packed_length) if packed_length else list(examples)
         self.packed = packed_length is not None
         self.batch_size, self.pad_id = batch_size, pad_id
-        self.sampler = EpochSampler(len(self.units), rank=rank, world_size=world_size, seed=seed)
+        lengths = [len(u.input_ids) for u in self.units]
+        self.plan = BatchPlan(lengths, batch_size, seed, rank, world_size, group_by_length)
 
     @property
     def steps_per_epoch(self) -> int:
-        return self.sampler.steps_per_epoch(self.batch_size)
+        return self.plan.steps_per_epoch
 
     def next_batch(self) -> dict[str, torch.Tensor]:
-        idx = self.sampler.next_indices(self.batch_size).tolist()
-        units = [self.units[i] for i in idx]
+        units = [self.units[i] for i in self.plan.next_indices()]
         return collate_packed(units, self.pad_id) if self.packed else collate(units, self.pad_id)  # type: ignore[arg-type]
 
     def state_dict(self) -> dict[str, Any]:
-        return self.sampler.state_dict()
+        return self.plan.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.sampler.load_state_dict(state)
+        self.plan.load_state_dict(state)
 
 
 def eval_batches(
