@@ -125,6 +125,17 @@ def peak_memory(side: str, folder: Path, dtype: str, n: int, threads: int) -> fl
     return json.loads(out.strip().splitlines()[-1])["peak_mb"]
 
 
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -147,9 +158,7 @@ def main() -> int:
     import transformers
 
     print("# SmolLM2-135M-Instruct, batch 1, greedy decode")
-    print(
-        f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
-    )
+    print(f"cpu: {cpu_model()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
     print(
         f"torch {torch.__version__}, transformers {transformers.__version__}, {args.tokens} new tokens, "
         f"prompt {len(PROMPT)} chars, {args.rounds} alternating rounds"
@@ -157,7 +166,7 @@ def main() -> int:
     print(f"load average at start: {load_average()}")
     print()
     print(
-        "| dtype | zeroforge tok/s | transformers tok/s | speed-up | zeroforge peak MB | transformers peak MB | same tokens |"
+        "| dtype | zeroforge tok/s, median (range) | transformers tok/s, median (range) | speed-up | zeroforge peak MB | transformers peak MB | same tokens |"
     )
     print("|---|---|---|---|---|---|---|")
     status = 0
@@ -175,10 +184,12 @@ def main() -> int:
                 tokens[side] = toks
         same = tokens["zeroforge"] == tokens["transformers"]
         ours, theirs = (statistics.median(rates[s]) for s in ("zeroforge", "transformers"))
+        spread = {s: f"{min(r):.1f}-{max(r):.1f}" for s, r in rates.items()}
         del sides
         mem = {s: peak_memory(s, folder, name, args.tokens, torch.get_num_threads()) for s in rates}
         print(
-            f"| {name} | {ours:.1f} | {theirs:.1f} | {ours / theirs:.2f}x | {mem['zeroforge']:.0f} | "
+            f"| {name} | {ours:.1f} ({spread['zeroforge']}) | {theirs:.1f} ({spread['transformers']}) "
+            f"| {ours / theirs:.2f}x | {mem['zeroforge']:.0f} | "
             f"{mem['transformers']:.0f} | {'yes' if same else 'NO'} |"
         )
         if not same:
