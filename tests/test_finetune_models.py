@@ -173,3 +173,28 @@ def test_packed_rows_compute_each_example_as_if_alone(name):
         # without the block-diagonal mask the later examples would see the earlier ones
         plain = model(ids).logits[0]
         assert not torch.allclose(plain[4:7], packed[4:7], atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["gpt-tiny", "llama-tiny"])
+def test_loss_on_labelled_positions_only_equals_full_logits_cross_entropy(name):
+    base = randomized(name)
+    ids = torch.randint(0, 64, (3, 16), generator=torch.Generator().manual_seed(5))
+    labels = torch.full((3, 16), -100)
+    labels[0, 10:] = ids[0, 10:]
+    labels[2, 3:6] = ids[2, 3:6]
+    with torch.no_grad():
+        expected = base(ids, labels=labels).loss
+        full_logits = base(ids).logits
+    model = FinetunedLM.wrap(base).eval()
+    with torch.no_grad():
+        out = model(ids, labels=labels)
+        assert out.logits.shape == (9, 64)
+        torch.testing.assert_close(out.logits, full_logits[labels != -100])
+        torch.testing.assert_close(out.loss, expected)
+        torch.testing.assert_close(model(ids).logits, full_logits)
+        with model.plain_model() as plain:
+            torch.testing.assert_close(plain(ids).logits, full_logits)
+        assert isinstance(model.model.lm_head, torch.nn.Identity)
+        restored = model.merged()
+        torch.testing.assert_close(restored(ids).logits, full_logits)
+    assert set(restored.state_dict()) == set(randomized(name).state_dict())

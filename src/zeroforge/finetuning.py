@@ -170,6 +170,8 @@ class FinetuneArgs:
     """sft with instructions: also score the model before training (the before/after comparison)."""
     eval_batch_size: int = 16
     """Prompts per batch when scoring instruction accuracy by generation."""
+    eval_max_new_tokens: int = 24
+    """Tokens a reply may take when scoring instructions (a chatty model names its answer late)."""
 
     def __post_init__(self) -> None:
         require(self.freeze_top_n >= 1, "freeze_top_n", f"must be >= 1, got {self.freeze_top_n}")
@@ -568,7 +570,9 @@ def finetune(
 
     metrics: dict[str, Any] = {}
     if ft.task == "sft" and ft.eval_before and data.test is not None and rank == 0:
-        metrics["before"] = _instruction_scores(model, tokenizer, data.test, ft.eval_batch_size)
+        metrics["before"] = _instruction_scores(
+            model, tokenizer, data.test, ft.eval_batch_size, ft.eval_max_new_tokens
+        )
         print(f"instruction accuracy before: {metrics['before']['accuracy']:.4f}")
 
     result = train(
@@ -634,16 +638,19 @@ def _replace_model_files(run_dir: Path, write: Any) -> None:
 
 
 def _instruction_scores(
-    model: nn.Module, tokenizer: Any, rows: list[dict[str, Any]], batch_size: int
+    model: nn.Module, tokenizer: Any, rows: list[dict[str, Any]], batch_size: int, max_new_tokens: int
 ) -> dict[str, Any]:
+    import contextlib
+
     from zeroforge.data.instructions import instruction_accuracy
     from zeroforge.models.causal_lm import FinetunedLM
 
-    lm = model.model if isinstance(model, FinetunedLM) else model
-    was_training = lm.training
-    scores = instruction_accuracy(lm.eval(), tokenizer, rows, batch_size=batch_size)
-    lm.train(was_training)
-    return scores
+    with model.plain_model() if isinstance(model, FinetunedLM) else contextlib.nullcontext(model) as lm:
+        was_training = lm.training
+        try:
+            return instruction_accuracy(lm.eval(), tokenizer, rows, batch_size, max_new_tokens)
+        finally:
+            lm.train(was_training)
 
 
 def _final_metrics(
@@ -676,7 +683,7 @@ def _final_metrics(
             )
         )
     elif ft.task == "sft" and data.test is not None and recipe.data.dataset == "instructions":
-        scores = _instruction_scores(model, tokenizer, data.test, ft.eval_batch_size)
+        scores = _instruction_scores(model, tokenizer, data.test, ft.eval_batch_size, ft.eval_max_new_tokens)
         _write_replies(run_dir / "test_replies.jsonl", data.test, scores.pop("replies"))
         out["after"] = scores
         print(f"instruction accuracy after: {scores['accuracy']:.4f}")

@@ -12,12 +12,21 @@ instruction tuning. Two things set it apart from calling the model directly:
 
 ``merged()`` returns the plain model with the adapters merged: what the run directory publishes.
 
+With labels, the output layer runs only at the positions that have one: in SFT most tokens are the
+prompt (-100), and the (tokens x vocabulary) projection, its softmax and their gradients are a
+large share of a step (SmolLM2's output layer is 28M of its 135M weights). ``logits`` is then
+(N, V) for the N labelled positions in row-major order, as BERT's MLM head does. For this the
+wrapped model's ``lm_head`` is moved to the wrapper (``self.lm_head``, still tied to the embedding)
+and an Identity left in its place, so the model's own forward returns its final hidden states.
+
 The model families take a (B, T) padding mask, not a (B, T, T) one, so the packed path runs the
-model's own embedding, blocks and head with the block-diagonal mask (``_packed_hidden``).
+model's own embedding and blocks with the block-diagonal mask (``_packed_hidden``).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +87,8 @@ class FinetunedLM(nn.Module):
             raise ConfigError(f"model: continued LM training and SFT need a gpt or llama model, got {family}")
         self.config = config
         self.model = model if model is not None else create_model(config.base, **config.base_config)
+        self.lm_head = self.model.lm_head  # the output layer runs here, on labelled positions only
+        self.model.lm_head = nn.Identity()
         if config.lora is not None:
             from zeroforge.modules.lora import LoRAConfig, apply_lora
 
@@ -102,11 +113,22 @@ class FinetunedLM(nn.Module):
     def context_length(self) -> int:
         return self.model.config.block_size
 
+    @contextlib.contextmanager
+    def plain_model(self) -> Iterator[nn.Module]:
+        """The wrapped model with its output layer in place, for generation (restored on exit)."""
+        self.model.lm_head = self.lm_head
+        try:
+            yield self.model
+        finally:
+            self.model.lm_head = nn.Identity()
+
     def merged(self) -> nn.Module:
-        """The wrapped model with any LoRA adapters merged into its weights (changes this wrapper)."""
+        """The wrapped model, its output layer back in place and any LoRA adapters merged into its
+        weights (this wrapper is used up)."""
         from zeroforge.modules.lora import merged_model
 
         self.config.lora = None
+        self.model.lm_head = self.lm_head
         return merged_model(self.model)
 
     def forward(
@@ -116,26 +138,25 @@ class FinetunedLM(nn.Module):
         attention_mask: torch.Tensor | None = None,
         segment_ids: torch.Tensor | None = None,
     ) -> ModelOutput:
-        """input_ids (B, T) -> logits (B, T, V); labels (B, T) already shifted, -100 = no loss.
+        """input_ids (B, T) -> logits (B, T, V). With labels (B, T) (already shifted, -100 = no loss):
+        the mean cross-entropy over labelled tokens and logits (N, V) at those N positions only.
 
         With ``segment_ids`` (B, T) the row is packed (see the module docstring); otherwise
         ``attention_mask`` marks padding as for the plain model.
         """
         if segment_ids is None:
-            out = self.model(input_ids=input_ids, labels=labels, attention_mask=attention_mask)
+            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, T, C)
         else:
             hidden = _packed_hidden(self.model, input_ids, segment_ids)  # (B, T, C)
-            logits = self.model.lm_head(hidden)  # (B, T, V)
-            loss = None
-            if labels is not None:
-                loss = F.cross_entropy(
-                    logits.float().view(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE_INDEX
-                )
-            out = ModelOutput(logits=logits, loss=loss)
-        if labels is not None:
-            n = (labels != IGNORE_INDEX).sum()
-            out.metrics["loss_tokens"] = (out.loss.detach() * n, n)  # token-weighted mean over batches
-        return out
+        if labels is None:
+            return ModelOutput(logits=self.lm_head(hidden))  # (B, T, V)
+        selected = labels != IGNORE_INDEX  # (B, T)
+        targets = labels[selected]  # (N,)
+        logits = self.lm_head(hidden[selected])  # (N, V)
+        n = targets.numel()
+        loss_sum = F.cross_entropy(logits.float(), targets, reduction="sum")
+        loss = loss_sum / max(n, 1)  # the mean over labelled tokens, as F.cross_entropy(ignore_index=-100)
+        return ModelOutput(logits=logits, loss=loss, metrics={"token_loss": (loss_sum.detach(), n)})
 
 
 def _packed_hidden(model: nn.Module, input_ids: torch.Tensor, segment_ids: torch.Tensor) -> torch.Tensor:
