@@ -170,6 +170,7 @@ def tiny_gguf(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def reference(tiny_gguf):
+    pytest.importorskip("accelerate")  # transformers' gguf_file loader needs it
     model = transformers.AutoModelForCausalLM.from_pretrained(
         tiny_gguf.parent, gguf_file=tiny_gguf.name, dtype=torch.float32
     ).eval()
@@ -277,6 +278,7 @@ def test_smollm2_logits_match_transformers_gguf(smollm2):
     # Both dequantise the same Q4_1/Q8_0 blocks to fp32, so only summation order differs.
     from zeroforge.weights import resolve
 
+    pytest.importorskip("accelerate")  # transformers' gguf_file loader needs it
     path = resolve("smollm2-135m-instruct")
     model, tok = smollm2
     hf = transformers.AutoModelForCausalLM.from_pretrained(
