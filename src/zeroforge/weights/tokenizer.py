@@ -164,8 +164,6 @@ def _no_fixed_shape(tokenizer: HFTokenizer) -> HFTokenizer:
 
 # llama.cpp token types (llama_token_type): 3 = CONTROL (special), 4 = USER_DEFINED (added, not special)
 _CONTROL, _USER_DEFINED = 3, 4
-# GPT-2's pre-tokenizer regex, which llama.cpp's "gpt2"/"smollm" pre-tokenizers and HF ByteLevel share
-_GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 # Llama 3's (llama.cpp "llama-bpe")
 _LLAMA3_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
