@@ -231,3 +231,16 @@ def test_augment_touches_training_inputs_only() -> None:
     # validation sees the real inputs
     assert torch.equal(model.linear.weight.detach(), w0) and model.linear.bias.item() != b0
     assert len(history["val_loss"]) == 2
+
+
+def test_a_fit_run_dir_loads_without_a_tokenizer(tmp_path):
+    import zeroforge as zf
+    from zeroforge.train.checkpoint import load_run
+
+    x = torch.randn(32, 3)
+    y = x @ torch.tensor([1.0, -1.0, 2.0])
+    model = zf.create_model("linear-regression", in_features=3)
+    zf.fit(model, x, y, epochs=2, batch_size=8, run_dir=tmp_path / "run")
+    loaded, tokenizer = load_run(tmp_path / "run")
+    assert tokenizer is None
+    torch.testing.assert_close(zf.predict(loaded, x), zf.predict(model, x))

@@ -181,7 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-4 model.n_layer=6")
 
     p = add("generate", _cmd_generate, "sample text from a trained model, streamed to stdout")
-    p.add_argument("model", help="run directory")
+    p.add_argument(
+        "model", help="run directory, HF folder, GGUF file or named weights (smollm2-135m-instruct)"
+    )
     p.add_argument("--prompt", action="append", help="prompt (repeat for several)")
     p.add_argument("--max-new-tokens", type=int, default=200)
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")

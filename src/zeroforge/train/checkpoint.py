@@ -150,7 +150,8 @@ def load_model_weights(model: nn.Module, directory: str | os.PathLike[str]) -> N
 
 def load_run(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[nn.Module, Any]:
     """``(model, tokenizer)`` from a run directory (its final model, else its latest checkpoint), an HF
-    model folder, a GGUF file or named weights (``zeroforge.weights.NAMED``)."""
+    model folder, a GGUF file or named weights (``zeroforge.weights.NAMED``). ``tokenizer`` is None for
+    a model trained on arrays (``zeroforge.fit``)."""
     from zeroforge.weights.tokenizer import load_pretrained_tokenizer
 
     path = Path(path)
@@ -167,6 +168,10 @@ def load_run(path: str | os.PathLike[str], device: str | torch.device = "cpu") -
         path = latest
     model = load_model_files(path, device)
     model.eval()
+    # models trained on arrays (fit: regression, CNNs) have no tokenizer
+    tokenizer_files = ("zeroforge_tokenizer.json", "tokenizer.json", "vocab.json", "vocab.txt")
+    if not any((path / name).is_file() for name in tokenizer_files):
+        return model, None
     return model, load_pretrained_tokenizer(path)
 
 
