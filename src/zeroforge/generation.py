@@ -12,12 +12,23 @@ was used.
 
 Prompts of different lengths are left-padded and masked; positions count real tokens only, so
 every prompt in a batch decodes as it would alone.
+
+Speed. One decode step multiplies every weight matrix by one vector per sequence, so it is bound by
+the bytes of weights read per token. ``dtype=torch.bfloat16`` stores the weights in bf16 (half the
+bytes; arithmetic stays fp32, modules/weight_only.py) and ``compile=True`` compiles the step with
+``torch.compile`` over a static-shape KV cache (one graph for every step, no per-step Python inside
+the model). Both decode an inference copy of the model that shares its fp32 tensors where it can;
+the copy (and its compiled step) is cached per model and rebuilt when the model's weights change.
 """
 
 from __future__ import annotations
 
+import copy
+import inspect
 import os
+import weakref
 from collections.abc import Callable, Iterator, Sequence
+from itertools import chain
 from typing import Any, Protocol
 
 import torch
@@ -25,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zeroforge.errors import ZeroforgeError
+from zeroforge.modules.weight_only import convert_to_weight_only
 
 
 class Tokenizer(Protocol):
@@ -38,16 +50,66 @@ class Tokenizer(Protocol):
 # ----------------------------------------------------------------------------- step-level decoding
 
 
+# A compiled step's cache spans its length rounded up to this many columns, so prompts of
+# different lengths share one compiled graph (the extra columns are masked; they cost little).
+STATIC_CACHE_BUCKET = 128
+
+_DECODE_COPIES: weakref.WeakKeyDictionary[nn.Module, tuple[Any, nn.Module, nn.Module]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _compute_dtype(model: nn.Module) -> torch.dtype:
+    param = next((p for p in model.parameters() if p.is_floating_point()), None)
+    return param.dtype if param is not None else torch.float32
+
+
+def decoding_model(
+    model: nn.Module, dtype: torch.dtype | None = None, compile: bool = False
+) -> tuple[nn.Module, nn.Module]:
+    """``(copy, step)``: an eval-mode copy of ``model`` whose Linear and Embedding weights are stored
+    in ``dtype`` (default: the model's own) behind ``WeightOnlyLinear``, and what runs one decode step
+    (``torch.compile(copy)`` when ``compile``, else the copy).
+
+    The copy shares every tensor it does not convert with ``model`` (an fp32 copy shares all of
+    them). It is cached per model and rebuilt once any parameter or buffer of the model changes.
+    """
+    dtype = dtype or _compute_dtype(model)
+    tensors = chain(model.parameters(), model.buffers())
+    key = (dtype, compile, tuple((id(t), t._version) for t in tensors))
+    cached = _DECODE_COPIES.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1], cached[2]
+    shared = {id(t): t for t in chain(model.parameters(), model.buffers())}
+    decode_copy = convert_to_weight_only(copy.deepcopy(model, memo=shared), dtype).eval()
+    step = torch.compile(decode_copy, dynamic=False) if compile else decode_copy
+    _DECODE_COPIES[model] = (key, decode_copy, step)
+    return decode_copy, step
+
+
 class Decoder:
     """Prefill once, then one token per sequence per step; returns next-token logits (B, vocab) in fp32.
 
     The caller puts the model in eval mode. ``use_cache=False`` recomputes the full sequence every
-    step (the reference the cached path is tested against).
+    step (the reference the cached path is tested against). ``dtype`` (e.g. ``torch.bfloat16``)
+    stores the weights in that dtype for decoding and ``compile`` compiles the step (module
+    docstring); both apply to the cached path and leave ``model`` untouched.
     """
 
-    def __init__(self, model: nn.Module, use_cache: bool = True) -> None:
-        self.model = model
+    def __init__(
+        self,
+        model: nn.Module,
+        use_cache: bool = True,
+        dtype: torch.dtype | None = None,
+        compile: bool = False,
+    ) -> None:
         self.use_cache = use_cache and hasattr(model, "new_cache")
+        self.compute_dtype = _compute_dtype(model)
+        self.model = self.step_model = model
+        # the compiled step needs a KV cache whose shapes never change
+        self.static = compile and "static" in inspect.signature(getattr(model, "new_cache", len)).parameters
+        if self.use_cache and (dtype not in (None, self.compute_dtype) or self.static):
+            self.model, self.step_model = decoding_model(model, dtype, self.static)
         self.context_length: int | None = getattr(model, "context_length", None)
         self.cache: Any = None
         self.cache_length = 0
@@ -75,7 +137,14 @@ class Decoder:
         if self.use_cache:
             self.cache_length = min(capacity, self.context_length or capacity)
             if P <= self.cache_length:  # a prompt longer than the context slides the window at once
-                self.cache = self.model.new_cache(B, self.cache_length, device=input_ids.device)
+                options: dict[str, Any] = {"dtype": self.compute_dtype}
+                if self.static:
+                    options["static"] = True
+                    width = -(-self.cache_length // STATIC_CACHE_BUCKET) * STATIC_CACHE_BUCKET
+                    width = min(width, self.context_length or width)
+                else:
+                    width = self.cache_length
+                self.cache = self.model.new_cache(B, width, device=input_ids.device, **options)
                 mask = None if self.mask is None else self.mask[:, :P]
                 out = self.model(input_ids, attention_mask=mask, cache=self.cache)
                 return out.logits[:, -1].float()
@@ -91,7 +160,7 @@ class Decoder:
         self.tokens[:, self.length] = next_tokens
         self.length += 1
         if self.cache is not None and self.length <= self.cache_length:
-            return self.model(next_tokens[:, None], cache=self.cache).logits[:, -1].float()
+            return self.step_model(next_tokens[:, None], cache=self.cache).logits[:, -1].float()
         self.cache = None  # the context is full: from now on slide the window
         return self._recompute()
 
@@ -178,11 +247,14 @@ def iter_tokens(
     eos_id: int | None = None,
     generator: torch.Generator | None = None,
     use_cache: bool = True,
+    dtype: torch.dtype | None = None,
+    compile: bool = False,
 ) -> Iterator[torch.Tensor]:
     """Yield the next token of every sequence, (B,), up to ``max_new_tokens`` times.
 
     A row that has produced ``eos_id`` keeps yielding ``eos_id``; iteration ends early once every
     row has. The model is in eval mode while iterating and gets its training flag back afterwards.
+    ``dtype`` and ``compile``: see ``Decoder``.
     """
     _check_sampling(max_new_tokens, temperature, top_k, top_p)
     if input_ids.dim() != 2:
@@ -194,7 +266,7 @@ def iter_tokens(
     was_training = model.training
     model.eval()
     try:
-        decoder = Decoder(model, use_cache=use_cache)
+        decoder = Decoder(model, use_cache=use_cache, dtype=dtype, compile=compile)
         logits = decoder.prefill(input_ids, attention_mask, max_new_tokens)
         finished = None if eos_id is None else torch.zeros_like(input_ids[:, 0], dtype=torch.bool)
         for i in range(max_new_tokens):
@@ -221,9 +293,12 @@ def generate_ids(
     eos_id: int | None = None,
     seed: int | None = None,
     use_cache: bool = True,
+    dtype: torch.dtype | None = None,
+    compile: bool = False,
 ) -> torch.Tensor:
     """New tokens for a batch of prompts: input_ids (B, P) (left-padded where attention_mask is 0)
-    -> (B, n), n <= max_new_tokens (fewer when every row stopped at ``eos_id``; rows padded with it)."""
+    -> (B, n), n <= max_new_tokens (fewer when every row stopped at ``eos_id``; rows padded with it).
+    ``dtype`` and ``compile``: see ``Decoder``."""
     generator = make_generator(seed, input_ids.device)
     steps = list(
         iter_tokens(
@@ -237,6 +312,8 @@ def generate_ids(
             eos_id,
             generator,
             use_cache,
+            dtype,
+            compile,
         )
     )
     if not steps:
@@ -349,13 +426,17 @@ def generate(
     stop: str | Sequence[str] | None = None,
     seed: int | None = None,
     stream: Callable[[str], Any] | None = None,
+    dtype: torch.dtype | None = None,
+    compile: bool = False,
 ) -> str | list[str]:
     """Continue each prompt; returns the generated text only (not the prompt). A str prompt gives a str.
 
     ``model`` is a module (then pass its ``tokenizer``) or a run directory (the tokenizer saved there
     is used). Generation stops per prompt at the tokenizer's ``eos_id``, at the first ``stop`` string
     (trimmed from the result) or after ``max_new_tokens``. ``temperature=0`` is greedy decoding.
-    ``stream`` receives text pieces as they are decoded (single prompt only).
+    ``stream`` receives text pieces as they are decoded (single prompt only). ``dtype=torch.bfloat16``
+    and ``compile=True`` make decoding faster (see ``Decoder``); greedy output then matches the
+    fp32 model's unless two candidate tokens are within bf16 rounding of each other.
     """
     if isinstance(model, str | os.PathLike):
         from zeroforge.train.checkpoint import load_run
@@ -385,7 +466,17 @@ def generate(
     decode_each_step = bool(stops) or stream is not None
 
     tokens = iter_tokens(
-        model, input_ids, attention_mask, max_new_tokens, temperature, top_k, top_p, eos_id, generator
+        model,
+        input_ids,
+        attention_mask,
+        max_new_tokens,
+        temperature,
+        top_k,
+        top_p,
+        eos_id,
+        generator,
+        dtype=dtype,
+        compile=compile,
     )
     if decode_each_step:
         for token in tokens:

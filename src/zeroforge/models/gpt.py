@@ -21,6 +21,7 @@ from zeroforge.config import require
 from zeroforge.errors import ZeroforgeError
 from zeroforge.models.output import ModelOutput
 from zeroforge.modules.attention import attention, causal_mask, merge_heads, split_heads
+from zeroforge.modules.fused_ce import linear_cross_entropy
 from zeroforge.modules.kv_cache import KVCache
 from zeroforge.modules.mlp import MLP
 from zeroforge.registry import register_model, register_preset
@@ -39,8 +40,13 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = True
     """Biases in Linear and LayerNorm layers (GPT-2 has them; False is a little faster and as good)."""
-    attention: Literal["sdpa", "naive"] = "sdpa"
-    """``sdpa``: PyTorch's fused kernel; ``naive``: softmax(QK^T/sqrt(d_k))V written out (reference)."""
+    attention: Literal["auto", "sdpa", "naive"] = "auto"
+    """``sdpa``: PyTorch's fused kernel; ``naive``: softmax(QK^T/sqrt(d_k))V written out (reference);
+    ``auto``: the fused kernel except where the written-out formula is faster (modules/attention.py)."""
+    fused_loss: bool = False
+    """When labels are given, compute lm_head and cross-entropy together in row chunks
+    (modules/fused_ce.py) instead of materialising the (B, T, vocab) logits: less memory and time for
+    a large vocabulary. The forward then returns ``logits=None`` whenever it returns a loss."""
 
     def __post_init__(self) -> None:
         for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
@@ -53,9 +59,9 @@ class GPTConfig:
         )
         require(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
         require(
-            self.attention in ("sdpa", "naive"),
+            self.attention in ("auto", "sdpa", "naive"),
             "attention",
-            f"expected sdpa or naive, got {self.attention!r}",
+            f"expected auto, sdpa or naive, got {self.attention!r}",
         )
 
     @classmethod
@@ -173,13 +179,16 @@ class GPT(nn.Module):
         max_length: int,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        static: bool = False,
     ) -> KVCache:
-        """A preallocated KV cache for ``batch_size`` sequences of up to ``max_length`` tokens."""
+        """A preallocated KV cache for ``batch_size`` sequences of up to ``max_length`` tokens
+        (``static``: fixed shapes for a compiled decode step, see modules/kv_cache.py)."""
         if max_length > self.config.block_size:
             raise ZeroforgeError(
                 f"cache max_length {max_length} exceeds model block_size {self.config.block_size}"
             )
-        weight = self.lm_head.weight
+        # the activations' dtype: the output layer's weight may be stored in bf16 (modules/weight_only.py)
+        weight = self.transformer.ln_f.weight
         cfg = self.config
         return KVCache(
             cfg.n_layer,
@@ -189,6 +198,7 @@ class GPT(nn.Module):
             max_length,
             device=device or weight.device,
             dtype=dtype or weight.dtype,
+            static=static,
         )
 
     def forward(
@@ -201,7 +211,8 @@ class GPT(nn.Module):
     ) -> ModelOutput:
         """input_ids (B, T) -> logits (B, T, vocab_size).
 
-        labels (B, T): the already-shifted next tokens (-100 = ignore) -> mean cross-entropy loss.
+        labels (B, T): the already-shifted next tokens (-100 = ignore) -> mean cross-entropy loss
+        (and ``logits=None`` when the config sets ``fused_loss``).
         attention_mask (B, T): 1 = real token, 0 = padding; positions then count real tokens only.
         cache: from ``new_cache``; the new tokens are appended to it and attend over all of it.
         """
@@ -225,12 +236,17 @@ class GPT(nn.Module):
         x = self.transformer.drop(tok_emb + pos_emb)
         for i, block in enumerate(self.transformer.h):
             x = block(x, mask, is_causal, cache, i)
-        x = self.transformer.ln_f(x)
-        logits = self.lm_head(x)  # (B, T, vocab_size)
+        x = self.transformer.ln_f(x)  # (B, T, C)
 
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100)
+        logits, loss = None, None
+        if labels is not None and self.config.fused_loss:
+            loss = linear_cross_entropy(x, self.lm_head.weight, labels)  # no (B, T, vocab_size) tensor
+        else:
+            logits = self.lm_head(x)  # (B, T, vocab_size)
+            if labels is not None:
+                loss = F.cross_entropy(
+                    logits.view(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100
+                )
         if cache is not None:
             cache.advance(T)
         return ModelOutput(logits=logits, loss=loss, cache=cache)

@@ -9,7 +9,14 @@ what every family shares is the attention itself and the mask conventions:
 - ``is_causal=True`` (no mask) is the fast path for a plain causal prefill/training step.
 
 ``attention(..., impl="sdpa")`` calls PyTorch's fused kernel; ``impl="naive"`` writes the formula out
-and is the reference the fused path is tested against.
+and is the reference the fused path is tested against. ``impl="auto"`` picks whichever is faster:
+the fused kernel, except in two cases measured on a CPU (AMD EPYC, AVX-512 bf16, torch 2.13; see
+docs/benchmarks.md), where two matmuls and a softmax win:
+
+- bf16 training on CPU: the CPU flash kernel's backward in bf16 is 2-3x slower than the written-out
+  formula at the sequence lengths a CPU trains on (64-256);
+- one-query decode steps inside ``torch.compile``: inductor fuses mask, softmax and both products
+  into a few small loops, where the fused kernel is an opaque call with a mask.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-AttentionImpl = Literal["sdpa", "naive"]
+AttentionImpl = Literal["auto", "sdpa", "naive"]
 
 
 def naive_attention(
@@ -43,7 +50,8 @@ def naive_attention(
         att = att.masked_fill(~causal, float("-inf"))
     if mask is not None:
         att = att.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else att + mask
-    att = F.softmax(att, dim=-1)
+    # softmax in at least fp32, as the fused kernels do for bf16/fp16 inputs
+    att = F.softmax(att, dim=-1, dtype=torch.promote_types(att.dtype, torch.float32)).to(v.dtype)
     if dropout_p > 0.0:
         att = F.dropout(att, p=dropout_p)
     return att @ v  # (B, nh, T, hs)
@@ -68,11 +76,22 @@ def attention(
         groups = q.size(1) // k.size(1)
         k = k.repeat_interleave(groups, dim=1)  # (B, nh, S, hs)
         v = v.repeat_interleave(groups, dim=1)
+    if impl == "auto":
+        impl = "naive" if _written_out_is_faster(q) else "sdpa"
     if impl == "sdpa":
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal
         )
     return naive_attention(q, k, v, mask=mask, is_causal=is_causal, dropout_p=dropout_p)
+
+
+def _written_out_is_faster(q: torch.Tensor) -> bool:
+    """``impl="auto"``'s rule (module docstring): bf16 training on CPU, or a compiled one-query step."""
+    if q.device.type != "cpu":
+        return False
+    bf16_training = q.dtype == torch.bfloat16 and torch.is_grad_enabled() and q.requires_grad
+    compiled_step = q.size(-2) == 1 and torch.compiler.is_compiling()
+    return bf16_training or compiled_step
 
 
 def padding_mask(key_padding_mask: torch.Tensor) -> torch.Tensor:
@@ -85,6 +104,7 @@ def causal_mask(
     kv_len: int,
     device: torch.device | None = None,
     key_padding_mask: torch.Tensor | None = None,
+    width: int | None = None,
 ) -> torch.Tensor:
     """Causal mask for ``q_len`` queries that are the *last* ``q_len`` of ``kv_len`` keys.
 
@@ -93,9 +113,11 @@ def causal_mask(
     With ``key_padding_mask`` (B, kv_len) only real keys are attended, except that every query
     keeps its own key: a padding query would otherwise have no key at all and softmax would
     return NaN (its output is never used). Returns bool (B|1, 1, q_len, kv_len), True = attend.
+    ``width`` > kv_len adds columns for keys not written yet (a static-shape KV cache), all masked;
+    ``key_padding_mask`` then has ``width`` columns.
     """
-    k_pos = torch.arange(kv_len, device=device)  # (S,)
-    q_pos = k_pos[kv_len - q_len :, None]  # (T, 1)
+    k_pos = torch.arange(width or kv_len, device=device)  # (S,)
+    q_pos = torch.arange(kv_len - q_len, kv_len, device=device)[:, None]  # (T, 1)
     allowed = k_pos[None, :] <= q_pos  # (T, S)
     if key_padding_mask is not None:
         own_key = k_pos[None, :] == q_pos  # (T, S)

@@ -13,6 +13,11 @@ Per forward call the model does, once::
 Left-padded batches: the key padding mask remembers which cached columns are padding, and
 positions count real tokens only, so a left-padded prompt sees exactly the positions it would
 see alone.
+
+``static=True`` keeps every tensor shape fixed from step to step, for ``torch.compile``: new keys
+are written at a position held in a tensor (``index_copy_``) and attention always spans all
+``max_length`` columns, the ones not written yet masked out. ``prepare`` and ``advance`` (Python
+bookkeeping: lengths, error checks) run outside compiled code; ``update`` is traced.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ class KVCache:
         max_length: int,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        static: bool = False,
     ) -> None:
         shape = (batch_size, n_kv_head, max_length, head_dim)
         self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
@@ -51,7 +57,10 @@ class KVCache:
         self.padded = False
         self.next_position = torch.zeros(batch_size, dtype=torch.long, device=device)  # (B,) when padded
         self._positions = torch.arange(max_length, device=device)
+        self.static = static
+        self.write_index = self._positions[:0]  # (T,) columns the next update writes (static mode)
 
+    @torch.compiler.disable
     def prepare(
         self, T: int, attention_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
@@ -66,6 +75,7 @@ class KVCache:
             raise ZeroforgeError(
                 f"KV cache full: {start} cached + {T} new tokens exceeds its max_length {self.max_length}"
             )
+        self.write_index = self._positions[start:end]  # (T,)
         new = None
         if attention_mask is not None:
             new = attention_mask[:, -T:].bool()  # (B, T)
@@ -75,6 +85,8 @@ class KVCache:
                 self.next_position.fill_(start)
         if not self.padded:
             positions = self._positions[start:end][None]  # (1, T)
+            if self.static:  # all max_length columns, the unwritten (future) ones masked
+                return positions, causal_mask(T, end, positions.device, width=self.max_length), False
             if T == 1:
                 return positions, None, False  # one query at the newest position attends every key
             if start == 0:
@@ -87,16 +99,25 @@ class KVCache:
         else:
             positions = self.next_position[:, None] + (new.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
             self.next_position += new.sum(-1)
-        mask = causal_mask(T, end, self.key_padding_mask.device, self.key_padding_mask[:, :end])
+        if self.static:
+            mask = causal_mask(T, end, positions.device, self.key_padding_mask, width=self.max_length)
+        else:
+            mask = causal_mask(T, end, positions.device, self.key_padding_mask[:, :end])
         return positions, mask, False
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write this layer's new k, v (B, nkv, T, hs) at the current length; return all cached (B, nkv, L+T, hs)."""
+        """Write this layer's new k, v (B, nkv, T, hs) at the current length; return all cached (B, nkv, L+T, hs)
+        (static: all (B, nkv, max_length, hs), masked by ``prepare``'s mask)."""
+        if self.static:  # no Python ints, so a compiled step is the same graph at every length
+            self.keys[layer].index_copy_(2, self.write_index, k)
+            self.values[layer].index_copy_(2, self.write_index, v)
+            return self.keys[layer], self.values[layer]
         start, end = self.length, self.length + k.size(2)
         self.keys[layer][:, :, start:end] = k
         self.values[layer][:, :, start:end] = v
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
+    @torch.compiler.disable
     def advance(self, T: int) -> None:
         """Called once per forward after every layer has written its ``T`` new columns."""
         self.length += T

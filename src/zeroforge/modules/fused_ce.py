@@ -1,0 +1,122 @@
+"""Output layer and cross-entropy in one pass over row chunks, never holding the (N, vocab) logits.
+
+For a language model with a large vocabulary the logits dominate training memory: GPT-2's 50,257
+columns times 2,048 tokens are 412 MB in fp32, written by the matmul, read and written again by
+log-softmax, its backward and the matmul backward. Here each chunk of rows is done start to finish
+while it is still warm in cache:
+
+    z = x W^T                              (n, V)   logits of the chunk
+    loss_i = logsumexp(z_i) - z_i[y_i]              cross-entropy, -log softmax(z_i)[y_i]
+    dL/dz = softmax(z) - onehot(y)                  its gradient, computed in place over z
+    dL/dx = (dL/dz) W,  dL/dW += (dL/dz)^T x        the two backward matmuls
+
+so the gradients are finished during the forward pass (as Liger-Kernel's fused linear cross-entropy
+does) and ``backward`` only scales them by the incoming gradient. Matmuls run in the autocast dtype
+when autocast is on (like ``nn.Linear`` would); softmax and the loss are always fp32 (like
+``F.cross_entropy`` under autocast).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The matmul dtype ``nn.Linear`` would use here: autocast's, else the input's."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return x.dtype
+
+
+def default_chunk_rows(vocab_size: int) -> int:
+    """Rows per chunk: about 64 MB of fp32 logits (333 rows of GPT-2's vocabulary), and at least 128
+    rows so the three matmuls per chunk stay near the BLAS kernels' full speed."""
+    return max(128, (64 << 20) // (4 * vocab_size))
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        labels: torch.Tensor,
+        chunk_rows: int,
+        compute_dtype: torch.dtype,
+    ) -> torch.Tensor:
+        need_dx, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        w = weight.to(compute_dtype)  # (V, C), one cast for all chunks
+        xs = x.to(compute_dtype)  # (N, C)
+        n_valid = (labels != IGNORE_INDEX).sum().clamp(min=1)
+        total = torch.zeros((), dtype=torch.float32, device=x.device)
+        grad_x = torch.empty_like(x) if need_dx else None  # (N, C)
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_dw else None
+        with torch.autocast(x.device.type, enabled=False):
+            for start in range(0, x.size(0), chunk_rows):
+                xc, yc = xs[start : start + chunk_rows], labels[start : start + chunk_rows]  # (n, C), (n,)
+                z = torch.mm(xc, w.t()).float()  # (n, V)
+                valid = yc != IGNORE_INDEX  # (n,)
+                target = yc.clamp(min=0)[:, None]  # (n, 1); ignored rows point at class 0, masked below
+                lse = torch.logsumexp(z, dim=-1)  # (n,)
+                total += ((lse - z.gather(1, target).squeeze(1)) * valid).sum()
+                if not (need_dx or need_dw):
+                    continue
+                # softmax(z) - onehot(y), in place over z; ignored rows get zero gradient
+                z.sub_(lse[:, None]).exp_()
+                z.scatter_add_(1, target, torch.full_like(target, -1.0, dtype=z.dtype))
+                z.mul_(valid[:, None])
+                dz = z.to(compute_dtype)  # (n, V)
+                if grad_x is not None:
+                    grad_x[start : start + chunk_rows] = torch.mm(dz, w)  # (n, C)
+                if grad_w is not None:
+                    if dz.dtype == grad_w.dtype:
+                        grad_w.addmm_(dz.t(), xc)  # (V, C) += (V, n) @ (n, C)
+                    else:  # bf16 product, accumulated in fp32
+                        grad_w.add_(torch.mm(dz.t(), xc))
+        ctx.save_for_backward(grad_x, grad_w, n_valid)
+        ctx.weight_dtype = weight.dtype
+        return total / n_valid
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        grad_x, grad_w, n_valid = ctx.saved_tensors
+        scale = grad_output / n_valid  # d(mean loss)/d(sum loss)
+        dx = None if grad_x is None else grad_x * scale.to(grad_x.dtype)
+        dw = None if grad_w is None else (grad_w * scale).to(ctx.weight_dtype)
+        return dx, dw, None, None, None
+
+
+def linear_cross_entropy(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    chunk_rows: int | None = None,
+) -> torch.Tensor:
+    """Mean cross-entropy of the logits ``x @ weight.T`` against ``labels``, without materialising them.
+
+    x (..., C); weight (V, C), the output layer (no bias); labels (...), class ids or -100 (ignored).
+    Equal to ``F.cross_entropy((x @ weight.T).view(-1, V), labels.view(-1), ignore_index=-100)``
+    within float rounding, gradients included. ``chunk_rows`` rows of logits exist at a time.
+    """
+    x2 = x.reshape(-1, x.size(-1))  # (N, C)
+    y = labels.reshape(-1)  # (N,)
+    if x2.size(0) != y.size(0):
+        raise ValueError(f"labels: {y.size(0)} labels for {x2.size(0)} rows of logits")
+    rows = chunk_rows or default_chunk_rows(weight.size(0))
+    return _LinearCrossEntropy.apply(x2, weight, y, rows, _compute_dtype(x2))
+
+
+def reference_linear_cross_entropy(
+    x: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """The plain path the fused one is tested against: full logits, then ``F.cross_entropy``."""
+    logits = F.linear(x, weight)  # (..., V)
+    return F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=IGNORE_INDEX
+    )
