@@ -422,3 +422,16 @@ def test_build_data_uses_data_args(corpus, tmp_path):
     assert data.meta["baseline"]["val_mlm_accuracy"] >= 0 and "held-out documents" in data.description
     real = int(batch["attention_mask"].sum()) - 3 * 4  # minus [CLS] and two [SEP] per pair
     assert abs(int((batch["labels"] != -100).sum()) - 0.3 * real) <= 4  # rounding per sequence
+
+
+def test_cli_prepare_mlm_nsp(corpus, tmp_path, capsys):
+    from zeroforge.cli import main
+
+    out = tmp_path / "cli"
+    args = ["prepare", "--objective", "mlm_nsp", "--input", str(corpus), "--out", str(out)]
+    assert main([*args, "--vocab-size", "120", "--max-seq-len", "32"]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    meta, tok, _, _ = load_mlm_nsp(out)
+    assert meta["max_seq_len"] == 32 and tok.lowercase is True
+    assert main([*args, "--tokenizer", "char"]) == 2  # a one-line error, not a traceback
+    assert "mlm_nsp needs 'wordpiece'" in capsys.readouterr().err
