@@ -39,6 +39,10 @@ META_FILE = "meta.json"
 SPLITS = ("train", "val")
 
 
+# tokenizers trained on the corpus: their vocabulary size is part of what a prepared folder is
+TRAINED_VOCAB = ("bpe", "wordpiece")
+
+
 def token_dtype(vocab_size: int) -> np.dtype:
     """uint16 holds ids < 65,536 at half the disk and page cache of uint32."""
     return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
@@ -56,7 +60,7 @@ def prepared_dir_for(source: str, tokenizer: str = "char", vocab_size: int = 409
         stem = path.name if path.is_dir() else path.stem
         stem = stem or path.resolve().name
     stem = re.sub(r"[^\w.-]+", "_", stem) or "corpus"
-    suffix = f"-{vocab_size}" if tokenizer == "bpe" else ""
+    suffix = f"-{vocab_size}" if tokenizer in TRAINED_VOCAB else ""
     return datasets.cache_dir() / "prepared" / f"{stem}-{tokenizer}{suffix}"
 
 
@@ -225,7 +229,7 @@ def _reusable(out: Path, source: str, tokenizer: str, vocab_size: int, val_fract
         meta.get("source") == source
         and meta.get("tokenizer") == tokenizer
         and meta.get("val_fraction") == val_fraction
-        and (tokenizer != "bpe" or meta.get("requested_vocab_size") == vocab_size)
+        and (tokenizer not in TRAINED_VOCAB or meta.get("requested_vocab_size") == vocab_size)
         and meta.get("fingerprint") == fingerprint
     )
 
