@@ -225,7 +225,7 @@ def main() -> None:
     parser.add_argument("what", choices=["memory", "speed", "all", "_one"])
     parser.add_argument("rest", nargs="*")
     parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.what == "_one":

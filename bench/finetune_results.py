@@ -199,7 +199,7 @@ def main() -> None:
     p.set_defaults(func=run)
     sub.add_parser("tfidf-sms").set_defaults(func=tfidf_sms)
     p = sub.add_parser("embedding-lr-rt")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=embedding_lr_rt)
     p = sub.add_parser("check-hf")
     p.add_argument("run")
