@@ -246,7 +246,9 @@ def test_load_errors(tmp_path: Path) -> None:
 
 
 def test_build_errors() -> None:
-    with pytest.raises(ConfigError, match="tokenizer: expected one of char, bpe, gpt2, wordpiece, got 'word'"):
+    with pytest.raises(
+        ConfigError, match="tokenizer: expected one of char, bpe, gpt2, wordpiece, got 'word'"
+    ):
         build_tokenizer("word", "text")
     with pytest.raises(DataError, match="empty text"):
         build_tokenizer("char", "")
