@@ -180,7 +180,7 @@ def main() -> None:
         default=True,
         help="zeroforge's chunked lm_head + cross-entropy (model.fused_loss=true)",
     )
-    parser.add_argument("--attention", default="sdpa", help="zeroforge's model.attention")
+    parser.add_argument("--attention", default="auto", help="zeroforge's model.attention (auto, sdpa, naive)")
     parser.add_argument(
         "--clock",
         choices=["wall", "cpu"],

@@ -1,5 +1,6 @@
 """Step-level generation: cache == recompute, one token per step, padding, sampling, stop strings, streaming."""
 
+import copy
 import sys
 import types
 
@@ -11,6 +12,7 @@ from torch import nn
 from zeroforge.errors import DataError, ZeroforgeError
 from zeroforge.generation import (
     Decoder,
+    decoding_model,
     generate,
     generate_ids,
     iter_tokens,
@@ -104,6 +106,75 @@ def test_cached_greedy_equals_full_recompute(attention, prompt_len, new):
     assert cached.tolist() == expected.tolist()
     assert uncached.tolist() == expected.tolist()
     assert len(set(expected[0].tolist())) > 3  # not a degenerate repeat of one token
+
+
+# ----------------------------------------------------------------------------- fast decoding paths
+
+
+def rounded_to_bf16(model: GPT) -> GPT:
+    """The fp32 model whose matrices are rounded to bf16: what ``dtype=torch.bfloat16`` computes with."""
+    rounded = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in rounded.parameters():
+            if p.dim() == 2:
+                p.copy_(p.bfloat16().float())
+    return rounded
+
+
+@pytest.mark.parametrize("prompt_len,new", [(5, 20), (40, 10)])
+def test_bf16_weights_decode_like_the_fp32_model_with_rounded_weights(prompt_len, new):
+    model = random_gpt()
+    ids = torch.randint(0, 64, (2, prompt_len), generator=torch.Generator().manual_seed(prompt_len))
+    expected = reference_greedy(rounded_to_bf16(model), ids, new)
+    ours = generate_ids(model, ids, max_new_tokens=new, temperature=0, dtype=torch.bfloat16)
+    assert ours.tolist() == expected.tolist()
+    assert model.lm_head.weight.dtype == torch.float32  # the model itself is untouched
+
+
+def test_decoding_copy_is_cached_and_rebuilt_when_weights_change():
+    model = random_gpt()
+    first, _ = decoding_model(model, torch.bfloat16)
+    assert decoding_model(model, torch.bfloat16)[0] is first
+    assert decoding_model(model, None)[0] is not first  # one copy per (dtype, compile)
+    ids = torch.randint(0, 64, (1, 6), generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        model.lm_head.weight.mul_(-1.0)  # an in-place update, as an optimizer step makes
+    assert decoding_model(model, torch.bfloat16)[0] is not first
+    expected = reference_greedy(rounded_to_bf16(model), ids, 8)
+    assert generate_ids(model, ids, max_new_tokens=8, temperature=0, dtype=torch.bfloat16).tolist() == (
+        expected.tolist()
+    )
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_static_cache_steps_equal_full_forward(padded):
+    model = random_gpt()
+    x = torch.randint(1, 64, (2, 12), generator=torch.Generator().manual_seed(5))
+    mask = torch.ones_like(x)
+    if padded:
+        mask[1, :4] = 0
+    with torch.inference_mode():
+        full = model(x, attention_mask=mask).logits
+        cache = model.new_cache(2, 20, static=True)  # wider than needed: unwritten columns are masked
+        chunks = [(0, 5), (5, 6), (6, 7), (7, 10), (10, 12)]  # prefill, steps, chunked prefill
+        cached = torch.cat(
+            [model(x[:, a:b], attention_mask=mask[:, :b], cache=cache).logits for a, b in chunks], dim=1
+        )
+        assert cache.length == 12 and cache.keys[0].shape[2] == 20
+    real = mask.bool()
+    torch.testing.assert_close(cached[real], full[real], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_compiled_decoding_equals_eager_decoding():
+    model = random_gpt()
+    ids, mask = left_pad([[5, 9, 2, 7, 1, 3], [8, 4, 4]], pad_id=0)
+    for dtype in (None, torch.bfloat16):
+        eager = generate_ids(model, ids, mask, max_new_tokens=40, temperature=0, dtype=dtype)
+        compiled = generate_ids(model, ids, mask, max_new_tokens=40, temperature=0, dtype=dtype, compile=True)
+        assert compiled.tolist() == eager.tolist()
+    # past the context (block_size 32) the decoder slides the window without the compiled step
+    assert compiled.shape == (2, 40)
 
 
 def test_each_cached_step_feeds_exactly_one_token():

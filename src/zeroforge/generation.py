@@ -54,7 +54,8 @@ class Tokenizer(Protocol):
 # different lengths share one compiled graph (the extra columns are masked; they cost little).
 STATIC_CACHE_BUCKET = 128
 
-_DECODE_COPIES: weakref.WeakKeyDictionary[nn.Module, tuple[Any, nn.Module, nn.Module]] = (
+# model -> {(dtype, compile): (weight versions, copy, step)}
+_DECODE_COPIES: weakref.WeakKeyDictionary[nn.Module, dict[Any, tuple[Any, nn.Module, nn.Module]]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -75,15 +76,15 @@ def decoding_model(
     them). It is cached per model and rebuilt once any parameter or buffer of the model changes.
     """
     dtype = dtype or _compute_dtype(model)
-    tensors = chain(model.parameters(), model.buffers())
-    key = (dtype, compile, tuple((id(t), t._version) for t in tensors))
-    cached = _DECODE_COPIES.get(model)
-    if cached is not None and cached[0] == key:
+    versions = tuple((id(t), t._version) for t in chain(model.parameters(), model.buffers()))
+    copies = _DECODE_COPIES.setdefault(model, {})
+    cached = copies.get((dtype, compile))
+    if cached is not None and cached[0] == versions:
         return cached[1], cached[2]
     shared = {id(t): t for t in chain(model.parameters(), model.buffers())}
     decode_copy = convert_to_weight_only(copy.deepcopy(model, memo=shared), dtype).eval()
     step = torch.compile(decode_copy, dynamic=False) if compile else decode_copy
-    _DECODE_COPIES[model] = (key, decode_copy, step)
+    copies[(dtype, compile)] = (versions, decode_copy, step)
     return decode_copy, step
 
 

@@ -274,3 +274,48 @@ def test_presets_are_registered():
         96,
     )
     assert GPTConfig.from_name("gpt2", n_layer=2).n_layer == 2
+
+
+# ----------------------------------------------------------------------------- fast training paths
+
+
+def test_auto_attention_uses_the_written_out_formula_for_bf16_training_only(monkeypatch):
+    import importlib
+
+    attention_module = importlib.import_module(
+        "zeroforge.modules.attention"
+    )  # the package re-exports a function
+    calls = []
+    real = attention_module.naive_attention
+    monkeypatch.setattr(attention_module, "naive_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
+    auto, sdpa = tiny(attention="auto").train(), tiny(attention="sdpa").train()
+    x = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(8))
+    labels = x.roll(-1, dims=1)
+    with torch.no_grad():
+        auto(x, labels=labels)
+    assert not calls  # fp32: PyTorch's fused kernel
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss_auto, loss_sdpa = auto(x, labels=labels).loss, sdpa(x, labels=labels).loss
+    assert len(calls) == 2  # bf16 training: one call per layer
+    loss_auto.backward()
+    loss_sdpa.backward()
+    torch.testing.assert_close(loss_auto, loss_sdpa, rtol=1e-2, atol=1e-2)
+    for p, q in zip(auto.parameters(), sdpa.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=0.1, atol=0.05 * q.grad.abs().max().item())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fused_loss", [False, True])
+def test_compiled_training_step_equals_eager(fused_loss):
+    eager = randomize(tiny(fused_loss=fused_loss)).train()
+    compiled_model = randomize(tiny(fused_loss=fused_loss)).train()
+    compiled = torch.compile(compiled_model)
+    x = torch.randint(0, 64, (3, 20), generator=torch.Generator().manual_seed(9))
+    labels = x.roll(-1, dims=1)
+    labels[:, -1] = -100
+    loss_eager, loss_compiled = eager(x, labels=labels).loss, compiled(x, labels=labels).loss
+    loss_eager.backward()
+    loss_compiled.backward()
+    torch.testing.assert_close(loss_compiled, loss_eager, rtol=1e-5, atol=1e-5)
+    for (name, p), q in zip(eager.named_parameters(), compiled_model.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-4, msg=name)

@@ -54,13 +54,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
         w = weight.to(compute_dtype)  # (V, C), one cast for all chunks
         xs = x.to(compute_dtype)  # (N, C)
         n_valid = (labels != IGNORE_INDEX).sum().clamp(min=1)
-        total = torch.zeros((), dtype=torch.float32, device=x.device)
+        acc_dtype = torch.promote_types(compute_dtype, torch.float32)  # fp32, or fp64 for fp64 inputs
+        total = torch.zeros((), dtype=acc_dtype, device=x.device)
         grad_x = torch.empty_like(x) if need_dx else None  # (N, C)
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_dw else None
+        grad_w = torch.zeros(weight.shape, dtype=acc_dtype, device=weight.device) if need_dw else None
         with torch.autocast(x.device.type, enabled=False):
             for start in range(0, x.size(0), chunk_rows):
                 xc, yc = xs[start : start + chunk_rows], labels[start : start + chunk_rows]  # (n, C), (n,)
-                z = torch.mm(xc, w.t()).float()  # (n, V)
+                z = torch.mm(xc, w.t()).to(acc_dtype)  # (n, V)
                 valid = yc != IGNORE_INDEX  # (n,)
                 target = yc.clamp(min=0)[:, None]  # (n, 1); ignored rows point at class 0, masked below
                 lse = torch.logsumexp(z, dim=-1)  # (n,)
@@ -117,6 +118,6 @@ def reference_linear_cross_entropy(
 ) -> torch.Tensor:
     """The plain path the fused one is tested against: full logits, then ``F.cross_entropy``."""
     logits = F.linear(x, weight)  # (..., V)
-    return F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=IGNORE_INDEX
-    )
+    logits = logits.reshape(-1, logits.size(-1))  # (N, V)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    return F.cross_entropy(logits, labels.reshape(-1), ignore_index=IGNORE_INDEX)

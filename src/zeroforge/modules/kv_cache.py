@@ -14,10 +14,12 @@ Left-padded batches: the key padding mask remembers which cached columns are pad
 positions count real tokens only, so a left-padded prompt sees exactly the positions it would
 see alone.
 
-``static=True`` keeps every tensor shape fixed from step to step, for ``torch.compile``: new keys
-are written at a position held in a tensor (``index_copy_``) and attention always spans all
-``max_length`` columns, the ones not written yet masked out. ``prepare`` and ``advance`` (Python
-bookkeeping: lengths, error checks) run outside compiled code; ``update`` is traced.
+``static=True`` keeps every tensor shape fixed from step to step, for ``torch.compile``: the filled
+length is a tensor, new keys are written at it (``index_copy_``) and attention always spans all
+``max_length`` columns, the ones not written yet masked out. A compiled one-token step is then one
+graph, the same at every length, with no Python bookkeeping in it; a compiled step does not check
+the capacity (the caller, e.g. ``generation.Decoder``, does). Prompts (``attention_mask`` given, or
+not compiled) take the Python path, which runs outside compiled code.
 """
 
 from __future__ import annotations
@@ -51,16 +53,21 @@ class KVCache:
         self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
         self.batch_size = batch_size
         self.max_length = max_length
-        self.length = 0
+        self.static = static
+        self._length = 0
+        self.position = torch.zeros((), dtype=torch.long, device=device)  # the length, in static mode
         self.key_padding_mask = torch.ones(batch_size, max_length, dtype=torch.bool, device=device)
         # Until a padding token arrives every row has the same positions and the masks stay trivial.
         self.padded = False
         self.next_position = torch.zeros(batch_size, dtype=torch.long, device=device)  # (B,) when padded
         self._positions = torch.arange(max_length, device=device)
-        self.static = static
         self.write_index = self._positions[:0]  # (T,) columns the next update writes (static mode)
 
-    @torch.compiler.disable
+    @property
+    def length(self) -> int:
+        """How many columns are filled (in static mode this reads a tensor: not for compiled code)."""
+        return int(self.position) if self.static else self._length
+
     def prepare(
         self, T: int, attention_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
@@ -70,6 +77,27 @@ class KVCache:
         (only its last T columns are read: the cache remembers the past). 1 = real token, 0 = padding.
         position_ids is (1, T) while no row is padded, else (B, T).
         """
+        if self.static and attention_mask is None and torch.compiler.is_compiling():
+            return self._prepare_traced(T)
+        return self._prepare(T, attention_mask)
+
+    def _prepare_traced(self, T: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """Static mode inside compiled code: the same results as ``_prepare`` from tensors only."""
+        q_pos = self.position + self._positions[:T]  # (T,) absolute positions of the new tokens
+        self.write_index = q_pos
+        allowed = self._positions[None, :] <= q_pos[:, None]  # (T, S): written keys at or before each query
+        if not self.padded:
+            return q_pos[None], allowed[None, None], False  # (1, T), (1, 1, T, S)
+        own_key = self._positions[None, :] == q_pos[:, None]  # (T, S)
+        allowed = allowed & (self.key_padding_mask[:, None, :] | own_key)  # (B, T, S)
+        positions = self.next_position[:, None] + self._positions[:T]  # (B, T)
+        self.next_position += T
+        return positions, allowed[:, None], False
+
+    @torch.compiler.disable
+    def _prepare(
+        self, T: int, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
         start, end = self.length, self.length + T
         if end > self.max_length:
             raise ZeroforgeError(
@@ -117,7 +145,13 @@ class KVCache:
         self.values[layer][:, :, start:end] = v
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
-    @torch.compiler.disable
     def advance(self, T: int) -> None:
         """Called once per forward after every layer has written its ``T`` new columns."""
-        self.length += T
+        if self.static:
+            self.position += T  # a tensor update, traced like the rest of a compiled step
+        else:
+            self._advance(T)
+
+    @torch.compiler.disable
+    def _advance(self, T: int) -> None:
+        self._length += T
