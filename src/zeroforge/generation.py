@@ -94,7 +94,9 @@ class Decoder:
     The caller puts the model in eval mode. ``use_cache=False`` recomputes the full sequence every
     step (the reference the cached path is tested against). ``dtype`` (e.g. ``torch.bfloat16``)
     stores the weights in that dtype for decoding and ``compile`` compiles the step (module
-    docstring); both apply to the cached path and leave ``model`` untouched.
+    docstring); both apply to the cached path and leave ``model`` untouched. ``compile`` needs a
+    model whose ``new_cache`` takes ``static=True`` (GPT); others decode eagerly. It suits a model
+    whose weights stay fixed (serving, a finished run): every change of weights compiles anew.
     """
 
     def __init__(
