@@ -4,6 +4,7 @@ evaluation (metrics vs sklearn, confusion PNG, --compare); recipe and data error
 
 from __future__ import annotations
 
+import csv
 import json
 import random
 from pathlib import Path
@@ -138,6 +139,25 @@ def test_methods_train_only_their_parameters_and_publish_a_plain_model(tmp_path,
 
     reloaded, _ = load_run(run)  # no LoRA code needed: the adapters are merged
     assert not any("lora_" in k for k in reloaded.state_dict())
+    assert zeroforge.evaluate(run)["accuracy"] == pytest.approx(metrics["accuracy"])
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_early_stopping_on_val_accuracy_keeps_the_best_checkpoint(tmp_path, char_tokenizer, method):
+    data = sentiment_csv(tmp_path / "reviews.csv", n=120)
+    config = classification_recipe(tmp_path, char_tokenizer, data, method, lora={"rank": 4})
+    config["train"].update(max_steps=40, eval_every=10, monitor="val_accuracy", keep_best=True)
+    config["train"]["early_stopping_patience"] = 2
+    run = finetune(config)
+    metrics = json.loads((run / "metrics.json").read_text())
+    rows = [r for r in csv.DictReader((run / "metrics.csv").open()) if r["val_accuracy"]]
+    accuracy = {int(r["step"]): float(r["val_accuracy"]) for r in rows}
+    best = max(accuracy.values())
+    assert metrics["monitor"] == "val_accuracy" and metrics["kept_best"] is True
+    assert metrics["best_step"] == min(s for s, a in accuracy.items() if a == best)
+    assert metrics["best_score"] == pytest.approx(best)
+    assert json.loads((run / "COMPLETE").read_text())["published_step"] == metrics["best_step"]
+    # the test metrics were computed on the kept model, and the published model is that model
     assert zeroforge.evaluate(run)["accuracy"] == pytest.approx(metrics["accuracy"])
 
 
@@ -304,8 +324,10 @@ def test_recipe_errors_are_one_line(tmp_path, char_tokenizer):
         load_finetune_recipe({"clean": {"dedup": {"threshold": 2}}})
     with pytest.raises(ConfigError, match="data.splits: expected 2 or 3 fractions"):
         load_finetune_recipe(None, ["data.splits=[0.5,0.2]"])
-    with pytest.raises(ConfigError, match="early_stopping_metric: the trainer stops on val_loss only"):
-        load_finetune_recipe(None, ["finetune.early_stopping_metric=val_f1"])
+    with pytest.raises(
+        ConfigError, match="train.monitor: expected val_loss or a val_<metric> name, got 'f1'"
+    ):
+        load_finetune_recipe(None, ["train.monitor=f1"])
     with pytest.raises(ConfigError, match="data.pack: packing is for sft and clm"):
         load_finetune_recipe(None, ["data.pack=true"])
 

@@ -182,7 +182,15 @@ class TrainArgs:
     eval_every: int = 250
     eval_batches: int = 20
     early_stopping_patience: int = 0
-    """Stop after this many evaluations without improvement; 0 disables."""
+    """Stop after this many evaluations without improvement of ``monitor``; 0 disables."""
+    monitor: str = "val_loss"
+    """The validation metric that early stopping and ``keep_best`` watch: ``val_loss`` or any
+    ``val_<metric>`` the model reports (``val_accuracy``, ``val_f1``, ``val_mlm_accuracy``...)."""
+    monitor_mode: Literal["auto", "min", "max"] = "auto"
+    """Whether lower or higher ``monitor`` is better; auto: lower for a loss, higher otherwise."""
+    keep_best: bool = False
+    """Keep the checkpoint with the best ``monitor`` value (``checkpoints/best-step-N``) and publish it,
+    not the last step, as the run's final model."""
     save_every: int = 0
     """Checkpoint every N steps (0: only at the end)."""
     resume: bool = False
@@ -213,6 +221,11 @@ class TrainArgs:
             "set max_steps or max_minutes (both are null)",
         )
         require(self.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        require(
+            self.monitor == "val_loss" or self.monitor.startswith("val_"),
+            "monitor",
+            f"expected val_loss or a val_<metric> name, got {self.monitor!r}",
+        )
         require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
         require(self.grad_clip >= 0, "grad_clip", f"must be >= 0, got {self.grad_clip}")
         require(self.eval_every >= 1, "eval_every", f"must be >= 1, got {self.eval_every}")

@@ -10,7 +10,8 @@ The seeds' recipe, step by step: choose a pretrained model (``model.pretrained``
 folder, a GGUF file or a run directory), prepare the data (``data``: a named labelled dataset or a
 CSV/TSV/JSONL file, optionally cleaned by a ``clean:`` section, de-duplicated, split train/val/test
 with stratification), change the output layer (``finetune.task``), set the hyperparameters
-(``train``), train while monitoring (validation every ``train.eval_every`` steps, early stopping),
+(``train``), train while monitoring (validation every ``train.eval_every`` steps, early stopping on
+``train.monitor``, e.g. val_f1, with the best checkpoint kept by ``train.keep_best``),
 evaluate (accuracy, precision, recall, F1, ROC-AUC, a confusion matrix -> ``metrics.json``).
 
 Tasks (``finetune.task``):
@@ -163,9 +164,6 @@ class FinetuneArgs:
     head_dropout: float = 0.1
     epochs: float | None = None
     """Train for this many passes over the training data (sets train.max_steps)."""
-    early_stopping_metric: str = "val_loss"
-    """The metric ``train.early_stopping_patience`` watches. The trainer watches val_loss; other metrics
-    (val_accuracy, val_f1) and keeping the best checkpoint need trainer support (not there yet)."""
     eval_before: bool = False
     """sft with instructions: also score the model before training (the before/after comparison)."""
     eval_batch_size: int = 16
@@ -179,11 +177,6 @@ class FinetuneArgs:
         require(self.epochs is None or self.epochs > 0, "epochs", f"must be > 0, got {self.epochs}")
         require(
             self.method != "head" or self.task == "classification", "method", "head needs task classification"
-        )
-        require(
-            self.early_stopping_metric in ("val_loss", "loss"),
-            "early_stopping_metric",
-            f"the trainer stops on val_loss only for now, got {self.early_stopping_metric!r}",
         )
 
 
@@ -667,6 +660,10 @@ def _final_metrics(
         "stopped_by": result.stopped_by,
         "val_loss": result.val_loss,
         "best_val_loss": result.best_val_loss,
+        "monitor": recipe.train.monitor,
+        "best_step": result.best_step,
+        "best_score": result.best_score,
+        "kept_best": recipe.train.keep_best,
     }
     if ft.task == "classification" and data.test is not None and len(data.test):
         from zeroforge.eval.evaluate import evaluate_classifier

@@ -119,3 +119,116 @@ def test_model_without_loss_is_a_clear_error():
 
     with pytest.raises(ConfigError, match="no loss"):
         train(Regression(), NoLabels(*data(), 4), quiet(max_steps=2))
+
+
+class DriftingSource(ArraySource):
+    """The true targets for the first ``switch`` batches, then shifted ones: validation on the true
+    targets improves, then gets worse, so the best step is known to lie near ``switch``."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, switch: int) -> None:
+        super().__init__(x, y, batch_size)
+        self.switch, self.batches = switch, 0
+
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        batch = super().next_batch()
+        self.batches += 1
+        if self.batches > self.switch:
+            batch["labels"] = batch["labels"] + 3.0
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"pos": self.pos, "batches": self.batches}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.pos, self.batches = state["pos"], state["batches"]
+
+
+def test_early_stopping_on_a_chosen_metric_finds_the_best_step():
+    torch.manual_seed(0)
+    x, y = data()
+    result = train(
+        Regression(),
+        DriftingSource(x, y, 16, switch=120),
+        quiet(
+            max_steps=1000,
+            lr=0.05,
+            schedule="constant",
+            eval_every=10,
+            monitor="val_close",
+            early_stopping_patience=4,
+        ),
+        val_batches=[{"features": x, "labels": y}],
+    )
+    closes = {r["step"]: r["val_close"] for r in result.history if "val_close" in r}
+    assert result.stopped_by == "early_stopping"
+    assert result.best_score == max(closes.values()) == closes[result.best_step] == 1.0  # higher is better
+    assert result.best_step == min(s for s, c in closes.items() if c == 1.0)  # strict improvement only
+    assert result.best_step <= 120
+    assert result.step == result.best_step + 4 * 10  # exactly `patience` evaluations without improvement
+
+
+def test_keep_best_publishes_the_best_checkpoint_not_the_last(tmp_path):
+    from safetensors.torch import load_file
+
+    from zeroforge import create_model
+
+    torch.manual_seed(0)
+    x, y = data()
+    model = create_model("linear-regression", in_features=3)
+    result = train(
+        model,
+        DriftingSource(x, y, 16, switch=120),
+        quiet(max_steps=300, lr=0.05, schedule="constant", eval_every=10, keep_best=True),
+        val_batches=[{"features": x, "labels": y}],
+        run_dir=tmp_path / "run",
+    )
+    losses = {r["step"]: r["val_loss"] for r in result.history if "val_loss" in r}
+    assert result.stopped_by == "max_steps" and result.step == 300
+    assert result.best_score == min(losses.values()) == losses[result.best_step]  # lower is better
+    assert result.best_step <= 130 and losses[300] > 10 * result.best_score
+    # the published model and the in-memory model are the best step's weights, not the last step's
+    checkpoints = tmp_path / "run" / "checkpoints"
+    best_dir = checkpoints / f"best-step-{result.best_step:06d}"
+    assert (checkpoints / "best").read_text().strip() == best_dir.name
+    assert len(list(checkpoints.glob("best-step-*"))) == 1
+    assert (checkpoints / "step-000300").is_dir()  # the last step stays the resume point
+    published = load_file(str(tmp_path / "run" / "model.safetensors"))
+    kept = load_file(str(best_dir / "model.safetensors"))
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(published[name], tensor, atol=0, rtol=0)
+        torch.testing.assert_close(kept[name], tensor, atol=0, rtol=0)
+
+
+def test_monitor_errors_and_modes():
+    from zeroforge.errors import ConfigError
+
+    with pytest.raises(ValueError, match="monitor: expected val_loss or a val_<metric> name"):
+        quiet(max_steps=5, monitor="accuracy")
+    x, y = data()
+    with pytest.raises(
+        ConfigError, match=r"train.monitor: this run reports no 'val_f1' \(it has val_loss, val_close\)"
+    ):
+        train(
+            Regression(),
+            ArraySource(x, y, 16),
+            quiet(max_steps=20, eval_every=5, monitor="val_f1"),
+            val_batches=[{"features": x, "labels": y}],
+        )
+    with pytest.raises(ConfigError, match="train.keep_best: needs a run directory and validation data"):
+        train(Regression(), ArraySource(x, y, 16), quiet(max_steps=5, keep_best=True))
+    # min mode on a "higher is better" metric: the first evaluation stays the best, so patience runs out
+    torch.manual_seed(0)
+    result = train(
+        Regression(),
+        ArraySource(x, y, 16),
+        quiet(
+            max_steps=1000,
+            lr=0.05,
+            eval_every=5,
+            monitor="val_close",
+            monitor_mode="min",
+            early_stopping_patience=2,
+        ),
+        val_batches=[{"features": x, "labels": y}],
+    )
+    assert result.best_step == 5 and result.stopped_by == "early_stopping" and result.step == 15

@@ -40,6 +40,7 @@ STATE_JSON = "trainer_state.json"
 STATE_TENSORS = "trainer_state.safetensors"
 COMPLETE = "COMPLETE"
 LATEST = "latest"
+BEST = "best"
 
 # ----------------------------------------------------------------------------- state <-> (tensors, JSON)
 
@@ -227,6 +228,40 @@ def save_checkpoint(
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def keep_as_best(run_dir: Path, checkpoint: Path) -> Path:
+    """Keep ``checkpoint`` as ``checkpoints/best-step-N`` (hard links, so no second copy of the bytes)
+    and point ``best`` at it; the previous best goes once the pointer has moved. Pruning of
+    ``step-*`` never touches it."""
+    root = checkpoints_dir(run_dir)
+    final = root / f"best-{checkpoint.name}"
+    if not final.exists():
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-best-"))
+        try:
+            os.chmod(tmp, DIR_MODE)
+            for src in checkpoint.iterdir():
+                try:
+                    os.link(src, tmp / src.name)
+                except OSError:
+                    shutil.copy2(src, tmp / src.name)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    atomic_write_text(root / BEST, final.name + "\n")
+    for old in root.glob("best-step-*"):
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def best_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
+    pointer = checkpoints_dir(Path(run_dir)) / BEST
+    if not pointer.is_file():
+        return None
+    path = checkpoints_dir(Path(run_dir)) / pointer.read_text(encoding="utf-8").strip()
+    return path if (path / STATE_JSON).is_file() else None
 
 
 def load_trainer_state(checkpoint: Path) -> dict[str, Any]:

@@ -64,6 +64,9 @@ class TrainResult:
     train_loss: float | None = None
     val_loss: float | None = None
     best_val_loss: float | None = None
+    best_step: int | None = None
+    """The step with the best ``train.monitor`` value (the published model's step under keep_best)."""
+    best_score: float | None = None
     val_metrics: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -308,7 +311,11 @@ def _train(
 
     run_path = Path(run_dir) if run_dir is not None else None
     start_step, elapsed_before, history = 0, 0.0, []
+    # early stopping and keep_best watch ``args.monitor``; best_val is the lowest val loss, reported
+    minimize = args.monitor_mode == "min" or (args.monitor_mode == "auto" and "loss" in args.monitor)
     best_val, evals_since_best = math.inf, 0
+    best_score, best_step = (math.inf if minimize else -math.inf), None
+    best_weights: dict[str, torch.Tensor] | None = None
     resumed = None
     if run_path is not None:
         resumed = _resume_or_check(run_path, args, model, train_data, ctx)
@@ -317,6 +324,8 @@ def _train(
             elapsed_before = resumed["elapsed_s"]
             best_val = resumed["best_val"]
             evals_since_best = resumed["evals_since_best"]
+            best_score = resumed.get("best_score", best_score)
+            best_step = resumed.get("best_step")
             history = [
                 r for r in read_metrics_rows(run_path / "metrics.csv") if r.get("step", 0) <= start_step
             ]
@@ -329,6 +338,14 @@ def _train(
 
     # DDP wraps the model, FSDP shards it in place; the optimizer then sees the parameters it steps
     wrapped = WrappedModel(model, dist_args, ctx)
+    if args.keep_best and (run_path is None or not val_batches):
+        raise ConfigError("train.keep_best: needs a run directory and validation data to judge 'best'")
+    if args.keep_best and wrapped.sharded:
+        raise ConfigError("train.keep_best: not supported with fsdp (the best weights are sharded)")
+    if args.keep_best and resumed is not None and best_step is not None:
+        best_path = ckpt.best_checkpoint(run_path)  # type: ignore[arg-type]
+        if best_path is not None:
+            best_weights = _read_weights(model, best_path / ckpt.WEIGHTS_FILE)
     optimizer = build_optimizer(model, args)
     if resumed is not None:
         if wrapped.sharded:
@@ -358,6 +375,8 @@ def _train(
             "elapsed_s": elapsed,
             "best_val": best_val,
             "evals_since_best": evals_since_best,
+            "best_score": best_score,
+            "best_step": best_step,
             "optimizer": optimizer_state,
             "data": mine["data"],
             "rng": mine["rng"],
@@ -428,11 +447,23 @@ def _train(
             row = row or {"step": step, "elapsed_s": round(elapsed, 3), "lr": lr}
             row["val_loss"] = last_val.get("loss", float("nan"))
             row.update({f"val_{k}": v for k, v in last_val.items() if k != "loss"})
-            if row["val_loss"] < best_val:
-                best_val, evals_since_best = row["val_loss"], 0
+            best_val = min(best_val, row["val_loss"])
+            score = row.get(args.monitor)
+            if score is None:
+                known = ", ".join(k for k in row if k.startswith("val_"))
+                raise ConfigError(f"train.monitor: this run reports no {args.monitor!r} (it has {known})")
+            improved = score < best_score if minimize else score > best_score
+            if improved:
+                best_score, best_step, evals_since_best = score, step, 0
             else:
                 evals_since_best += 1
-            t_last = time.perf_counter()  # evaluation time is not training time
+            if improved and args.keep_best:
+                last_checkpoint, saved_step = save(step, elapsed), step
+                best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                if is_main:
+                    assert last_checkpoint is not None
+                    ckpt.keep_as_best(run_path, last_checkpoint)  # type: ignore[arg-type]
+            t_last = time.perf_counter()  # evaluation and saving time is not training time
 
         if row is not None:
             history.append(row)
@@ -444,7 +475,8 @@ def _train(
             bar.update(1 if args.max_steps is not None else max(0, round(elapsed) - bar.n))
 
         stop_early = args.early_stopping_patience > 0 and evals_since_best >= args.early_stopping_patience
-        if run_path is not None and args.save_every and step % args.save_every == 0 and not stop_early:
+        periodic = args.save_every and step % args.save_every == 0 and saved_step != step
+        if run_path is not None and periodic and not stop_early:
             last_checkpoint, saved_step = save(step, elapsed), step
             if is_main:
                 plot_curves(run_path, history)
@@ -464,15 +496,18 @@ def _train(
         train_loss=train_loss,
         val_loss=last_val.get("loss"),
         best_val_loss=None if best_val == math.inf else best_val,
+        best_step=best_step,
+        best_score=None if best_step is None else best_score,
         val_metrics={k: v for k, v in last_val.items() if k != "loss"},
         history=history,
     )
     if run_path is not None:
         if saved_step != step:
             last_checkpoint = save(step, elapsed)
+        best_path = ckpt.best_checkpoint(run_path) if args.keep_best and is_main else None
         if is_main:
             assert last_checkpoint is not None
-            ckpt.publish_final(run_path, last_checkpoint)
+            ckpt.publish_final(run_path, best_path or last_checkpoint)
             write_metrics_csv(run_path / "metrics.csv", history)
             plot_curves(run_path, history)
             ckpt.mark_complete(
@@ -482,8 +517,14 @@ def _train(
                     "stopped_by": stopped_by,
                     "val_loss": result.val_loss,
                     "train_loss": train_loss,
+                    "monitor": args.monitor,
+                    "best_step": best_step,
+                    "best_score": result.best_score,
+                    "published_step": best_step if best_path is not None else step,
                 },
             )
+    if args.keep_best and best_weights is not None:
+        model.load_state_dict(best_weights)  # the caller (test-set evaluation) sees the published model
     return result
 
 
@@ -526,6 +567,17 @@ def _resume_or_check(
     if ctx.is_main:
         (run_path / ckpt.COMPLETE).unlink(missing_ok=True)  # the run is live again until it ends
     return state
+
+
+def _read_weights(model: nn.Module, path: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's weights as a full state dict of ``model`` (tied weights are stored once)."""
+    from safetensors.torch import load_model
+
+    copy = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    load_model(model, str(path), device=str(next(model.parameters()).device))
+    best = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    model.load_state_dict(copy)
+    return best
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
