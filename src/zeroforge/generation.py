@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zeroforge.errors import ZeroforgeError
-from zeroforge.modules.weight_only import convert_to_weight_only
+from zeroforge.modules.weight_only import convert_to_decode_layout, convert_to_weight_only
 
 
 class Tokenizer(Protocol):
@@ -54,7 +54,7 @@ class Tokenizer(Protocol):
 # different lengths share one compiled graph (the extra columns are masked; they cost little).
 STATIC_CACHE_BUCKET = 128
 
-# model -> {(dtype, compile): (weight versions, copy, step)}
+# model -> {(dtype, compile, layout): (weight versions, copy, step)}
 _DECODE_COPIES: weakref.WeakKeyDictionary[nn.Module, dict[Any, tuple[Any, nn.Module, nn.Module]]] = (
     weakref.WeakKeyDictionary()
 )
@@ -66,25 +66,38 @@ def _compute_dtype(model: nn.Module) -> torch.dtype:
 
 
 def decoding_model(
-    model: nn.Module, dtype: torch.dtype | None = None, compile: bool = False
+    model: nn.Module, dtype: torch.dtype | None = None, compile: bool = False, layout: bool = False
 ) -> tuple[nn.Module, nn.Module]:
-    """``(copy, step)``: an eval-mode copy of ``model`` whose Linear and Embedding weights are stored
-    in ``dtype`` (default: the model's own) behind ``WeightOnlyLinear``, and what runs one decode step
+    """``(copy, step)``: an eval-mode copy of ``model`` for decoding, and what runs one decode step
     (``torch.compile(copy)`` when ``compile``, else the copy).
 
-    The copy shares every tensor it does not convert with ``model`` (an fp32 copy shares all of
-    them). It is cached per model and rebuilt once any parameter or buffer of the model changes.
+    With ``dtype`` other than the model's own, or ``compile``, the copy's Linear and Embedding weights
+    are stored in ``dtype`` (default: the model's own) behind ``WeightOnlyLinear``. Otherwise, with
+    ``layout``, its Linear layers get a second copy of their weight laid out for the CPU's one-row
+    kernels (``modules/weight_only.convert_to_decode_layout``).
+
+    The copy shares every tensor it does not convert with ``model``. It is cached per model and
+    rebuilt once any parameter or buffer of the model changes.
     """
     dtype = dtype or _compute_dtype(model)
+    weight_only = compile or dtype != _compute_dtype(model)
+    layout = layout and not weight_only
     versions = tuple((id(t), t._version) for t in chain(model.parameters(), model.buffers()))
     copies = _DECODE_COPIES.setdefault(model, {})
-    cached = copies.get((dtype, compile))
+    key = (dtype, compile, layout)
+    cached = copies.get(key)
     if cached is not None and cached[0] == versions:
         return cached[1], cached[2]
     shared = {id(t): t for t in chain(model.parameters(), model.buffers())}
-    decode_copy = convert_to_weight_only(copy.deepcopy(model, memo=shared), dtype).eval()
+    decode_copy = copy.deepcopy(model, memo=shared).eval()
+    if weight_only:
+        convert_to_weight_only(decode_copy, dtype)
+    elif layout:
+        if hasattr(decode_copy, "fuse_projections"):  # e.g. Llama: q, k, v and gate, up in one product each
+            decode_copy.fuse_projections()
+        convert_to_decode_layout(decode_copy)
     step = torch.compile(decode_copy, dynamic=False) if compile else decode_copy
-    copies[(dtype, compile)] = (versions, decode_copy, step)
+    copies[key] = (versions, decode_copy, step)
     return decode_copy, step
 
 
@@ -97,6 +110,10 @@ class Decoder:
     docstring); both apply to the cached path and leave ``model`` untouched. ``compile`` needs a
     model whose ``new_cache`` takes ``static=True`` (GPT); others decode eagerly. It suits a model
     whose weights stay fixed (serving, a finished run): every change of weights compiles anew.
+    ``layout`` (the default) decodes eagerly with a second copy of the Linear weights laid out for the
+    CPU's one-row kernels (``modules/weight_only.convert_to_decode_layout``: fp32 layers wider out
+    than in stored transposed, bf16 layers reordered for oneDNN), which costs their memory once per
+    model; ``layout=False`` decodes with the model's own weights (the reference it is tested against).
     """
 
     def __init__(
@@ -105,14 +122,15 @@ class Decoder:
         use_cache: bool = True,
         dtype: torch.dtype | None = None,
         compile: bool = False,
+        layout: bool = True,
     ) -> None:
         self.use_cache = use_cache and hasattr(model, "new_cache")
         self.compute_dtype = _compute_dtype(model)
         self.model = self.step_model = model
         # the compiled step needs a KV cache whose shapes never change
         self.static = compile and "static" in inspect.signature(getattr(model, "new_cache", len)).parameters
-        if self.use_cache and (dtype not in (None, self.compute_dtype) or self.static):
-            self.model, self.step_model = decoding_model(model, dtype, self.static)
+        if self.use_cache and (dtype not in (None, self.compute_dtype) or self.static or layout):
+            self.model, self.step_model = decoding_model(model, dtype, self.static, layout)
         self.context_length: int | None = getattr(model, "context_length", None)
         self.cache: Any = None
         self.cache_length = 0

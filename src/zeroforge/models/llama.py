@@ -113,6 +113,8 @@ class LlamaAttention(nn.Module):
         self.n_head = config.n_head
         self.n_kv_head = config.n_kv_head
         self.impl = config.attention
+        self.qkv_proj: nn.Module | None = None  # q, k, v in one product: decoding copies (fuse_projections)
+        self.split_sizes = [config.n_head * hs, config.n_kv_head * hs, config.n_kv_head * hs]
 
     def forward(
         self,
@@ -124,12 +126,23 @@ class LlamaAttention(nn.Module):
         cache: KVCache | None = None,
         layer: int = 0,
     ) -> torch.Tensor:
-        q = apply_rotary(split_heads(self.q_proj(x), self.n_head), cos, sin)  # (B, nh, T, hs)
-        k = apply_rotary(split_heads(self.k_proj(x), self.n_kv_head), cos, sin)  # (B, nkv, T, hs)
-        v = split_heads(self.v_proj(x), self.n_kv_head)  # (B, nkv, T, hs)
+        if self.qkv_proj is None:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        else:
+            q, k, v = self.qkv_proj(x).split(self.split_sizes, dim=-1)
+        q = apply_rotary(split_heads(q, self.n_head), cos, sin)  # (B, nh, T, hs)
+        k = apply_rotary(split_heads(k, self.n_kv_head), cos, sin)  # (B, nkv, T, hs)
+        v = split_heads(v, self.n_kv_head)  # (B, nkv, T, hs)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, nkv, L+T, hs): keys are cached already rotated
-        y = attention(q, k, v, mask=mask, is_causal=is_causal, impl=self.impl)  # (B, nh, T, hs)
+        B, nh, T, hs = q.shape
+        if T == 1 and mask is None and nh != self.n_kv_head:
+            # one query per head attending every key (a decode step): the query heads sharing a K/V
+            # head become that head's rows, so K and V are read as they are, not repeated per group
+            q = q.reshape(B, self.n_kv_head, nh // self.n_kv_head, hs)  # (B, nkv, groups, hs)
+            y = attention(q, k, v, impl=self.impl).view(B, nh, 1, hs)  # (B, nh, 1, hs)
+        else:
+            y = attention(q, k, v, mask=mask, is_causal=is_causal, impl=self.impl)  # (B, nh, T, hs)
         return self.o_proj(merge_heads(y))  # (B, T, C)
 
 
@@ -141,9 +154,14 @@ class SwiGLU(nn.Module):
         self.gate_proj = nn.Linear(n_embd, hidden, bias=False)
         self.up_proj = nn.Linear(n_embd, hidden, bias=False)
         self.down_proj = nn.Linear(hidden, n_embd, bias=False)
+        self.gate_up_proj: nn.Module | None = None  # gate and up in one product: decoding copies
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))  # (B, T, C)
+        if self.gate_up_proj is None:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        else:
+            gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)  # (B, T, C)
 
 
 class LlamaBlock(nn.Module):
@@ -195,6 +213,19 @@ class Llama(nn.Module):
         # N(0, 0.02) for every matrix, as HF's initializer_range; RMSNorm gains start at 1.
         if isinstance(module, nn.Linear | nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def fuse_projections(self) -> None:
+        """Compute q, k, v with one matrix product, and the SwiGLU gate and up with another (in place).
+
+        For a decoding copy (``generation.decoding_model``): a one-token step then reads two long
+        weight matrices per block instead of five. The fused weights are new tensors (the separate
+        ones stay, so the parameter names and the state dict do not change); the model must not be
+        trained afterwards, as the fused copies would not follow the separate weights.
+        """
+        for block in self.model.layers:
+            attn, mlp = block.self_attn, block.mlp
+            attn.qkv_proj = _concat_linear(attn.q_proj, attn.k_proj, attn.v_proj)
+            mlp.gate_up_proj = _concat_linear(mlp.gate_proj, mlp.up_proj)
 
     @property
     def context_length(self) -> int:
@@ -273,6 +304,18 @@ class Llama(nn.Module):
         if cache is not None:
             cache.advance(T)
         return ModelOutput(logits=logits, loss=loss, cache=cache)
+
+
+def _concat_linear(*layers: nn.Linear) -> nn.Linear:
+    """One bias-free Linear whose output is the layers' outputs side by side (an inference copy).
+
+    The weight is stored (in, out) and viewed as (out, in): the transposed layout a decoding copy
+    multiplies one row by (modules/weight_only.TransposedLinear), so that layout costs no second copy.
+    """
+    weight_t = torch.cat([layer.weight.detach().t() for layer in layers], dim=1)  # (in, sum of out)
+    fused = nn.Linear(weight_t.size(0), weight_t.size(1), bias=False, device="meta")
+    fused.weight = nn.Parameter(weight_t.t(), requires_grad=False)  # (sum of out, in), a view
+    return fused
 
 
 # ----------------------------------------------------------------------------- presets

@@ -94,3 +94,102 @@ def convert_to_weight_only(model: nn.Module, dtype: torch.dtype = torch.bfloat16
             elif type(child) is nn.Embedding and child.padding_idx is None and child.max_norm is None:
                 setattr(parent, name, WeightOnlyEmbedding(low(child.weight), child.weight.dtype))
     return model
+
+
+# ----------------------------------------------------------------------------- decode-time layouts
+#
+# The same product y = x W^T + b, with a second copy of W laid out for the CPU's one-row kernels
+# (measured on an AMD EPYC with AVX-512 bf16, torch 2.13, MKL/oneDNN; docs/benchmarks.md):
+#
+# - fp32: MKL's single-row kernel reads W stored (in, out) and multiplied as x @ W^T about twice as
+#   fast as the (out, in) nn.Linear layout when out > in (an output layer, a SwiGLU gate/up); when
+#   in >= out the (out, in) layout is as fast or faster, so those layers are left alone;
+# - bf16 (bf16 activations): oneDNN's matmul on a weight reordered once into its blocked layout is
+#   1.5-2x faster than nn.Linear, which reorders the weight on every call; same kernel, same results.
+#
+# Only one-row products (decode steps, up to MATVEC_ROWS rows) use the copy; a prompt's prefill
+# calls F.linear on the original weight, so its results do not change at all.
+
+
+def _mkldnn_bf16() -> bool:
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+class TransposedLinear(nn.Module):
+    """``y = x W^T + b`` whose one-row products read ``weight_t = W^T`` stored contiguous (in, out)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, weight_t: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = weight  # (out, in), shared with the source model (prefill)
+        self.bias = bias
+        self.weight_t = weight_t  # (in, out), a decode-only copy
+
+    @staticmethod
+    def prepare(weight: torch.Tensor) -> torch.Tensor:
+        return weight.detach().t().contiguous()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // x.size(-1)
+        if rows > MATVEC_ROWS:
+            return F.linear(x, self.weight, self.bias)
+        x2 = x.reshape(rows, x.size(-1))  # (rows, in)
+        y = x2 @ self.weight_t if self.bias is None else torch.addmm(self.bias, x2, self.weight_t)
+        return y.view(*x.shape[:-1], y.size(-1))  # (..., out)
+
+    def extra_repr(self) -> str:
+        in_features, out_features = self.weight_t.shape
+        return f"in_features={in_features}, out_features={out_features}, layout=(in, out)"
+
+
+class PackedLinear(nn.Module):
+    """``y = x W^T + b`` in bf16 whose one-row products use W reordered once for oneDNN's matmul."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, packed: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = weight  # (out, in) bf16, shared with the source model (prefill)
+        self.bias = bias
+        # an opaque oneDNN tensor (no storage; neither a parameter nor a buffer, so never saved or moved)
+        self.packed = packed
+
+    @staticmethod
+    def prepare(weight: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // x.size(-1)
+        if rows > MATVEC_ROWS or x.dtype != self.weight.dtype:
+            return F.linear(x, self.weight, self.bias)
+        x2 = x.reshape(rows, x.size(-1))  # (rows, in)
+        y = torch.ops.mkldnn._linear_pointwise(x2, self.packed, self.bias, "none", [], "")
+        return y.view(*x.shape[:-1], y.size(-1))  # (..., out)
+
+    def extra_repr(self) -> str:
+        out_features, in_features = self.weight.shape
+        return f"in_features={in_features}, out_features={out_features}, layout=onednn"
+
+
+def decode_layout(weight: torch.Tensor) -> type[TransposedLinear] | type[PackedLinear] | None:
+    """The decode-time module for a Linear with this weight on this machine (see above), or None."""
+    if weight.device.type != "cpu" or weight.dim() != 2:
+        return None
+    out_features, in_features = weight.shape
+    if weight.dtype == torch.float32 and out_features >= in_features:
+        return TransposedLinear
+    if weight.dtype == torch.bfloat16 and _mkldnn_bf16():
+        return PackedLinear
+    return None
+
+
+def convert_to_decode_layout(model: nn.Module) -> nn.Module:
+    """Replace (in place) every ``nn.Linear`` of ``model`` that a decode-time layout speeds up on this
+    machine by a ``TransposedLinear`` or ``PackedLinear``, which keeps the original weight for
+    many-row products. Returns ``model``, for inference only (the copies are not trained)."""
+    prepared: dict[int, torch.Tensor] = {}  # one copy per weight, however many layers share it
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is not nn.Linear or (layout := decode_layout(child.weight)) is None:
+                continue
+            if id(child.weight) not in prepared:
+                prepared[id(child.weight)] = layout.prepare(child.weight)
+            setattr(parent, name, layout(child.weight, child.bias, prepared[id(child.weight)]))
+    return model
