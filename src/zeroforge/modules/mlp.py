@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 Activation = Literal["gelu_tanh", "gelu", "relu"]
+
+
+class GELUTanh(nn.Module):
+    """GPT-2's GELU, 0.5x(1 + tanh(u)) with u = sqrt(2/pi)(x + 0.044715x^3) (Hendrycks & Gimpel 2016).
+
+    Eager: torch's fused kernel. Under ``torch.compile`` the same function is written as
+    x * sigmoid(2u), since 0.5(1 + tanh(u)) = sigmoid(2u): inductor's CPU code computes sigmoid from
+    one vectorised exp, 3x faster than its tanh forward and backward at (1024, 1024) fp32; the two
+    forms differ by float rounding (about 5e-7 in fp32). Inductor computes bf16 inputs in fp32 and
+    rounds once, as the fused kernel does.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.compiler.is_compiling():
+            return F.gelu(x, approximate="tanh")
+        return x * torch.sigmoid(2.0 * math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x))
 
 
 def _fused_activation(name: Activation) -> nn.Module:
@@ -16,7 +34,7 @@ def _fused_activation(name: Activation) -> nn.Module:
     ``gelu_tanh`` is GPT-2's 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))); ``gelu`` is exact (BERT).
     """
     if name == "gelu_tanh":
-        return nn.GELU(approximate="tanh")
+        return GELUTanh()
     if name == "gelu":
         return nn.GELU()
     if name == "relu":
