@@ -35,9 +35,9 @@ def tiny_llama(**overrides) -> Llama:
     return randomized(Llama(LlamaConfig(**{**config, "block_size": 64, "rope_theta": 500.0, **overrides})))
 
 
-def tiny_gpt() -> GPT:
+def tiny_gpt(vocab_size: int = 96) -> GPT:
     torch.manual_seed(0)
-    return randomized(GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=64, vocab_size=96)))
+    return randomized(GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=64, vocab_size=vocab_size)))
 
 
 def greedy_logits(decoder: Decoder, ids: torch.Tensor, mask: torch.Tensor | None, n: int):
@@ -194,3 +194,19 @@ def test_hf_loaded_llama_decodes_like_transformers_and_is_unchanged(dtype, tmp_p
     assert_unchanged(ours, before)
     # nothing of the decoding copy reaches a checkpoint of the model
     assert not any("qkv" in k or "gate_up" in k or k.endswith("_t") for k in ours.state_dict())
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt"])
+def test_compiled_static_decoding_equals_plain_eager_decoding(family):
+    # a vocabulary 8 times the width: the output layer is multiplied by its transposed copy
+    model = (tiny_llama if family == "llama" else tiny_gpt)(vocab_size=256)
+    before = snapshot(model)
+    ids, mask = torch.tensor([PROMPTS[1]]), None
+    plain_tokens, plain_logits = greedy_logits(Decoder(model, layout=False), ids, mask, 12)
+    decoder = Decoder(model, compile=True)
+    assert decoder.static  # Llama's new_cache takes static=True like GPT's
+    assert isinstance(decoder.model.lm_head, TransposedLinear)
+    fast_tokens, fast_logits = greedy_logits(decoder, ids, mask, 12)
+    torch.testing.assert_close(fast_logits, plain_logits, atol=1e-5, rtol=1e-5)
+    assert torch.equal(fast_tokens, plain_tokens)
+    assert_unchanged(model, before)

@@ -36,7 +36,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from zeroforge.errors import ZeroforgeError
-from zeroforge.modules.weight_only import convert_to_decode_layout, convert_to_weight_only
+from zeroforge.modules.weight_only import (
+    convert_to_decode_layout,
+    convert_to_weight_only,
+    transpose_wide_layers,
+)
 
 
 class Tokenizer(Protocol):
@@ -72,16 +76,16 @@ def decoding_model(
     (``torch.compile(copy)`` when ``compile``, else the copy).
 
     With ``dtype`` other than the model's own, or ``compile``, the copy's Linear and Embedding weights
-    are stored in ``dtype`` (default: the model's own) behind ``WeightOnlyLinear``. Otherwise, with
-    ``layout``, its Linear layers get a second copy of their weight laid out for the CPU's one-row
-    kernels (``modules/weight_only.convert_to_decode_layout``).
+    are stored in ``dtype`` (default: the model's own) behind ``WeightOnlyLinear``; with ``layout``
+    too, fp32 output layers are multiplied by a transposed copy (``transpose_wide_layers``).
+    Otherwise, with ``layout``, its Linear layers get a second copy of their weight laid out for the
+    CPU's one-row kernels (``modules/weight_only.convert_to_decode_layout``).
 
     The copy shares every tensor it does not convert with ``model``. It is cached per model and
     rebuilt once any parameter or buffer of the model changes.
     """
     dtype = dtype or _compute_dtype(model)
     weight_only = compile or dtype != _compute_dtype(model)
-    layout = layout and not weight_only
     versions = tuple((id(t), t._version) for t in chain(model.parameters(), model.buffers()))
     copies = _DECODE_COPIES.setdefault(model, {})
     key = (dtype, compile, layout)
@@ -92,6 +96,8 @@ def decoding_model(
     decode_copy = copy.deepcopy(model, memo=shared).eval()
     if weight_only:
         convert_to_weight_only(decode_copy, dtype)
+        if compile and layout:
+            transpose_wide_layers(decode_copy)  # the output layer: MKL's (in, out) kernel wins there
     elif layout:
         if hasattr(decode_copy, "fuse_projections"):  # e.g. Llama: q, k, v and gate, up in one product each
             decode_copy.fuse_projections()
@@ -110,10 +116,12 @@ class Decoder:
     docstring); both apply to the cached path and leave ``model`` untouched. ``compile`` needs a
     model whose ``new_cache`` takes ``static=True`` (GPT); others decode eagerly. It suits a model
     whose weights stay fixed (serving, a finished run): every change of weights compiles anew.
-    ``layout`` (the default) decodes eagerly with a second copy of the Linear weights laid out for the
-    CPU's one-row kernels (``modules/weight_only.convert_to_decode_layout``: fp32 layers wider out
-    than in stored transposed, bf16 layers reordered for oneDNN), which costs their memory once per
-    model; ``layout=False`` decodes with the model's own weights (the reference it is tested against).
+    ``layout`` (the default) decodes with a second copy of the Linear weights laid out for the CPU's
+    one-row kernels (``modules/weight_only.convert_to_decode_layout``: fp32 layers with at least as
+    many outputs as inputs stored transposed, bf16 layers reordered for oneDNN; a model's
+    ``fuse_projections`` first, e.g. Llama's q/k/v and gate/up), which costs their memory once per
+    model; compiled, only an fp32 output layer is transposed. ``layout=False`` decodes with the
+    model's own weights (the reference the layouts are tested against).
     """
 
     def __init__(

@@ -238,8 +238,10 @@ class Llama(nn.Module):
         max_length: int,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        static: bool = False,
     ) -> KVCache:
-        """A preallocated KV cache for ``batch_size`` sequences of up to ``max_length`` tokens.
+        """A preallocated KV cache for ``batch_size`` sequences of up to ``max_length`` tokens
+        (``static``: fixed shapes for a compiled decode step, see modules/kv_cache.py).
 
         It holds ``n_kv_head`` heads per layer: grouped-query attention shrinks it by n_head / n_kv_head.
         """
@@ -249,7 +251,7 @@ class Llama(nn.Module):
             )
         cfg = self.config
         assert cfg.head_dim is not None
-        weight = self.lm_head.weight
+        weight = self.model.norm.weight  # the activations' dtype (a decoding copy may store matrices in bf16)
         return KVCache(
             cfg.n_layer,
             batch_size,
@@ -258,6 +260,7 @@ class Llama(nn.Module):
             max_length,
             device=device or weight.device,
             dtype=dtype or weight.dtype,
+            static=static,
         )
 
     def forward(

@@ -193,3 +193,26 @@ def convert_to_decode_layout(model: nn.Module) -> nn.Module:
                 prepared[id(child.weight)] = layout.prepare(child.weight)
             setattr(parent, name, layout(child.weight, child.bias, prepared[id(child.weight)]))
     return model
+
+
+def transpose_wide_layers(model: nn.Module, ratio: int = 8) -> nn.Module:
+    """In a ``convert_to_weight_only`` model whose weights kept the compute dtype (fp32), replace (in
+    place) each ``WeightOnlyLinear`` with at least ``ratio`` times more outputs than inputs (an output
+    layer over a vocabulary) by a ``TransposedLinear`` that shares its weight.
+
+    For a compiled decode step: inductor's fused reduction beats MKL on a block's small products, but
+    on a 50257 x 384 output layer MKL's one-row kernel on the (in, out) copy is faster (GPT decode
+    step, 1.33x end to end; docs/benchmarks.md).
+    """
+    prepared: dict[int, torch.Tensor] = {}
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is not WeightOnlyLinear or child.weight.dtype != torch.float32:
+                continue
+            out_features, in_features = child.weight.shape
+            if child.weight.device.type != "cpu" or out_features < ratio * in_features:
+                continue
+            if id(child.weight) not in prepared:
+                prepared[id(child.weight)] = TransposedLinear.prepare(child.weight)
+            setattr(parent, name, TransposedLinear(child.weight, child.bias, prepared[id(child.weight)]))
+    return model
