@@ -6,8 +6,10 @@ the same 16-token prompt; rows run in rotating order, ``--reps`` times, and the 
 (prefill and sampling included) is printed next to the baseline's.
 
 Rows: transformers fp32 (the baseline) and bf16 (``model.to(torch.bfloat16)``); zeroforge fp32 eager
-(the default ``generate``), fp32 compiled (``compile=True``), and bf16 weights compiled
-(``dtype=torch.bfloat16, compile=True``: weights stored in bf16, arithmetic in fp32).
+plain (``layout=False``: the model's own weights, the reference), fp32 eager (the default
+``generate``: decode-time weight layouts, see ``generation.Decoder``), fp32 compiled
+(``compile=True``), and bf16 weights compiled (``dtype=torch.bfloat16, compile=True``: weights
+stored in bf16, arithmetic in fp32).
 
 Checks (exit status 2 on failure): every zeroforge fp32 row must produce exactly transformers'
 fp32 tokens; the bf16-weight row must produce exactly the tokens of transformers running in fp32
@@ -117,9 +119,9 @@ def main() -> None:
     def hf_run(model: torch.nn.Module) -> list[int]:
         return model.generate(prompt, **hf_kwargs)[0, PROMPT_LEN:].tolist()
 
-    def zf_run(dtype: torch.dtype | None, compile: bool) -> Callable[[], list[int]]:
+    def zf_run(dtype: torch.dtype | None, compile: bool, layout: bool = True) -> Callable[[], list[int]]:
         return lambda: generate_ids(
-            ours, prompt, max_new_tokens=n, temperature=0, dtype=dtype, compile=compile
+            ours, prompt, max_new_tokens=n, temperature=0, dtype=dtype, compile=compile, layout=layout
         )[0].tolist()
 
     fp32_bytes = weight_bytes_per_token(ours, torch.float32)
@@ -127,6 +129,7 @@ def main() -> None:
     rows = [
         Row("transformers fp32", lambda: hf_run(theirs), fp32_bytes),
         Row("transformers bf16", lambda: hf_run(theirs_bf16), bf16_bytes),
+        Row("zeroforge fp32 plain", zf_run(None, False, layout=False), fp32_bytes),
         Row("zeroforge fp32 eager", zf_run(None, False), fp32_bytes),
         Row("zeroforge fp32 compile", zf_run(None, True), fp32_bytes),
         Row("zeroforge bf16 compile", zf_run(torch.bfloat16, True), bf16_bytes),

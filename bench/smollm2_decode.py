@@ -6,11 +6,13 @@
 The shipped GGUF is dequantised once by ``zeroforge convert`` into an HF folder (cached under
 ``$ZEROFORGE_CACHE/bench``); both libraries load that folder, so they run the very same fp32 weights
 (and the same bf16 rounding of them). Each library decodes with its own public API: zeroforge's
-``generation.iter_tokens`` (KV cache, step-level), transformers' ``generate(do_sample=False)`` with a
-streamer. Decode speed is timed from the first generated token to the last (prefill excluded);
-rounds alternate zeroforge / transformers in one process so both see the same machine load, and
-the median is reported with the load average. The greedy tokens of the two must be identical, or the
-script exits 2. Peak memory is measured in a fresh child process per library: peak RSS minus the RSS
+``generation.iter_tokens`` (KV cache, step-level; by default with decode-time weight layouts, see
+``generation.Decoder``), transformers' ``generate(do_sample=False)`` with a streamer. A third side,
+``zeroforge plain``, is ``iter_tokens(..., layout=False)``: the model's own weights, the reference
+the default path is tested against. Decode speed is timed from the first generated token to the last (prefill excluded);
+rounds alternate the sides in one process so all see the same machine load, and the median is
+reported with the load average. The greedy tokens of all sides must be identical, or the script
+exits 2. Peak memory is measured in a fresh child process per library: peak RSS minus the RSS
 after imports (weights + caches + temporaries).
 """
 
@@ -43,8 +45,11 @@ def hf_folder() -> Path:
     return out
 
 
+SIDES = ("zeroforge", "zeroforge plain", "transformers")
+
+
 def load(side: str, folder: Path, dtype: torch.dtype):
-    if side == "zeroforge":
+    if side.startswith("zeroforge"):
         from zeroforge.weights import load_pretrained
 
         model, tok = load_pretrained(folder, dtype=dtype)
@@ -61,10 +66,11 @@ def decode(side: str, model, prompt: list[int], n: int) -> tuple[list[int], floa
     ids = torch.tensor([prompt])
     stamps: list[float] = []
     tokens: list[int] = []
-    if side == "zeroforge":
+    if side.startswith("zeroforge"):
         from zeroforge.generation import iter_tokens
 
-        for token in iter_tokens(model, ids, max_new_tokens=n, temperature=0):
+        layout = side == "zeroforge"
+        for token in iter_tokens(model, ids, max_new_tokens=n, temperature=0, layout=layout):
             tokens.append(int(token[0]))
             stamps.append(time.perf_counter())
     else:
@@ -166,42 +172,45 @@ def main() -> int:
     print(f"load average at start: {load_average()}")
     print()
     print(
-        "| dtype | zeroforge tok/s, median (range) | transformers tok/s, median (range) | speed-up | zeroforge peak MB | transformers peak MB | same tokens |"
+        "| dtype | zeroforge tok/s, median (range) | zeroforge plain tok/s | transformers tok/s, median (range) "
+        "| speed-up (plain) | zeroforge peak MB (plain) | transformers peak MB | same tokens |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     status = 0
     for name in args.dtypes.split(","):
         dtype = DTYPES[name]
-        sides = {side: load(side, folder, dtype) for side in ("zeroforge", "transformers")}
+        sides = {side: load(side, folder, dtype) for side in SIDES}
         for side, (model, prompt, _) in sides.items():  # warm-up: allocator, kernels, caches
             decode(side, model, prompt, 8)
-        rates: dict[str, list[float]] = {"zeroforge": [], "transformers": []}
+        rates: dict[str, list[float]] = {side: [] for side in SIDES}
         tokens: dict[str, list[int]] = {}
-        for _ in range(args.rounds):
-            for side, (model, prompt, _) in sides.items():
+        for r in range(args.rounds):
+            for side in SIDES[r % 3 :] + SIDES[: r % 3]:  # rotate the order
+                model, prompt, _ = sides[side]
                 toks, seconds = decode(side, model, prompt, args.tokens)
                 rates[side].append((len(toks) - 1) / seconds)
                 tokens[side] = toks
-        same = tokens["zeroforge"] == tokens["transformers"]
-        ours, theirs = (statistics.median(rates[s]) for s in ("zeroforge", "transformers"))
+        same = tokens["zeroforge"] == tokens["transformers"] == tokens["zeroforge plain"]
+        ours, plain, theirs = (statistics.median(rates[s]) for s in SIDES)
         spread = {s: f"{min(r):.1f}-{max(r):.1f}" for s, r in rates.items()}
         del sides
         mem = {s: peak_memory(s, folder, name, args.tokens, torch.get_num_threads()) for s in rates}
         print(
-            f"| {name} | {ours:.1f} ({spread['zeroforge']}) | {theirs:.1f} ({spread['transformers']}) "
-            f"| {ours / theirs:.2f}x | {mem['zeroforge']:.0f} | "
+            f"| {name} | {ours:.1f} ({spread['zeroforge']}) | {plain:.1f} ({spread['zeroforge plain']}) "
+            f"| {theirs:.1f} ({spread['transformers']}) | {ours / theirs:.2f}x ({plain / theirs:.2f}x) "
+            f"| {mem['zeroforge']:.0f} ({mem['zeroforge plain']:.0f}) | "
             f"{mem['transformers']:.0f} | {'yes' if same else 'NO'} |"
         )
-        if not same:
-            first = next(
-                i for i, (a, b) in enumerate(zip(tokens["zeroforge"], tokens["transformers"])) if a != b
-            )
-            print(
-                f"MISMATCH at token {first}: {tokens['zeroforge'][first : first + 5]} vs "
-                f"{tokens['transformers'][first : first + 5]}",
-                file=sys.stderr,
-            )
-            status = 2
+        for side in SIDES[:2]:
+            ours_t, theirs_t = tokens[side], tokens["transformers"]
+            if ours_t != theirs_t:
+                first = next((i for i, (a, b) in enumerate(zip(ours_t, theirs_t)) if a != b), 0)
+                print(
+                    f"MISMATCH ({side}) at token {first}: {ours_t[first : first + 5]} vs "
+                    f"{theirs_t[first : first + 5]}",
+                    file=sys.stderr,
+                )
+                status = 2
     print()
     print(f"load average at end: {load_average()}")
     return status

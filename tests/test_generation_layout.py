@@ -114,6 +114,7 @@ def test_llama_decoding_copy_fuses_projections_without_a_second_copy():
         ]
     )
     assert torch.equal(attn.qkv_proj.weight, expected)
+    assert attn.q_proj is None and mlp.up_proj is None  # dropped from the copy: not prepared twice
     assert model.model.layers[0].self_attn.qkv_proj is None  # the model itself is not fused
     # a tied output layer keeps sharing the embedding's (out, in) weight; only its transpose is new
     assert copy_.lm_head.weight is model.model.embed_tokens.weight

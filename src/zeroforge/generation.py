@@ -278,12 +278,13 @@ def iter_tokens(
     use_cache: bool = True,
     dtype: torch.dtype | None = None,
     compile: bool = False,
+    layout: bool = True,
 ) -> Iterator[torch.Tensor]:
     """Yield the next token of every sequence, (B,), up to ``max_new_tokens`` times.
 
     A row that has produced ``eos_id`` keeps yielding ``eos_id``; iteration ends early once every
     row has. The model is in eval mode while iterating and gets its training flag back afterwards.
-    ``dtype`` and ``compile``: see ``Decoder``.
+    ``dtype``, ``compile`` and ``layout``: see ``Decoder``.
     """
     _check_sampling(max_new_tokens, temperature, top_k, top_p)
     if input_ids.dim() != 2:
@@ -295,7 +296,7 @@ def iter_tokens(
     was_training = model.training
     model.eval()
     try:
-        decoder = Decoder(model, use_cache=use_cache, dtype=dtype, compile=compile)
+        decoder = Decoder(model, use_cache=use_cache, dtype=dtype, compile=compile, layout=layout)
         logits = decoder.prefill(input_ids, attention_mask, max_new_tokens)
         finished = None if eos_id is None else torch.zeros_like(input_ids[:, 0], dtype=torch.bool)
         for i in range(max_new_tokens):
@@ -324,10 +325,11 @@ def generate_ids(
     use_cache: bool = True,
     dtype: torch.dtype | None = None,
     compile: bool = False,
+    layout: bool = True,
 ) -> torch.Tensor:
     """New tokens for a batch of prompts: input_ids (B, P) (left-padded where attention_mask is 0)
     -> (B, n), n <= max_new_tokens (fewer when every row stopped at ``eos_id``; rows padded with it).
-    ``dtype`` and ``compile``: see ``Decoder``."""
+    ``dtype``, ``compile`` and ``layout``: see ``Decoder``."""
     generator = make_generator(seed, input_ids.device)
     steps = list(
         iter_tokens(
@@ -343,6 +345,7 @@ def generate_ids(
             use_cache,
             dtype,
             compile,
+            layout,
         )
     )
     if not steps:

@@ -217,15 +217,16 @@ class Llama(nn.Module):
     def fuse_projections(self) -> None:
         """Compute q, k, v with one matrix product, and the SwiGLU gate and up with another (in place).
 
-        For a decoding copy (``generation.decoding_model``): a one-token step then reads two long
-        weight matrices per block instead of five. The fused weights are new tensors (the separate
-        ones stay, so the parameter names and the state dict do not change); the model must not be
-        trained afterwards, as the fused copies would not follow the separate weights.
+        Only for a decoding copy (``generation.decoding_model``), never for a model that is trained or
+        saved: a one-token step then reads two long weight matrices per block instead of five. The
+        fused weights are new tensors and the separate layers are removed from this module (their
+        weights stay with the model the copy was made from), so no layer is prepared twice.
         """
         for block in self.model.layers:
             attn, mlp = block.self_attn, block.mlp
             attn.qkv_proj = _concat_linear(attn.q_proj, attn.k_proj, attn.v_proj)
             mlp.gate_up_proj = _concat_linear(mlp.gate_proj, mlp.up_proj)
+            attn.q_proj = attn.k_proj = attn.v_proj = mlp.gate_proj = mlp.up_proj = None
 
     @property
     def context_length(self) -> int:
