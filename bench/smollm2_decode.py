@@ -69,8 +69,8 @@ def decode(side: str, model, prompt: list[int], n: int) -> tuple[list[int], floa
     if side.startswith("zeroforge"):
         from zeroforge.generation import iter_tokens
 
-        layout = side == "zeroforge"
-        for token in iter_tokens(model, ids, max_new_tokens=n, temperature=0, layout=layout):
+        options = {"layout": side != "zeroforge plain", "compile": side == "zeroforge compile"}
+        for token in iter_tokens(model, ids, max_new_tokens=n, temperature=0, **options):
             tokens.append(int(token[0]))
             stamps.append(time.perf_counter())
     else:
@@ -152,6 +152,12 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="add a side decoding with compile=True (a static KV cache and one compiled graph per step; "
+        "its first call compiles for about a minute and is not timed); printed under the table",
+    )
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -177,15 +183,19 @@ def main() -> int:
     )
     print("|---|---|---|---|---|---|---|---|")
     status = 0
+    compiled: list[str] = []
     for name in args.dtypes.split(","):
         dtype = DTYPES[name]
         sides = {side: load(side, folder, dtype) for side in SIDES}
+        if args.compile:
+            sides["zeroforge compile"] = sides["zeroforge"]  # the same model, decoded compiled
         for side, (model, prompt, _) in sides.items():  # warm-up: allocator, kernels, caches
             decode(side, model, prompt, 8)
-        rates: dict[str, list[float]] = {side: [] for side in SIDES}
+        rates: dict[str, list[float]] = {side: [] for side in sides}
         tokens: dict[str, list[int]] = {}
         for r in range(args.rounds):
-            for side in SIDES[r % 3 :] + SIDES[: r % 3]:  # rotate the order
+            order = list(sides)
+            for side in order[r % len(order) :] + order[: r % len(order)]:  # rotate the order
                 model, prompt, _ = sides[side]
                 toks, seconds = decode(side, model, prompt, args.tokens)
                 rates[side].append((len(toks) - 1) / seconds)
@@ -194,14 +204,20 @@ def main() -> int:
         ours, plain, theirs = (statistics.median(rates[s]) for s in SIDES)
         spread = {s: f"{min(r):.1f}-{max(r):.1f}" for s, r in rates.items()}
         del sides
-        mem = {s: peak_memory(s, folder, name, args.tokens, torch.get_num_threads()) for s in rates}
+        mem = {s: peak_memory(s, folder, name, args.tokens, torch.get_num_threads()) for s in SIDES}
         print(
             f"| {name} | {ours:.1f} ({spread['zeroforge']}) | {plain:.1f} ({spread['zeroforge plain']}) "
             f"| {theirs:.1f} ({spread['transformers']}) | {ours / theirs:.2f}x ({plain / theirs:.2f}x) "
             f"| {mem['zeroforge']:.0f} ({mem['zeroforge plain']:.0f}) | "
             f"{mem['transformers']:.0f} | {'yes' if same else 'NO'} |"
         )
-        for side in SIDES[:2]:
+        if args.compile:
+            compiled.append(
+                f"{name}: zeroforge compile {statistics.median(rates['zeroforge compile']):.1f} tok/s "
+                f"({statistics.median(rates['zeroforge compile']) / theirs:.2f}x transformers), "
+                f"same tokens: {'yes' if tokens['zeroforge compile'] == tokens['transformers'] else 'NO'}"
+            )
+        for side in [s for s in tokens if s != "transformers"]:
             ours_t, theirs_t = tokens[side], tokens["transformers"]
             if ours_t != theirs_t:
                 first = next((i for i, (a, b) in enumerate(zip(ours_t, theirs_t)) if a != b), 0)
@@ -212,6 +228,8 @@ def main() -> int:
                 )
                 status = 2
     print()
+    for line in compiled:
+        print(line)
     print(f"load average at end: {load_average()}")
     return status
 

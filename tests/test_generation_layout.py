@@ -12,6 +12,7 @@ from zeroforge.models.llama import Llama, LlamaConfig
 from zeroforge.modules.weight_only import (
     PackedLinear,
     TransposedLinear,
+    _mkldnn,
     _mkldnn_bf16,
     convert_to_decode_layout,
 )
@@ -145,8 +146,12 @@ def test_layout_modules_equal_nn_linear(rows, bias):
     transposed = convert_to_decode_layout(nn.Sequential(linear))[0]
     assert isinstance(transposed, TransposedLinear)
     torch.testing.assert_close(transposed(x), F.linear(x, linear.weight, linear.bias), atol=1e-6, rtol=1e-6)
-    narrow = nn.Linear(40, 24)  # in > out: the (out, in) layout is the faster one, left alone
-    assert type(convert_to_decode_layout(nn.Sequential(narrow))[0]) is nn.Linear
+    if _mkldnn():  # in > out: oneDNN's reordered weight, not the transposed layout
+        narrow = nn.Linear(40, 24, bias=bias)
+        xn = torch.randn(rows, 1, 40)
+        packed = convert_to_decode_layout(nn.Sequential(narrow))[0]
+        assert isinstance(packed, PackedLinear)
+        torch.testing.assert_close(packed(xn), F.linear(xn, narrow.weight, narrow.bias), atol=1e-6, rtol=1e-6)
     if _mkldnn_bf16():
         low = nn.Linear(24, 40, bias=bias).to(torch.bfloat16)
         packed = convert_to_decode_layout(nn.Sequential(low))[0]

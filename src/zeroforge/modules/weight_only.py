@@ -101,11 +101,12 @@ def convert_to_weight_only(model: nn.Module, dtype: torch.dtype = torch.bfloat16
 # The same product y = x W^T + b, with a second copy of W laid out for the CPU's one-row kernels
 # (measured on an AMD EPYC with AVX-512 bf16, torch 2.13, MKL/oneDNN; docs/benchmarks.md):
 #
-# - fp32: MKL's single-row kernel reads W stored (in, out) and multiplied as x @ W^T about twice as
-#   fast as the (out, in) nn.Linear layout when out > in (an output layer, a SwiGLU gate/up); when
-#   in >= out the (out, in) layout is as fast or faster, so those layers are left alone;
-# - bf16 (bf16 activations): oneDNN's matmul on a weight reordered once into its blocked layout is
-#   1.5-2x faster than nn.Linear, which reorders the weight on every call; same kernel, same results.
+# - fp32, out >= in (an output layer, fused q/k/v, a SwiGLU gate/up): MKL's single-row kernel
+#   reads W stored (in, out) and multiplied as x @ W^T up to twice as fast as nn.Linear's (out, in);
+# - fp32, in > out (a down projection): the (in, out) layout is slower there, but oneDNN's matmul
+#   on W reordered once into its blocked layout is about 15% faster than nn.Linear;
+# - bf16 (bf16 activations): the same oneDNN reordered weight is 1.5-2x faster than nn.Linear, which
+#   reorders the weight on every call; same kernel, same results.
 #
 # Only one-row products (decode steps, up to MATVEC_ROWS rows) use the copy; a prompt's prefill
 # calls F.linear on the original weight, so its results do not change at all.
@@ -113,6 +114,10 @@ def convert_to_weight_only(model: nn.Module, dtype: torch.dtype = torch.bfloat16
 
 def _mkldnn_bf16() -> bool:
     return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def _mkldnn() -> bool:
+    return torch.backends.mkldnn.is_available()
 
 
 class TransposedLinear(nn.Module):
@@ -142,11 +147,11 @@ class TransposedLinear(nn.Module):
 
 
 class PackedLinear(nn.Module):
-    """``y = x W^T + b`` in bf16 whose one-row products use W reordered once for oneDNN's matmul."""
+    """``y = x W^T + b`` whose one-row products use W reordered once for oneDNN's matmul."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, packed: torch.Tensor) -> None:
         super().__init__()
-        self.weight = weight  # (out, in) bf16, shared with the source model (prefill)
+        self.weight = weight  # (out, in), shared with the source model (prefill)
         self.bias = bias
         # an opaque oneDNN tensor (no storage; neither a parameter nor a buffer, so never saved or moved)
         self.packed = packed
@@ -173,8 +178,10 @@ def decode_layout(weight: torch.Tensor) -> type[TransposedLinear] | type[PackedL
     if weight.device.type != "cpu" or weight.dim() != 2:
         return None
     out_features, in_features = weight.shape
-    if weight.dtype == torch.float32 and out_features >= in_features:
-        return TransposedLinear
+    if weight.dtype == torch.float32:
+        if out_features >= in_features:
+            return TransposedLinear
+        return PackedLinear if _mkldnn() else None
     if weight.dtype == torch.bfloat16 and _mkldnn_bf16():
         return PackedLinear
     return None
