@@ -387,7 +387,7 @@ def test_pretrain_logs_mlm_and_nsp_metrics(corpus, tmp_path):
             "train.max_steps=6",
             "train.batch_size=8",
             "train.eval_every=3",
-            "train.eval_batches=2",
+            "train.eval_batches=1000",
             "train.log_every=3",
             "train.progress=false",
             f"train.out_dir={tmp_path / 'run'}",
@@ -404,6 +404,21 @@ def test_pretrain_logs_mlm_and_nsp_metrics(corpus, tmp_path):
     ):
         assert all(0 <= r[col] for r in rows) and len(rows) == 2, col
     assert (run / "loss.png").stat().st_size > 0 and (run / "vocab.txt").is_file()
+
+    # zeroforge.evaluate on the run: every held-out pair with the trainer's fixed masks, so the final
+    # evaluation (eval_batches covers all pairs) is reproduced from the published model
+    import json
+
+    import zeroforge
+
+    metrics = zeroforge.evaluate(run, batch_size=8)
+    for key in ("val_mlm_accuracy", "val_nsp_accuracy", "val_mlm_loss"):
+        assert metrics[key] == pytest.approx(rows[-1][key], abs=1e-5), key
+    assert 0 < metrics["baseline_mlm_accuracy"] < 1 and metrics["pairs"] > 8
+    assert metrics["mlm_accuracy_over_baseline"] == pytest.approx(
+        metrics["val_mlm_accuracy"] / metrics["baseline_mlm_accuracy"]
+    )
+    assert json.loads((run / "metrics.json").read_text())["val_nsp_accuracy"] == metrics["val_nsp_accuracy"]
 
 
 def test_build_data_uses_data_args(corpus, tmp_path):

@@ -125,6 +125,14 @@ def evaluate(
                 "evaluate: pass a classifier's run directory (its tokenizer and recipe are there)"
             )
         return _evaluate_classifier_run(model, run_dir, data, split or "test", batch_size, device)
+    from zeroforge.models.bert import BertForPreTraining
+
+    if isinstance(model, BertForPreTraining):
+        if run_dir is None or data is not None:
+            raise DataError(
+                "evaluate: a BERT pretraining model is evaluated on its run directory's held-out pairs"
+            )
+        return _evaluate_mlm_nsp_run(model, run_dir, batch_size, device)
     split = split or "val"
     model.to(device)
     if data is None:
@@ -148,6 +156,36 @@ def evaluate(
     metrics["data"] = str(data_dir)
     if run_dir is not None:
         atomic_write_json(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _evaluate_mlm_nsp_run(model: nn.Module, run_dir: Path, batch_size: int, device: str) -> dict[str, Any]:
+    """A BERT pretraining run on every held-out sentence pair (its run.yaml's prepared data), with the
+    fixed validation masks: MLM loss and accuracy, NSP accuracy, and the most-frequent-token baseline."""
+    import yaml
+
+    from zeroforge.config import recipe_from_dict
+    from zeroforge.data.mlm import build_mlm_nsp_data
+    from zeroforge.train.loop import evaluate_batches
+
+    run_yaml = run_dir / "run.yaml"
+    if not run_yaml.is_file():
+        raise DataError(f"{run_yaml}: missing (the held-out pairs are rebuilt from the run's recipe)")
+    recipe = recipe_from_dict(yaml.safe_load(run_yaml.read_text(encoding="utf-8")), where=str(run_yaml))
+    block = recipe.train.block_size or model.config.block_size
+    data = build_mlm_nsp_data(recipe.data, block, batch_size, None, recipe.train.seed)
+    stats = evaluate_batches(model, data.val, torch.device(device), None)
+    baseline = data.meta["baseline"]
+    pairs = sum(int(b["input_ids"].shape[0]) for b in data.val)
+    metrics: dict[str, Any] = {f"val_{k}": v for k, v in stats.items()}
+    metrics.update(
+        pairs=pairs,
+        baseline_token=baseline["token"],
+        baseline_mlm_accuracy=baseline["val_mlm_accuracy"],
+        mlm_accuracy_over_baseline=stats["mlm_accuracy"] / baseline["val_mlm_accuracy"],
+        data=str(recipe.data.source),
+    )
+    atomic_write_json(run_dir / "metrics.json", metrics)
     return metrics
 
 
