@@ -8,7 +8,11 @@ pre-shifted labels with -100 in the last column, so both average the same B * (T
 
 Steps alternate A/B (the order flips every round) with a same-dtype matmul peak sampled in between,
 so load from other processes hits all three alike; medians are printed. Achieved GFLOP/s counts
-6N + 12 L H Q T FLOPs per token (PaLM appendix B, nanoGPT's MFU) for both.
+6N + 12 L H Q T FLOPs per token (PaLM appendix B, nanoGPT's MFU) for both. The peak is the best of
+square products (512, 1024, 2048); the "block mm" column is the throughput of one block's own
+linear-layer products at the model's shapes (forward, and both backward products of c_attn,
+attn.c_proj, c_fc, mlp.c_proj on B * T rows), sampled the same way: it shows how close to the square
+peak the real shapes get, i.e. what a step made only of those matmuls would reach.
 
 Before timing, the step-0 losses of the two models on the same batch must agree (fp32: 1e-4
 relative; bf16: 2e-2), otherwise the script exits with status 2.
@@ -70,6 +74,41 @@ def make_step(
     return step
 
 
+class BlockMatmuls:
+    """Throughput of one transformer block's linear-layer products at the model's shapes: for each of
+    c_attn, attn.c_proj, c_fc, mlp.c_proj, y = x W^T, dL/dx = dL/dy W and dL/dW = (dL/dy)^T x."""
+
+    def __init__(self, rows: int, n_embd: int, dtype: torch.dtype, clock: Callable[[], float]) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.products: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for fan_in, fan_out in (
+            (n_embd, 3 * n_embd),
+            (n_embd, n_embd),
+            (n_embd, 4 * n_embd),
+            (4 * n_embd, n_embd),
+        ):
+            x = torch.randn(rows, fan_in, generator=g).to(dtype)  # (B*T, in)
+            w = torch.randn(fan_out, fan_in, generator=g).to(dtype)  # (out, in), nn.Linear's layout
+            dy = torch.randn(rows, fan_out, generator=g).to(dtype)  # (B*T, out)
+            self.products += [(x, w.t()), (dy, w), (dy.t(), x)]
+        self.flops = sum(2 * a.size(0) * a.size(1) * b.size(1) for a, b in self.products)
+        self.clock = clock
+        self.samples: list[float] = []
+        self.run()  # warm up
+
+    def run(self) -> float:
+        t0 = self.clock()
+        for a, b in self.products:
+            torch.mm(a, b)
+        return self.flops / (self.clock() - t0) / 1e9
+
+    def sample(self) -> None:
+        self.samples.append(self.run())
+
+    def gflops(self) -> float:
+        return median(self.samples)
+
+
 def zeroforge_labels(x: torch.Tensor) -> torch.Tensor:
     """transformers' shift, written out: position t predicts x[t + 1]; the last position has no label."""
     return torch.cat([x[:, 1:], torch.full_like(x[:, :1], -100)], dim=1)  # (B, T)
@@ -122,7 +161,9 @@ def bench_one(config: str, precision: str, args: argparse.Namespace) -> dict[str
         ),
     ]
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    peak = MatmulPeak(torch.bfloat16 if bf16 else torch.float32, clock=clock)
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    peak = MatmulPeak(dtype, clock=clock)
+    block_mm = BlockMatmuls(BATCH_SIZE * cfg["block_size"], cfg["n_embd"], dtype, clock)
     t_warm = time.perf_counter()
     for _ in range(args.warmup):  # compilation and allocator warm-up, not timed
         x = batch()
@@ -136,6 +177,7 @@ def bench_one(config: str, precision: str, args: argparse.Namespace) -> dict[str
             side.losses.append(side.step(x))
             side.seconds.append(clock() - t0)
         peak.sample()
+        block_mm.sample()
 
     tokens = BATCH_SIZE * cfg["block_size"]
     flops_per_token = ours.estimate_flops_per_token(cfg["block_size"])
@@ -145,6 +187,7 @@ def bench_one(config: str, precision: str, args: argparse.Namespace) -> dict[str
         "precision": precision,
         "peak_gflops": peak_gflops,
         "peak_n": peak_n,
+        "block_mm_gflops": block_mm.gflops(),
         "loss0": (loss_ours, loss_theirs),
         "warmup_s": warmup_s,
     }
@@ -201,7 +244,8 @@ def main() -> None:
     )
     print(
         f"{'cfg':<4}{'prec':<6}{'zeroforge tok/s':>16}{'transformers':>14}{'ratio':>7}"
-        f"{'zf GFLOP/s':>12}{'hf GFLOP/s':>12}{'matmul peak':>13}{'zf/peak':>9}{'loss0 zf / hf':>24}"
+        f"{'zf GFLOP/s':>12}{'hf GFLOP/s':>12}{'matmul peak':>13}{'block mm':>10}{'zf/peak':>9}"
+        f"{'loss0 zf / hf':>24}"
     )
     results = []
     for config in args.configs.split(","):
@@ -212,6 +256,7 @@ def main() -> None:
             print(
                 f"{config:<4}{precision:<6}{zf['tok_s']:>16.0f}{hf['tok_s']:>14.0f}{r['ratio']:>6.2f}x"
                 f"{zf['gflops']:>12.1f}{hf['gflops']:>12.1f}{r['peak_gflops']:>8.1f} n={r['peak_n']:<4}"
+                f"{r['block_mm_gflops']:>10.1f}"
                 f"{zf['gflops'] / r['peak_gflops']:>8.0%}{r['loss0'][0]:>12.5f} / {r['loss0'][1]:.5f}",
                 flush=True,
             )
