@@ -11,7 +11,7 @@ The shipped GGUF is dequantised once by ``zeroforge convert`` into an HF folder 
 ``zeroforge plain``, is ``iter_tokens(..., layout=False)``: the model's own weights, the reference
 the default path is tested against. Decode speed is timed from the first generated token to the last (prefill excluded);
 rounds alternate the sides in one process so all see the same machine load, and the median is
-reported with the load average. The greedy tokens of all sides must be identical, or the script
+reported with the load average; the speed-up is the median of the rounds' ratios. The greedy tokens of all sides must be identical, or the script
 exits 2. Peak memory is measured in a fresh child process per library: peak RSS minus the RSS
 after imports (weights + caches + temporaries).
 """
@@ -202,19 +202,24 @@ def main() -> int:
                 tokens[side] = toks
         same = tokens["zeroforge"] == tokens["transformers"] == tokens["zeroforge plain"]
         ours, plain, theirs = (statistics.median(rates[s]) for s in SIDES)
+        # speed-up: the median of each round's ratio (the sides of one round ran back to back, so a
+        # change of machine load between rounds cancels out)
+        speedup = {
+            s: statistics.median(a / b for a, b in zip(rates[s], rates["transformers"])) for s in rates
+        }
         spread = {s: f"{min(r):.1f}-{max(r):.1f}" for s, r in rates.items()}
         del sides
         mem = {s: peak_memory(s, folder, name, args.tokens, torch.get_num_threads()) for s in SIDES}
         print(
             f"| {name} | {ours:.1f} ({spread['zeroforge']}) | {plain:.1f} ({spread['zeroforge plain']}) "
-            f"| {theirs:.1f} ({spread['transformers']}) | {ours / theirs:.2f}x ({plain / theirs:.2f}x) "
+            f"| {theirs:.1f} ({spread['transformers']}) | {speedup['zeroforge']:.2f}x ({speedup['zeroforge plain']:.2f}x) "
             f"| {mem['zeroforge']:.0f} ({mem['zeroforge plain']:.0f}) | "
             f"{mem['transformers']:.0f} | {'yes' if same else 'NO'} |"
         )
         if args.compile:
             compiled.append(
                 f"{name}: zeroforge compile {statistics.median(rates['zeroforge compile']):.1f} tok/s "
-                f"({statistics.median(rates['zeroforge compile']) / theirs:.2f}x transformers), "
+                f"({speedup['zeroforge compile']:.2f}x transformers), "
                 f"same tokens: {'yes' if tokens['zeroforge compile'] == tokens['transformers'] else 'NO'}"
             )
         for side in [s for s in tokens if s != "transformers"]:
