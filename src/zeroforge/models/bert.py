@@ -265,9 +265,39 @@ def _init_bert_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-def _check_ids(input_ids: torch.Tensor) -> None:
-    if input_ids.dim() != 2:
-        raise ZeroforgeError(f"input_ids: expected shape (batch, seq_len), got {tuple(input_ids.shape)}")
+class BertWithHeads(nn.Module):
+    """What the task models share: the encoder as ``self.bert`` (HF's parameter prefix), the context
+    length, sentence embeddings and ``encode``; each subclass adds its heads, then initialises."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config)
+
+    @property
+    def context_length(self) -> int:
+        return self.config.block_size
+
+    def sentence_embedding(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Mean-pooled last hidden states (B, C) over the attention mask."""
+        return self.bert.sentence_embedding(input_ids, attention_mask, token_type_ids)
+
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """input_ids (B, T), checked to be 2-D -> last hidden states (B, T, C)."""
+        if input_ids.dim() != 2:
+            raise ZeroforgeError(f"input_ids: expected shape (batch, seq_len), got {tuple(input_ids.shape)}")
+        return self.bert(input_ids, attention_mask, token_type_ids, position_ids)
 
 
 # ----------------------------------------------------------------------------- pretraining heads
@@ -307,21 +337,15 @@ class BertPreTrainingHeads(nn.Module):
 
 
 @register_model("bert", BertConfig)
-class BertForPreTraining(nn.Module):
+class BertForPreTraining(BertWithHeads):
     """BERT with its two pretraining heads: masked LM and next-sentence prediction."""
 
     def __init__(self, config: BertConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.bert = BertModel(config)
+        super().__init__(config)
         self.cls = BertPreTrainingHeads(config)
         self.apply(_init_bert_weights)
         # Weight tying (Press & Wolf 2017): the MLM output projection is the word embedding.
         self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
-
-    @property
-    def context_length(self) -> int:
-        return self.config.block_size
 
     def num_parameters(self, non_embedding: bool = True) -> int:
         """Parameter count (tied weights once); ``non_embedding`` drops position and segment tables."""
@@ -330,15 +354,6 @@ class BertForPreTraining(nn.Module):
             emb = self.bert.embeddings
             n -= emb.position_embeddings.weight.numel() + emb.token_type_embeddings.weight.numel()
         return n
-
-    def sentence_embedding(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Mean-pooled last hidden states (B, C) over the attention mask."""
-        return self.bert.sentence_embedding(input_ids, attention_mask, token_type_ids)
 
     def forward(
         self,
@@ -358,8 +373,7 @@ class BertForPreTraining(nn.Module):
         next_sentence_label (B,): 0 = B follows A, 1 = B is random -> NSP loss.
         The loss is the sum of the given objectives' mean losses (BERT's pretraining loss).
         """
-        _check_ids(input_ids)
-        hidden = self.bert(input_ids, attention_mask, token_type_ids, position_ids)  # (B, T, C)
+        hidden = self.encode(input_ids, attention_mask, token_type_ids, position_ids)  # (B, T, C)
         nsp_logits = self.cls.seq_relationship(self.bert.pooler(hidden))  # (B, 2)
         metrics: dict[str, Any] = {}
         losses = []
@@ -391,29 +405,14 @@ class BertForPreTraining(nn.Module):
 
 
 @register_model("bert-classifier", BertConfig)
-class BertForSequenceClassification(nn.Module):
+class BertForSequenceClassification(BertWithHeads):
     """BERT with a Linear on the pooled [CLS] state: ``n_labels``-way sequence classification."""
 
     def __init__(self, config: BertConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.bert = BertModel(config)
+        super().__init__(config)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(config.n_embd, config.n_labels)
         self.apply(_init_bert_weights)
-
-    @property
-    def context_length(self) -> int:
-        return self.config.block_size
-
-    def sentence_embedding(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Mean-pooled last hidden states (B, C) over the attention mask."""
-        return self.bert.sentence_embedding(input_ids, attention_mask, token_type_ids)
 
     def forward(
         self,
@@ -424,8 +423,7 @@ class BertForSequenceClassification(nn.Module):
         position_ids: torch.Tensor | None = None,
     ) -> BertOutput:
         """input_ids (B, T) -> class logits (B, n_labels); labels (B,) -> cross-entropy and accuracy."""
-        _check_ids(input_ids)
-        hidden = self.bert(input_ids, attention_mask, token_type_ids, position_ids)  # (B, T, C)
+        hidden = self.encode(input_ids, attention_mask, token_type_ids, position_ids)  # (B, T, C)
         logits = self.classifier(self.dropout(self.bert.pooler(hidden)))  # (B, n_labels)
         loss, metrics = None, {}
         if labels is not None:
