@@ -34,8 +34,6 @@ import json
 import math
 import os
 import re
-import shutil
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,7 +44,13 @@ import numpy as np
 import torch
 
 from zeroforge import datasets
-from zeroforge.data.text import PretrainData, _locked, prepared_dir_for, token_dtype
+from zeroforge.data.text import (
+    PretrainData,
+    _locked,
+    build_prepared_folder,
+    prepared_dir_for,
+    token_dtype,
+)
 from zeroforge.errors import ConfigError, DataError
 from zeroforge.io import atomic_write_json
 from zeroforge.tokenizers import WordPieceTokenizer, load_tokenizer, load_wordpiece, train_wordpiece
@@ -567,30 +571,7 @@ def prepare_mlm_nsp(
     with _locked(out_path):
         if reuse and _reusable(out_path, settings):
             return out_path
-        if (
-            out_path.exists()
-            and not (out_path / META_FILE).is_file()
-            and (out_path.is_file() or any(out_path.iterdir()))
-        ):
-            raise DataError(
-                f"{out_path}: exists and is not a prepared data folder (no {META_FILE}); choose another --out"
-            )
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out_path.parent, prefix=f".{out_path.name}.tmp-"))
-        try:
-            os.chmod(tmp, 0o755)
-            _build(tmp, settings, progress)
-            if out_path.exists():  # swap only a complete folder in
-                old = out_path.parent / f".{out_path.name}.old-{os.getpid()}"
-                os.replace(out_path, old)
-                os.replace(tmp, out_path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, out_path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return out_path
+        return build_prepared_folder(out_path, lambda tmp: _build(tmp, settings, progress))
 
 
 def load_mlm_nsp(

@@ -21,7 +21,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,9 +125,13 @@ def _build(
     atomic_write_json(tmp / META_FILE, meta)
 
 
-def _prepare_unlocked(
-    source: str, out: Path, tokenizer: str, vocab_size: int, val_fraction: float, progress: bool
-) -> Path:
+def build_prepared_folder(out: Path, build: Callable[[Path], None]) -> Path:
+    """Write a prepared data folder atomically: ``build(tmp)`` fills a new folder next to ``out``,
+    which then replaces ``out``. Call it holding ``_locked(out)``.
+
+    A failure leaves any previous complete folder untouched; an ``out`` that holds other files (no
+    meta.json) is a DataError, never overwritten.
+    """
     if out.exists() and not (out / META_FILE).is_file() and (out.is_file() or any(out.iterdir())):
         raise DataError(
             f"{out}: exists and is not a prepared data folder (no {META_FILE}); choose another --out"
@@ -136,7 +140,7 @@ def _prepare_unlocked(
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
         os.chmod(tmp, 0o755)
-        _build(tmp, source, tokenizer, vocab_size, val_fraction, progress)
+        build(tmp)
         # Build fully, then swap: a failure leaves any previous complete folder untouched.
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"
@@ -149,6 +153,14 @@ def _prepare_unlocked(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _prepare_unlocked(
+    source: str, out: Path, tokenizer: str, vocab_size: int, val_fraction: float, progress: bool
+) -> Path:
+    return build_prepared_folder(
+        out, lambda tmp: _build(tmp, source, tokenizer, vocab_size, val_fraction, progress)
+    )
 
 
 def prepare(
