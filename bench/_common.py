@@ -135,41 +135,15 @@ class MatmulPeak:
 
 
 def hf_gpt2(model: GPT, attn_implementation: str = "sdpa") -> Any:
-    """transformers' GPT2LMHeadModel carrying ``model``'s weights (its Conv1D weights are our Linear's,
-    transposed), dropout 0, in ``model``'s training mode."""
-    import transformers
+    """transformers' GPT2LMHeadModel carrying ``model``'s weights, dropout 0, in ``model``'s training
+    mode: tests/hf_twins.py's ``hf_gpt2``, the twin the GPT parity tests check against. A mismatch
+    (attention implementation, a shape) ends the benchmark (BenchmarkMismatch)."""
+    tests_dir = str(Path(__file__).resolve().parents[1] / "tests")
+    if tests_dir not in sys.path:
+        sys.path.append(tests_dir)
+    import hf_twins  # imports transformers
 
-    transformers.logging.set_verbosity_error()  # no advice about attention masks on unpadded batches
-    cfg = model.config
-    hf_config = transformers.GPT2Config(
-        vocab_size=cfg.vocab_size,
-        n_positions=cfg.block_size,
-        n_embd=cfg.n_embd,
-        n_layer=cfg.n_layer,
-        n_head=cfg.n_head,
-        activation_function="gelu_new",
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        layer_norm_epsilon=1e-5,
-        bos_token_id=0,
-        eos_token_id=0,
-        pad_token_id=0,
-        attn_implementation=attn_implementation,
-    )
-    hf = transformers.GPT2LMHeadModel(hf_config)
-    if hf.config._attn_implementation != attn_implementation:
-        raise BenchmarkMismatch(
-            f"transformers chose {hf.config._attn_implementation}, not {attn_implementation}"
-        )
-    ours = model.state_dict()
-    conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-    with torch.no_grad():
-        for key, value in hf.state_dict().items():
-            source = ours[key].t() if key.endswith(conv1d) else ours[key]
-            if source.shape != value.shape:
-                raise BenchmarkMismatch(
-                    f"{key}: ours {tuple(source.shape)} vs transformers {tuple(value.shape)}"
-                )
-            value.copy_(source)
-    return hf.train(model.training)
+    try:
+        return hf_twins.hf_gpt2(model, attn_implementation)
+    except hf_twins.TwinMismatch as err:
+        raise BenchmarkMismatch(str(err)) from None

@@ -11,6 +11,7 @@ from zeroforge.models.gpt import GPT, GPTConfig
 from zeroforge.registry import create_model, list_models
 
 transformers = pytest.importorskip("transformers")
+from hf_twins import hf_gpt2  # noqa: E402  (tests/hf_twins.py)
 
 TINY = dict(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=64)
 
@@ -28,38 +29,6 @@ def randomize(model: GPT) -> GPT:
             is_norm_scale = ".ln_" in name and name.endswith("weight")
             p.copy_(torch.randn(p.shape, generator=g) * 0.3 + (1.0 if is_norm_scale else 0.0))
     return model
-
-
-def hf_gpt2(model: GPT, attn_implementation: str = "eager"):
-    """transformers' GPT2LMHeadModel carrying ``model``'s weights (its Conv1D weights are our Linear's, transposed)."""
-    cfg = model.config
-    hf_config = transformers.GPT2Config(
-        vocab_size=cfg.vocab_size,
-        n_positions=cfg.block_size,
-        n_embd=cfg.n_embd,
-        n_layer=cfg.n_layer,
-        n_head=cfg.n_head,
-        activation_function="gelu_new",
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        layer_norm_epsilon=1e-5,
-        bos_token_id=0,
-        eos_token_id=0,
-        pad_token_id=0,
-        attn_implementation=attn_implementation,
-    )
-    hf = transformers.GPT2LMHeadModel(hf_config).eval()
-    assert hf.config._attn_implementation == attn_implementation
-    ours = model.state_dict()
-    theirs = hf.state_dict()
-    conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-    for key, value in theirs.items():
-        source = ours[key].t() if key.endswith(conv1d) else ours[key]
-        assert source.shape == value.shape, key
-        with torch.no_grad():
-            value.copy_(source)
-    return hf
 
 
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])

@@ -16,6 +16,8 @@ from zeroforge.registry import create_model
 transformers = pytest.importorskip("transformers")
 from transformers.models.llama import modeling_llama as hf_llama  # noqa: E402
 
+from hf_twins import hf_llama as hf_llama_of  # noqa: E402  (tests/hf_twins.py)
+
 TINY = dict(n_layer=2, n_head=4, n_kv_head=2, n_embd=32, intermediate_size=64, vocab_size=64, block_size=32)
 
 
@@ -27,30 +29,6 @@ def tiny(**overrides) -> Llama:
         for name, p in model.named_parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.3 + (1.0 if name.endswith("norm.weight") else 0.0))
     return model.eval()
-
-
-def hf_llama_of(model: Llama, attn_implementation: str = "eager"):
-    c = model.config
-    hf = transformers.LlamaForCausalLM(
-        transformers.LlamaConfig(
-            vocab_size=c.vocab_size,
-            hidden_size=c.n_embd,
-            intermediate_size=c.intermediate_size,
-            num_hidden_layers=c.n_layer,
-            num_attention_heads=c.n_head,
-            num_key_value_heads=c.n_kv_head,
-            max_position_embeddings=c.block_size,
-            rope_theta=c.rope_theta,
-            rms_norm_eps=c.rms_norm_eps,
-            tie_word_embeddings=c.tie_word_embeddings,
-            attn_implementation=attn_implementation,
-            pad_token_id=0,
-            bos_token_id=0,
-            eos_token_id=0,
-        )
-    ).eval()
-    hf.load_state_dict(model.state_dict(), strict=True)  # parameter names are HF's
-    return hf
 
 
 X = torch.randint(0, 64, (3, 20), generator=torch.Generator().manual_seed(1))

@@ -178,32 +178,12 @@ def test_adapter_errors(tmp_path):
 
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
-
-
-def hf_twin(model: Llama):
-    c = model.config
-    hf = transformers.LlamaForCausalLM(
-        transformers.LlamaConfig(
-            vocab_size=c.vocab_size,
-            hidden_size=c.n_embd,
-            intermediate_size=c.intermediate_size,
-            num_hidden_layers=c.n_layer,
-            num_attention_heads=c.n_head,
-            num_key_value_heads=c.n_kv_head,
-            max_position_embeddings=c.block_size,
-            rope_theta=c.rope_theta,
-            rms_norm_eps=c.rms_norm_eps,
-            tie_word_embeddings=c.tie_word_embeddings,
-            attn_implementation="eager",
-        )
-    ).eval()
-    hf.load_state_dict(model.state_dict(), strict=True)
-    return hf
+from hf_twins import hf_llama  # noqa: E402  (tests/hf_twins.py)
 
 
 def test_same_adapter_weights_give_peft_logits():
     ours = tiny_llama()
-    hf = hf_twin(ours)
+    hf = hf_llama(ours)
     config = LoRAConfig(rank=4, alpha=12, target_modules=["q_proj", "v_proj", "down_proj"])
     apply_lora(ours, config)
     randomize_adapters(ours)
@@ -224,7 +204,7 @@ def test_same_adapter_weights_give_peft_logits():
 
 def test_our_adapter_files_load_in_peft_and_peft_files_load_here(tmp_path):
     ours = tiny_llama()
-    hf = hf_twin(ours)
+    hf = hf_llama(ours)
     config = LoRAConfig(rank=2, alpha=6)
     apply_lora(ours, config)
     randomize_adapters(ours, seed=9)
