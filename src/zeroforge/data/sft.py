@@ -19,7 +19,6 @@ restart per example: a packed batch has exactly the loss of the same examples pa
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from zeroforge.data.tables import jsonl_rows
 from zeroforge.errors import DataError
 
 IGNORE_INDEX = -100
@@ -65,21 +65,7 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[tuple[str, dict[str, Any]]]
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    rows = []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{line_no}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{where}: not valid JSON ({err.msg})") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-        rows.append((where, row))
-    if not rows:
-        raise DataError(f"{path}: no rows")
-    return rows
+    return list(jsonl_rows(path.read_text(encoding="utf-8"), path))
 
 
 def _text(row: dict[str, Any], key: str, where: str, required: bool = True) -> str | None:

@@ -28,7 +28,7 @@ import json
 import math
 import os
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,6 +108,26 @@ def _decode(data: bytes, where: str, encoding: str) -> str:
         raise ConfigError(f"data.encoding: unknown encoding {encoding!r}") from None
 
 
+def jsonl_rows(text: str, path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(path:line, row)`` for every non-blank line of JSONL ``text`` read from ``path``, one at a
+    time; a line that is not a JSON object, or a file without rows, is a DataError naming it."""
+    found = False
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{line_no}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{where}: not valid JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        found = True
+        yield where, row
+    if not found:
+        raise DataError(f"{path}: no rows")
+
+
 def read_rows(
     path: str | os.PathLike[str],
     text_column: str,
@@ -129,21 +149,10 @@ def read_rows(
     text = _decode(path.read_bytes(), str(path), encoding)
     out: list[tuple[str, str, str | None]] = []
     if fmt == "jsonl":
-        for line_no, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{where}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        for where, row in jsonl_rows(text, path):
             out.append(
                 (where, _field(row, text_column, where, "text"), _label_field(row, label_column, where))
             )
-        if not out:
-            raise DataError(f"{path}: no rows")
         return out
     csv.field_size_limit(_CSV_FIELD_LIMIT)
     lines = text.splitlines(keepends=True)
