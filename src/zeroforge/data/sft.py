@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from zeroforge.data.tables import jsonl_rows
+from zeroforge.data.tables import jsonl_rows, right_padded
 from zeroforge.errors import DataError
 
 IGNORE_INDEX = -100
@@ -206,16 +206,11 @@ def encode_rows(
 
 def collate(examples: Sequence[SFTExample], pad_id: int = 0) -> dict[str, torch.Tensor]:
     """One example per row, right-padded: input_ids, labels (-100 on padding), attention_mask (B, T)."""
-    T = max(len(e.input_ids) for e in examples)
-    input_ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), T), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros(len(examples), T, dtype=torch.long)
-    for i, e in enumerate(examples):
-        n = len(e.input_ids)
-        input_ids[i, :n] = torch.tensor(e.input_ids)
-        labels[i, :n] = torch.tensor(e.labels)
-        mask[i, :n] = 1
-    return {"input_ids": input_ids, "labels": labels, "attention_mask": mask}
+    return {
+        "input_ids": right_padded([e.input_ids for e in examples], pad_id),
+        "labels": right_padded([e.labels for e in examples], IGNORE_INDEX),
+        "attention_mask": right_padded([[1] * len(e.input_ids) for e in examples], 0),
+    }
 
 
 @dataclass
@@ -252,16 +247,11 @@ def pack(examples: Sequence[SFTExample], max_length: int) -> list[PackedRow]:
 
 def collate_packed(rows: Sequence[PackedRow], pad_id: int = 0) -> dict[str, torch.Tensor]:
     """Packed rows right-padded to the longest: input_ids, labels, segment_ids (B, T)."""
-    T = max(len(r.input_ids) for r in rows)
-    input_ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), T), IGNORE_INDEX, dtype=torch.long)
-    segments = torch.zeros(len(rows), T, dtype=torch.long)
-    for i, r in enumerate(rows):
-        n = len(r.input_ids)
-        input_ids[i, :n] = torch.tensor(r.input_ids)
-        labels[i, :n] = torch.tensor(r.labels)
-        segments[i, :n] = torch.tensor(r.segment_ids)
-    return {"input_ids": input_ids, "labels": labels, "segment_ids": segments}
+    return {
+        "input_ids": right_padded([r.input_ids for r in rows], pad_id),
+        "labels": right_padded([r.labels for r in rows], IGNORE_INDEX),
+        "segment_ids": right_padded([r.segment_ids for r in rows], 0),
+    }
 
 
 class SFTBatches:

@@ -491,17 +491,23 @@ def encode_texts(
     return EncodedData(out, data.labels, data.label_names, data.rows, truncated)
 
 
+def right_padded(rows: Sequence[Sequence[int]], fill: int) -> torch.Tensor:
+    """``rows`` as one long tensor (B, T), each row right-padded with ``fill`` to the longest."""
+    T = max(len(r) for r in rows)
+    out = torch.full((len(rows), T), fill, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return out
+
+
 def collate(
     ids: Sequence[Sequence[int]], labels: Sequence[int] | None, pad_id: int = 0
 ) -> dict[str, torch.Tensor]:
     """Right-padded ``input_ids`` (B, T) and ``attention_mask`` (B, T) to the longest row, ``labels`` (B,)."""
-    T = max(len(row) for row in ids)
-    input_ids = torch.full((len(ids), T), pad_id, dtype=torch.long)
-    mask = torch.zeros(len(ids), T, dtype=torch.long)
-    for i, row in enumerate(ids):
-        input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        mask[i, : len(row)] = 1
-    batch = {"input_ids": input_ids, "attention_mask": mask}
+    batch = {
+        "input_ids": right_padded(ids, pad_id),
+        "attention_mask": right_padded([[1] * len(row) for row in ids], 0),
+    }
     if labels is not None:
         batch["labels"] = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     return batch
