@@ -1,4 +1,5 @@
-"""Atomic file writes: a temp file in the same folder, fsync, then rename over the target."""
+"""Atomic file writes (a temp file in the same folder, fsync, then rename over the target), and
+reading a JSON object with one-line errors."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from zeroforge.errors import DataError
 
 
 def _umask() -> int:
@@ -42,3 +45,17 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json_object(path: Path, missing: str) -> dict[str, Any]:
+    """The JSON object in ``path``. A DataError naming ``path`` when the file is missing (``missing``
+    says what the folder then is not), is not valid JSON, or holds something other than an object."""
+    if not path.is_file():
+        raise DataError(f"{path}: missing ({missing})")
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    return obj

@@ -32,7 +32,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from zeroforge.errors import DataError
-from zeroforge.io import DIR_MODE, FILE_MODE, atomic_write_json, atomic_write_text
+from zeroforge.io import DIR_MODE, FILE_MODE, atomic_write_json, atomic_write_text, read_json_object
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -106,16 +106,7 @@ def save_model_files(directory: Path, model: nn.Module, tokenizer: Any | None, h
 
 
 def _read_config(directory: Path) -> dict[str, Any]:
-    config_path = directory / CONFIG_FILE
-    if not config_path.is_file():
-        raise DataError(f"{config_path}: missing (not a zeroforge run or model directory)")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{config_path}: not valid JSON ({err})") from None
-    if not isinstance(config, dict):
-        raise DataError(f"{config_path}: expected a JSON object")
-    return config
+    return read_json_object(directory / CONFIG_FILE, "not a zeroforge run or model directory")
 
 
 def load_model_files(directory: str | os.PathLike[str], device: str | torch.device = "cpu") -> nn.Module:

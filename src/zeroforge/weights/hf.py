@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from zeroforge.errors import ConfigError, DataError, ZeroforgeError
-from zeroforge.io import DIR_MODE
+from zeroforge.io import DIR_MODE, read_json_object
 from zeroforge.weights.keymaps import KeyMap, family_for_hf, keymap_for, tied_keys
 
 CONFIG_FILE = "config.json"
@@ -44,16 +44,7 @@ ZEROFORGE_KEY = "zeroforge"
 
 
 def read_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    path = Path(directory) / CONFIG_FILE
-    if not path.is_file():
-        raise DataError(f"{path}: missing (not a model directory)")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(config, dict):
-        raise DataError(f"{path}: expected a JSON object")
-    return config
+    return read_json_object(Path(directory) / CONFIG_FILE, "not a model directory")
 
 
 def is_hf_config(config: dict[str, Any]) -> bool:
