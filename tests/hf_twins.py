@@ -12,6 +12,7 @@ from typing import Any
 import torch
 import transformers
 
+from zeroforge.models.bert import BertConfig
 from zeroforge.models.gpt import GPT
 from zeroforge.models.llama import Llama
 
@@ -82,3 +83,24 @@ def hf_llama(model: Llama, attn_implementation: str = "eager") -> Any:
     ).eval()
     hf.load_state_dict(model.state_dict(), strict=True)
     return hf
+
+
+def hf_bert_config(cfg: BertConfig, attn_implementation: str = "eager") -> Any:
+    """transformers' BertConfig for our ``cfg`` (for BertForPreTraining, BertForSequenceClassification
+    or BertModel), dropout 0. Our BERT's block names differ from HF's: copying weights needs a key map."""
+    return transformers.BertConfig(
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.n_embd,
+        num_hidden_layers=cfg.n_layer,
+        num_attention_heads=cfg.n_head,
+        intermediate_size=cfg.intermediate_size,
+        hidden_act="gelu",
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        max_position_embeddings=cfg.block_size,
+        type_vocab_size=cfg.type_vocab_size,
+        layer_norm_eps=cfg.layer_norm_eps,
+        pad_token_id=cfg.pad_token_id,
+        num_labels=cfg.n_labels,
+        attn_implementation=attn_implementation,
+    )

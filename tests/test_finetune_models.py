@@ -4,6 +4,8 @@ attention: a packed batch computes each example as it is alone)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -74,20 +76,10 @@ def test_bert_cls_pooling_matches_transformers_sequence_classification():
     transformers = pytest.importorskip("transformers")
     body = randomized("bert-test")
     model = SequenceClassifier.from_body(body, n_labels=3, pooling="cls", dropout=0.0).eval()
-    c = body.config
-    hf = transformers.BertForSequenceClassification(
-        transformers.BertConfig(
-            vocab_size=c.vocab_size,
-            hidden_size=c.n_embd,
-            num_hidden_layers=c.n_layer,
-            num_attention_heads=c.n_head,
-            intermediate_size=c.intermediate_size,
-            max_position_embeddings=c.block_size,
-            num_labels=3,
-            hidden_dropout_prob=0.0,
-            attention_probs_dropout_prob=0.0,
-        )
-    ).eval()
+    from hf_twins import hf_bert_config
+
+    hf_config = hf_bert_config(dataclasses.replace(body.config, n_labels=3), attn_implementation="sdpa")
+    hf = transformers.BertForSequenceClassification(hf_config).eval()
     # our BERT block names differ from HF's inside a block: go through the weights key map
     from zeroforge.weights.hf import hf_state_dict
 

@@ -12,6 +12,7 @@ from zeroforge.registry import create_model, model_config
 from zeroforge.train.checkpoint import load_model_files, save_model_files
 
 transformers = pytest.importorskip("transformers")
+from hf_twins import hf_bert_config  # noqa: E402  (tests/hf_twins.py)
 
 
 @pytest.fixture(autouse=True)
@@ -41,25 +42,6 @@ def ours_key(hf_key: str) -> str:
     for pattern, repl in HF_TO_OURS:
         hf_key = re.sub(pattern, repl, hf_key)
     return hf_key
-
-
-def hf_config(cfg: BertConfig, attn_implementation: str = "eager"):
-    return transformers.BertConfig(
-        vocab_size=cfg.vocab_size,
-        hidden_size=cfg.n_embd,
-        num_hidden_layers=cfg.n_layer,
-        num_attention_heads=cfg.n_head,
-        intermediate_size=cfg.intermediate_size,
-        hidden_act="gelu",
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        max_position_embeddings=cfg.block_size,
-        type_vocab_size=cfg.type_vocab_size,
-        layer_norm_eps=cfg.layer_norm_eps,
-        pad_token_id=cfg.pad_token_id,
-        num_labels=cfg.n_labels,
-        attn_implementation=attn_implementation,
-    )
 
 
 def copy_to_hf(model: torch.nn.Module, hf: torch.nn.Module) -> torch.nn.Module:
@@ -106,7 +88,7 @@ def batch(B: int = 3, T: int = 24, vocab: int = 70, seed: int = 1):
 def test_pretraining_logits_and_loss_match_transformers(attn_implementation):
     model = tiny()
     hf = copy_to_hf(
-        model, transformers.BertForPreTraining(hf_config(model.config, attn_implementation)).eval()
+        model, transformers.BertForPreTraining(hf_bert_config(model.config, attn_implementation)).eval()
     )
     ids, mask, types, labels, nsp = batch()
     with torch.no_grad():
@@ -137,7 +119,7 @@ def test_pretraining_logits_and_loss_match_transformers(attn_implementation):
 def test_classifier_matches_transformers():
     torch.manual_seed(0)
     model = randomize(BertForSequenceClassification(BertConfig(**TINY, n_labels=3))).eval()
-    hf = transformers.BertForSequenceClassification(hf_config(model.config)).eval()
+    hf = transformers.BertForSequenceClassification(hf_bert_config(model.config)).eval()
     copy_to_hf(model, hf)
     ids, mask, types, _, _ = batch()
     labels = torch.tensor([2, 0, 1])
@@ -151,7 +133,7 @@ def test_classifier_matches_transformers():
 
 def test_sentence_embedding_matches_mean_pooled_transformers_hidden_states():
     model = tiny()
-    hf = copy_to_hf(model, transformers.BertForPreTraining(hf_config(model.config)).eval())
+    hf = copy_to_hf(model, transformers.BertForPreTraining(hf_bert_config(model.config)).eval())
     ids, mask, types, _, _ = batch()
     with torch.no_grad():
         ours = model.sentence_embedding(ids, mask, types)
@@ -220,7 +202,7 @@ def test_presets_have_transformers_shapes_and_parameter_counts(name):
     cfg = model_config(name)
     with torch.device("meta"):
         ours = create_model(name)
-        hf = transformers.BertForPreTraining(hf_config(cfg))
+        hf = transformers.BertForPreTraining(hf_bert_config(cfg))
     theirs = {ours_key(k): v.shape for k, v in hf.state_dict().items()}
     assert theirs == {k: v.shape for k, v in ours.state_dict().items()}
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in hf.parameters())
