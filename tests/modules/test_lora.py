@@ -168,6 +168,10 @@ def test_adapter_errors(tmp_path):
         load_adapter(wrong_rank, tmp_path / "a")
     with pytest.raises(DataError, match="adapter_config.json: missing"):
         load_adapter(tiny_llama(), tmp_path)
+    (tmp_path / "list").mkdir()
+    (tmp_path / "list" / "adapter_config.json").write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(DataError, match="adapter_config.json: expected a JSON object"):
+        load_adapter(tiny_llama(), tmp_path / "list")
     with pytest.raises(ConfigError, match="rank: must be >= 1"):
         from zeroforge.config import from_dict
 

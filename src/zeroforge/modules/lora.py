@@ -22,7 +22,6 @@ trained here loads with ``peft.PeftModel.from_pretrained`` on the transformers m
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -320,14 +319,11 @@ def save_adapter(
 
 def read_adapter_config(directory: str | os.PathLike[str]) -> LoRAConfig:
     """The ``LoRAConfig`` of a saved adapter (ours or peft's)."""
+    from zeroforge.io import read_json_object
+
     path = Path(directory) / ADAPTER_CONFIG
-    if not path.is_file():
-        raise DataError(f"{path}: missing (not an adapter folder)")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(raw, dict) or raw.get("peft_type", "LORA") != "LORA":
+    raw = read_json_object(path, "not an adapter folder")
+    if raw.get("peft_type", "LORA") != "LORA":
         raise DataError(f"{path}: not a LoRA adapter config (peft_type {raw.get('peft_type')!r})")
     targets = raw.get("target_modules")
     try:
