@@ -232,3 +232,16 @@ def test_monitor_errors_and_modes():
         val_batches=[{"features": x, "labels": y}],
     )
     assert result.best_step == 5 and result.stopped_by == "early_stopping" and result.step == 15
+
+
+def test_compile_falls_back_to_eager_without_a_cpp_compiler(monkeypatch, capsys):
+    import shutil
+
+    from zeroforge.train.loop import compile_step
+
+    model = Regression()
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert compile_step(model, torch.device("cpu")) is model
+    assert "train.compile: no C++ compiler found" in capsys.readouterr().out
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/g++")
+    assert compile_step(model, torch.device("cpu")) is not model  # an OptimizedModule, compiled lazily

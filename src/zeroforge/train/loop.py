@@ -135,6 +135,18 @@ def _cpu_has_amx() -> bool:
         return False
 
 
+def compile_step(module: nn.Module, device: torch.device) -> Any:
+    """``torch.compile(module)``, or the module itself with a one-line note where inductor cannot
+    build CPU kernels (it needs a C++ compiler), so a recipe with ``train.compile`` still runs."""
+    import shutil
+
+    compilers = [os.environ.get("CXX"), "g++", "c++", "clang++"]
+    if device.type == "cpu" and not any(shutil.which(c) for c in compilers if c):
+        print("train.compile: no C++ compiler found (torch.compile needs one on CPU); training eagerly")
+        return module
+    return torch.compile(module)
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     if dtype is None:
         return contextlib.nullcontext()
@@ -352,7 +364,7 @@ def _train(
             wrapped.load_optimizer_state(optimizer, resumed["optimizer"])
         else:
             restore_optimizer(optimizer, resumed["optimizer"])
-    step_fn = torch.compile(wrapped.module) if args.compile else wrapped.module
+    step_fn = compile_step(wrapped.module, device) if args.compile else wrapped.module
 
     def progress_of(step: int, elapsed: float) -> float:
         """Fraction of the post-warmup run done, by steps or by wall time, whichever is further."""
