@@ -174,12 +174,17 @@ def checkpoints_dir(run_dir: Path) -> Path:
     return run_dir / "checkpoints"
 
 
-def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
-    pointer = checkpoints_dir(Path(run_dir)) / LATEST
+def _pointed_checkpoint(run_dir: str | os.PathLike[str], pointer_name: str) -> Path | None:
+    """The complete checkpoint a pointer file (``latest`` or ``best``) names, or None."""
+    pointer = checkpoints_dir(Path(run_dir)) / pointer_name
     if not pointer.is_file():
         return None
     path = checkpoints_dir(Path(run_dir)) / pointer.read_text(encoding="utf-8").strip()
     return path if (path / STATE_JSON).is_file() else None
+
+
+def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
+    return _pointed_checkpoint(run_dir, LATEST)
 
 
 def save_checkpoint(
@@ -248,11 +253,7 @@ def keep_as_best(run_dir: Path, checkpoint: Path) -> Path:
 
 
 def best_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
-    pointer = checkpoints_dir(Path(run_dir)) / BEST
-    if not pointer.is_file():
-        return None
-    path = checkpoints_dir(Path(run_dir)) / pointer.read_text(encoding="utf-8").strip()
-    return path if (path / STATE_JSON).is_file() else None
+    return _pointed_checkpoint(run_dir, BEST)
 
 
 def load_trainer_state(checkpoint: Path) -> dict[str, Any]:
