@@ -179,10 +179,14 @@ def test_loss_on_labelled_positions_only_equals_full_logits_cross_entropy(name):
         full_logits = base(ids).logits
     model = FinetunedLM.wrap(base).eval()
     with torch.no_grad():
+        assert model(ids, labels=labels).logits is None  # fused_loss (the default): no logits held
+        model.config.fused_loss = False
         out = model(ids, labels=labels)
         assert out.logits.shape == (9, 64)
         torch.testing.assert_close(out.logits, full_logits[labels != -100])
         torch.testing.assert_close(out.loss, expected)
+        model.config.fused_loss = True
+        torch.testing.assert_close(model(ids, labels=labels).loss, expected)
         torch.testing.assert_close(model(ids).logits, full_logits)
         with model.plain_model() as plain:
             torch.testing.assert_close(plain(ids).logits, full_logits)
@@ -190,3 +194,35 @@ def test_loss_on_labelled_positions_only_equals_full_logits_cross_entropy(name):
         restored = model.merged()
         torch.testing.assert_close(restored(ids).logits, full_logits)
     assert set(restored.state_dict()) == set(randomized(name).state_dict())
+
+
+@pytest.mark.parametrize("name", ["gpt-tiny", "llama-tiny"])
+@pytest.mark.parametrize("lora", [False, True])
+def test_fused_loss_gives_the_plain_loss_and_gradients(name, lora):
+    """The chunked output layer + cross-entropy (default) against full logits + F.cross_entropy,
+    for full fine-tuning (the tied output weight gets a gradient) and LoRA (it is frozen)."""
+    from zeroforge.modules.lora import LoRAConfig, apply_lora, mark_trainable
+
+    ids = torch.randint(0, 64, (3, 16), generator=torch.Generator().manual_seed(5))
+    labels = ids.roll(-1, dims=1)
+    labels[:, -1] = -100
+    labels[1, :5] = -100
+    grads = []
+    for fused in (True, False):
+        model = FinetunedLM.wrap(randomized(name).train())
+        model.config.fused_loss = fused
+        if lora:
+            apply_lora(model.model, LoRAConfig(rank=4, alpha=8.0, target_modules=["all-linear"]))
+            torch.manual_seed(3)
+            for p in model.parameters():
+                if p.requires_grad and p.dim() == 2 and not p.any():
+                    torch.nn.init.normal_(p, std=0.1)  # non-zero B, so A gets a gradient too
+            mark_trainable(model)
+        loss = model(ids, labels=labels).loss
+        loss.backward()
+        grads.append((loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.requires_grad}))
+    (fused_loss, fused_grads), (plain_loss, plain_grads) = grads
+    torch.testing.assert_close(fused_loss, plain_loss)
+    assert fused_grads.keys() == plain_grads.keys() and len(fused_grads) > 0
+    for key in plain_grads:
+        torch.testing.assert_close(fused_grads[key], plain_grads[key], rtol=1e-4, atol=1e-5, msg=key)

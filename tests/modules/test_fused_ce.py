@@ -66,11 +66,24 @@ def test_bf16_autocast_matches_the_autocast_reference():
 
 
 def test_no_grad_gives_the_loss_only():
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CountMatmuls(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm_):
+                CountMatmuls.calls += 1
+            return func(*args, **(kwargs or {}))
+
     x, w, labels = inputs()
+    w.requires_grad_(True)  # a trainable output layer, evaluated under no_grad
+    rows = x.reshape(-1, x.size(-1)).size(0)
     with torch.no_grad():
-        torch.testing.assert_close(
-            linear_cross_entropy(x, w, labels, chunk_rows=8), reference_linear_cross_entropy(x, w, labels)
-        )
+        with CountMatmuls():
+            loss = linear_cross_entropy(x, w, labels, chunk_rows=8)
+        torch.testing.assert_close(loss, reference_linear_cross_entropy(x, w, labels))
+    assert CountMatmuls.calls == -(-rows // 8)  # the logits' products only, no gradient products
 
 
 def test_chunk_rows_and_label_count_errors():

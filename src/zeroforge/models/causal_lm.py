@@ -15,7 +15,8 @@ instruction tuning. Two things set it apart from calling the model directly:
 With labels, the output layer runs only at the positions that have one: in SFT most tokens are the
 prompt (-100), and the (tokens x vocabulary) projection, its softmax and their gradients are a
 large share of a step (SmolLM2's output layer is 28M of its 135M weights). ``logits`` is then
-(N, V) for the N labelled positions in row-major order, as BERT's MLM head does. For this the
+(N, V) for the N labelled positions in row-major order, as BERT's MLM head does -- or, by default
+(``fused_loss``), None: the output layer and the loss then run together in row chunks. For this the
 wrapped model's ``lm_head`` is moved to the wrapper (``self.lm_head``, still tied to the embedding)
 and an Identity left in its place, so the model's own forward returns its final hidden states.
 
@@ -36,6 +37,7 @@ from torch import nn
 
 from zeroforge.errors import ConfigError
 from zeroforge.models.output import ModelOutput
+from zeroforge.modules.fused_ce import linear_cross_entropy
 from zeroforge.registry import register_model
 
 IGNORE_INDEX = -100
@@ -48,6 +50,10 @@ class FinetunedLMConfig:
     base_config: dict[str, Any] = field(default_factory=dict)
     lora: dict[str, Any] | None = None
     """``LoRAConfig`` fields when the model carries LoRA adapters."""
+    fused_loss: bool = True
+    """With labels, run the output layer and cross-entropy together in row chunks
+    (modules/fused_ce.py): the (N, vocab) logits, their log-softmax and its gradient are never held
+    whole (SmolLM2: 1,024 labelled tokens x 49,152 = 201 MB each). ``logits`` is then None."""
 
 
 def segment_mask(segment_ids: torch.Tensor) -> torch.Tensor:
@@ -152,11 +158,19 @@ class FinetunedLM(nn.Module):
             return ModelOutput(logits=self.lm_head(hidden))  # (B, T, V)
         selected = labels != IGNORE_INDEX  # (B, T)
         targets = labels[selected]  # (N,)
-        logits = self.lm_head(hidden[selected])  # (N, V)
         n = targets.numel()
-        loss_sum = F.cross_entropy(logits.float(), targets, reduction="sum")
-        loss = loss_sum / max(n, 1)  # the mean over labelled tokens, as F.cross_entropy(ignore_index=-100)
-        return ModelOutput(logits=logits, loss=loss, metrics={"token_loss": (loss_sum.detach(), n)})
+        if self.config.fused_loss and self.lm_head.bias is None:
+            logits = None
+            loss = linear_cross_entropy(hidden[selected], self.lm_head.weight, targets)  # (N, V) never whole
+            loss_sum = loss.detach() * n
+        else:
+            logits = self.lm_head(hidden[selected])  # (N, V)
+            loss_sum = F.cross_entropy(logits.float(), targets, reduction="sum")
+            loss = loss_sum / max(
+                n, 1
+            )  # the mean over labelled tokens, as F.cross_entropy(ignore_index=-100)
+            loss_sum = loss_sum.detach()
+        return ModelOutput(logits=logits, loss=loss, metrics={"token_loss": (loss_sum, n)})
 
 
 def _packed_hidden(model: nn.Module, input_ids: torch.Tensor, segment_ids: torch.Tensor) -> torch.Tensor:

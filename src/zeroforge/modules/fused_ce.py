@@ -49,8 +49,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
         labels: torch.Tensor,
         chunk_rows: int,
         compute_dtype: torch.dtype,
+        grad_enabled: bool,
     ) -> torch.Tensor:
-        need_dx, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        # needs_input_grad says which inputs require grad even under no_grad, where nothing will
+        # call backward: evaluation must not pay for (or allocate) the gradients
+        need_dx = grad_enabled and ctx.needs_input_grad[0]
+        need_dw = grad_enabled and ctx.needs_input_grad[1]
         w = weight.to(compute_dtype)  # (V, C), one cast for all chunks
         xs = x.to(compute_dtype)  # (N, C)
         n_valid = (labels != IGNORE_INDEX).sum().clamp(min=1)
@@ -90,7 +94,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         scale = grad_output / n_valid  # d(mean loss)/d(sum loss)
         dx = None if grad_x is None else grad_x * scale.to(grad_x.dtype)
         dw = None if grad_w is None else (grad_w * scale).to(ctx.weight_dtype)
-        return dx, dw, None, None, None
+        return dx, dw, None, None, None, None
 
 
 def linear_cross_entropy(
@@ -110,7 +114,7 @@ def linear_cross_entropy(
     if x2.size(0) != y.size(0):
         raise ValueError(f"labels: {y.size(0)} labels for {x2.size(0)} rows of logits")
     rows = chunk_rows or default_chunk_rows(weight.size(0))
-    return _LinearCrossEntropy.apply(x2, weight, y, rows, _compute_dtype(x2))
+    return _LinearCrossEntropy.apply(x2, weight, y, rows, _compute_dtype(x2), torch.is_grad_enabled())
 
 
 def reference_linear_cross_entropy(
