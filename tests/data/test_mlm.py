@@ -437,6 +437,14 @@ def test_build_data_uses_data_args(corpus, tmp_path):
     assert data.meta["baseline"]["val_mlm_accuracy"] >= 0 and "held-out documents" in data.description
     real = int(batch["attention_mask"].sum()) - 3 * 4  # minus [CLS] and two [SEP] per pair
     assert abs(int((batch["labels"] != -100).sum()) - 0.3 * real) <= 4  # rounding per sequence
+    val_real = sum(int(b["attention_mask"].sum()) - 3 * b["input_ids"].shape[0] for b in data.val)
+    val_masked = sum(int((b["labels"] != -100).sum()) for b in data.val)
+    assert abs(val_masked - 0.3 * val_real) <= 8  # held-out pairs: mask_prob by default
+
+    args.eval_mask_prob = 0.15  # train at 30%, score at BERT's 15%
+    scored = build_mlm_nsp_data(args, 32, 4, 2, seed=0)
+    assert abs(sum(int((b["labels"] != -100).sum()) for b in scored.val) - 0.15 * val_real) <= 8
+    assert torch.equal(scored.train.next_batch()["labels"], batch["labels"])
 
 
 def test_cli_prepare_mlm_nsp(corpus, tmp_path, capsys):
