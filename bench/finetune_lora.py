@@ -111,16 +111,24 @@ def _hf_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "labels": labels}
 
 
-def run_memory(method: str, kind: str, steps: int) -> dict[str, Any]:
-    """One configuration in this process: step times and peak RSS after loading."""
+def run_memory(method: str, kind: str, steps: int, checkpointing: bool = False) -> dict[str, Any]:
+    """One configuration in this process: step times and peak RSS after loading. ``checkpointing``:
+    every block's activations are recomputed in backward instead of kept (zeroforge's
+    ``distributed.activation_checkpointing``, transformers' ``gradient_checkpointing_enable``)."""
     torch.manual_seed(0)
     if method == "peft":
         import transformers
 
         model = theirs()
         tok = transformers.AutoTokenizer.from_pretrained(hf_folder())
+        if checkpointing:
+            model.base_model.model.gradient_checkpointing_enable({"use_reentrant": False})
     else:
         model, tok = ours(method)
+        if checkpointing:
+            from zeroforge.train.distributed import checkpoint_activations
+
+            checkpoint_activations(model)
     data = batches(steps + 1, kind, tok)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     loaded, _ = rss_mb()
@@ -134,7 +142,7 @@ def run_memory(method: str, kind: str, steps: int) -> dict[str, Any]:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - t0)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     _, peak = rss_mb()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {
@@ -146,6 +154,7 @@ def run_memory(method: str, kind: str, steps: int) -> dict[str, Any]:
         "step_s": [round(t, 3) for t in times],
         "first_loss": losses[0],
         "trainable_params": trainable,
+        "activation_checkpointing": checkpointing,
         "threads": torch.get_num_threads(),
         "load_avg": [round(x, 2) for x in os.getloadavg()],
     }
@@ -163,6 +172,7 @@ def memory(args: argparse.Namespace) -> list[dict[str, Any]]:
             str(args.steps),
             "--threads",
             str(args.threads),
+            *(["--checkpointing"] if args.checkpointing else []),
         ]
         out = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if out.returncode != 0:
@@ -174,7 +184,10 @@ def memory(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def speed(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """zeroforge LoRA and peft LoRA in one process, steps alternating so both see the same load."""
+    """zeroforge LoRA and peft LoRA in one process, steps alternating so both see the same load.
+
+    With ``--compile`` zeroforge's model runs through ``train.compile``'s path (torch.compile; the
+    fused loss stays eager behind a graph break at the labelled-row selection); peft runs eagerly."""
     torch.manual_seed(0)
     z, tok = ours("lora")
     p = theirs()
@@ -186,12 +199,17 @@ def speed(args: argparse.Namespace) -> list[dict[str, Any]]:
             params[f"base_model.model.{name}.lora_A.default.weight"].copy_(layer.lora_A.weight)
     opt_z = torch.optim.AdamW([q for q in z.parameters() if q.requires_grad], lr=1e-5)
     opt_p = torch.optim.AdamW([q for q in p.parameters() if q.requires_grad], lr=1e-5)
+    z_run: Any = z
+    if args.compile:
+        from zeroforge.train.loop import compile_step
+
+        z_run = compile_step(z, torch.device("cpu"))
     results = []
     for kind in ("lm", "sft"):
-        data = batches(args.steps + 1, kind, tok)
+        data = batches(args.steps + 1 + args.compile, kind, tok)  # compiled: 2 untimed warm-up steps
         times: dict[str, list[float]] = {"zeroforge": [], "peft": []}
         for i, batch in enumerate(data):
-            order = [("zeroforge", z, opt_z, batch), ("peft", p, opt_p, _hf_batch(batch))]
+            order = [("zeroforge", z_run, opt_z, batch), ("peft", p, opt_p, _hf_batch(batch))]
             losses = {}
             for name, model, opt, b in order if i % 2 == 0 else order[::-1]:
                 t0 = time.perf_counter()
@@ -200,12 +218,15 @@ def speed(args: argparse.Namespace) -> list[dict[str, Any]]:
                 opt.step()
                 opt.zero_grad(set_to_none=True)
                 times[name].append(time.perf_counter() - t0)
-                losses[name] = float(loss)
+                losses[name] = float(loss.detach())
             if i == 0 and kind == "lm" and abs(losses["zeroforge"] - losses["peft"]) > 1e-3:
                 raise SystemExit(f"MISMATCH: first-step losses differ: {losses}")
-        z_med, p_med = statistics.median(times["zeroforge"][1:]), statistics.median(times["peft"][1:])
+        skip = 1 + args.compile
+        z_med, p_med = statistics.median(times["zeroforge"][skip:]), statistics.median(times["peft"][skip:])
         record = {
             "labels": kind,
+            "compile": args.compile,
+            "threads": torch.get_num_threads(),
             "zeroforge_step_s": round(z_med, 3),
             "peft_step_s": round(p_med, 3),
             "speedup": round(p_med / z_med, 3),
@@ -226,11 +247,15 @@ def main() -> None:
     parser.add_argument("rest", nargs="*")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--compile", action="store_true", help="speed: compile zeroforge's model")
+    parser.add_argument(
+        "--checkpointing", action="store_true", help="memory: activation checkpointing in every model"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.what == "_one":
         method, kind, steps = args.rest
-        print(json.dumps(run_memory(method, kind, int(steps))))
+        print(json.dumps(run_memory(method, kind, int(steps), args.checkpointing)))
         return
     from zeroforge.io import atomic_write_json
 
@@ -240,10 +265,10 @@ def main() -> None:
     record["command"] = " ".join([Path(sys.executable).name, *sys.argv])
     record["load_avg_start"] = [round(x, 2) for x in os.getloadavg()]
     if args.what in ("memory", "all"):
-        record["memory"] = memory(args)
+        record["memory_checkpointed" if args.checkpointing else "memory"] = memory(args)
         atomic_write_json(path, record)
     if args.what in ("speed", "all"):
-        record["speed"] = speed(args)
+        record["speed_compiled" if args.compile else "speed"] = speed(args)
         atomic_write_json(path, record)
     print(path)
 
