@@ -14,9 +14,16 @@ LoRA rank 16 / alpha 32 on q, k, v, o, gate, up and down projections. Two kinds 
 peft runs on ``transformers.LlamaForCausalLM`` loaded from the same weights (an HF folder written by
 ``zeroforge.save_pretrained``), with the same adapters (A copied from ours, B zero) and the same
 batches: the first step's losses must agree, or the benchmark stops. Peak RSS is measured per
-process after the model is loaded (``/proc/self/clear_refs`` resets the high-water mark), so it is
-what training adds on top of the weights plus the weights themselves. Results go to
+process, over the steps after the first (``/proc/self/clear_refs`` resets the high-water mark once
+the first step, which allocates the optimizer state and compiles under ``--compile``, is done), so
+it is the weights, the optimizer state and what a training step adds. Results go to
 ``bench/results/finetune/lora_bench.json``.
+
+    python bench/finetune_lora.py memory --compile --checkpointing   # the memory-lean settings
+
+On CPU, glibc's heap keeps most of what a step frees (fragmentation: freed activations are reused,
+not returned), so peak RSS is well above the live tensors; compile (fewer, fused temporaries) and
+activation checkpointing (one block's activations at a time) cut both.
 """
 
 from __future__ import annotations
@@ -111,10 +118,16 @@ def _hf_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "labels": labels}
 
 
-def run_memory(method: str, kind: str, steps: int, checkpointing: bool = False) -> dict[str, Any]:
-    """One configuration in this process: step times and peak RSS after loading. ``checkpointing``:
-    every block's activations are recomputed in backward instead of kept (zeroforge's
-    ``distributed.activation_checkpointing``, transformers' ``gradient_checkpointing_enable``)."""
+def run_memory(
+    method: str, kind: str, steps: int, checkpointing: bool = False, compile: bool = False
+) -> dict[str, Any]:
+    """One configuration in this process: step times, and the peak RSS of steps 2..steps+1 (the
+    first step, which allocates the optimizer state and under ``compile`` compiles, runs before the
+    high-water mark is reset; the state it allocates stays in every later step).
+
+    ``checkpointing``: every block's activations are recomputed in backward instead of kept
+    (zeroforge's ``distributed.activation_checkpointing``, transformers' ``gradient_checkpointing_enable``).
+    ``compile``: zeroforge's model runs through ``train.compile``'s path (peft's never does)."""
     torch.manual_seed(0)
     if method == "peft":
         import transformers
@@ -131,18 +144,24 @@ def run_memory(method: str, kind: str, steps: int, checkpointing: bool = False) 
             checkpoint_activations(model)
     data = batches(steps + 1, kind, tok)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    run: Any = model
+    if compile and method != "peft":
+        from zeroforge.train.loop import compile_step
+
+        run = compile_step(model, torch.device("cpu"))
     loaded, _ = rss_mb()
-    reset_peak()
     times, losses = [], []
-    for batch in data:
+    for i, batch in enumerate(data):
         b = _hf_batch(batch) if method == "peft" else batch
         t0 = time.perf_counter()
-        loss = model(**b).loss
+        loss = run(**b).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - t0)
         losses.append(float(loss.detach()))
+        if i == 0:
+            reset_peak()
     _, peak = rss_mb()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {
@@ -155,6 +174,7 @@ def run_memory(method: str, kind: str, steps: int, checkpointing: bool = False) 
         "first_loss": losses[0],
         "trainable_params": trainable,
         "activation_checkpointing": checkpointing,
+        "compile": compile and method != "peft",
         "threads": torch.get_num_threads(),
         "load_avg": [round(x, 2) for x in os.getloadavg()],
     }
@@ -173,6 +193,7 @@ def memory(args: argparse.Namespace) -> list[dict[str, Any]]:
             "--threads",
             str(args.threads),
             *(["--checkpointing"] if args.checkpointing else []),
+            *(["--compile"] if args.compile else []),
         ]
         out = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if out.returncode != 0:
@@ -247,7 +268,7 @@ def main() -> None:
     parser.add_argument("rest", nargs="*")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--compile", action="store_true", help="speed: compile zeroforge's model")
+    parser.add_argument("--compile", action="store_true", help="compile zeroforge's model (not peft's)")
     parser.add_argument(
         "--checkpointing", action="store_true", help="memory: activation checkpointing in every model"
     )
@@ -255,7 +276,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.what == "_one":
         method, kind, steps = args.rest
-        print(json.dumps(run_memory(method, kind, int(steps), args.checkpointing)))
+        print(json.dumps(run_memory(method, kind, int(steps), args.checkpointing, args.compile)))
         return
     from zeroforge.io import atomic_write_json
 
@@ -265,7 +286,10 @@ def main() -> None:
     record["command"] = " ".join([Path(sys.executable).name, *sys.argv])
     record["load_avg_start"] = [round(x, 2) for x in os.getloadavg()]
     if args.what in ("memory", "all"):
-        record["memory_checkpointed" if args.checkpointing else "memory"] = memory(args)
+        key = (
+            "memory" + ("_compiled" if args.compile else "") + ("_checkpointed" if args.checkpointing else "")
+        )
+        record[key] = memory(args)
         atomic_write_json(path, record)
     if args.what in ("speed", "all"):
         record["speed_compiled" if args.compile else "speed"] = speed(args)
