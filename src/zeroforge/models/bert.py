@@ -20,6 +20,7 @@ References: Devlin et al. 2019 (BERT); google-research/bert modeling.py; Turc et
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -54,6 +55,8 @@ class BertConfig:
     dropout: float = 0.1
     """Hidden and attention-probability dropout (BERT uses 0.1 for both)."""
     layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    """Std of the N(0, std) initial Linear and Embedding weights (HF's name; BERT uses 0.02)."""
     pad_token_id: int = 0
     n_labels: int = 2
     """Classes of the sequence-classification head (``bert-classifier`` only)."""
@@ -74,6 +77,9 @@ class BertConfig:
         require(self.type_vocab_size >= 1, "type_vocab_size", f"must be >= 1, got {self.type_vocab_size}")
         require(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
         require(self.layer_norm_eps > 0, "layer_norm_eps", f"must be > 0, got {self.layer_norm_eps}")
+        require(
+            self.initializer_range > 0, "initializer_range", f"must be > 0, got {self.initializer_range}"
+        )
         require(
             0 <= self.pad_token_id < self.vocab_size,
             "pad_token_id",
@@ -252,14 +258,15 @@ class BertModel(nn.Module):
         return mean_pool(self(input_ids, attention_mask, token_type_ids), attention_mask)
 
 
-def _init_bert_weights(module: nn.Module) -> None:
-    """BERT's initialiser: N(0, 0.02) for Linear and Embedding weights, zero biases."""
+def _init_bert_weights(module: nn.Module, std: float = 0.02) -> None:
+    """BERT's initialiser: N(0, std) for Linear and Embedding weights (std = ``initializer_range``,
+    0.02 in BERT), zero biases, LayerNorm gains 1."""
     if isinstance(module, nn.Linear):
-        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        nn.init.normal_(module.weight, mean=0.0, std=std)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.Embedding):
-        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        nn.init.normal_(module.weight, mean=0.0, std=std)
     elif isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
@@ -343,7 +350,7 @@ class BertForPreTraining(BertWithHeads):
     def __init__(self, config: BertConfig) -> None:
         super().__init__(config)
         self.cls = BertPreTrainingHeads(config)
-        self.apply(_init_bert_weights)
+        self.apply(functools.partial(_init_bert_weights, std=config.initializer_range))
         # Weight tying (Press & Wolf 2017): the MLM output projection is the word embedding.
         self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
 
@@ -412,7 +419,7 @@ class BertForSequenceClassification(BertWithHeads):
         super().__init__(config)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(config.n_embd, config.n_labels)
-        self.apply(_init_bert_weights)
+        self.apply(functools.partial(_init_bert_weights, std=config.initializer_range))
 
     def forward(
         self,

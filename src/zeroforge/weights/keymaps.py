@@ -175,6 +175,7 @@ def _bert_from_hf(hf: dict[str, Any], where: str) -> dict[str, Any]:
         type_vocab_size=_get(hf, "type_vocab_size", where, 2),
         dropout=_dropout(hf, "hidden_dropout_prob"),
         layer_norm_eps=float(_get(hf, "layer_norm_eps", where, 1e-12)),
+        initializer_range=float(_get(hf, "initializer_range", where, 0.02)),
         pad_token_id=_get(hf, "pad_token_id", where, 0),
     )
     labels = hf.get("id2label") or {}
@@ -197,6 +198,7 @@ def _bert_to_hf(c: Any) -> dict[str, Any]:
         hidden_dropout_prob=c.dropout,
         attention_probs_dropout_prob=c.dropout,
         layer_norm_eps=c.layer_norm_eps,
+        initializer_range=c.initializer_range,
         pad_token_id=c.pad_token_id,
         position_embedding_type="absolute",
         tie_word_embeddings=True,
