@@ -77,9 +77,7 @@ class BertConfig:
         require(self.type_vocab_size >= 1, "type_vocab_size", f"must be >= 1, got {self.type_vocab_size}")
         require(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
         require(self.layer_norm_eps > 0, "layer_norm_eps", f"must be > 0, got {self.layer_norm_eps}")
-        require(
-            self.initializer_range > 0, "initializer_range", f"must be > 0, got {self.initializer_range}"
-        )
+        require(self.initializer_range > 0, "initializer_range", f"must be > 0, got {self.initializer_range}")
         require(
             0 <= self.pad_token_id < self.vocab_size,
             "pad_token_id",
