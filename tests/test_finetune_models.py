@@ -196,28 +196,33 @@ def test_loss_on_labelled_positions_only_equals_full_logits_cross_entropy(name):
     assert set(restored.state_dict()) == set(randomized(name).state_dict())
 
 
+def lora_finetuned(name: str) -> FinetunedLM:
+    """A FinetunedLM with LoRA on every Linear and non-zero B (so A gets a gradient too)."""
+    from zeroforge.modules.lora import LoRAConfig, apply_lora, mark_trainable
+
+    model = FinetunedLM.wrap(randomized(name).train())
+    apply_lora(model.model, LoRAConfig(rank=4, alpha=8.0, target_modules=["all-linear"]))
+    torch.manual_seed(3)
+    for p in model.parameters():
+        if p.requires_grad and p.dim() == 2 and not p.any():
+            torch.nn.init.normal_(p, std=0.1)
+    mark_trainable(model)
+    return model
+
+
 @pytest.mark.parametrize("name", ["gpt-tiny", "llama-tiny"])
 @pytest.mark.parametrize("lora", [False, True])
 def test_fused_loss_gives_the_plain_loss_and_gradients(name, lora):
     """The chunked output layer + cross-entropy (default) against full logits + F.cross_entropy,
     for full fine-tuning (the tied output weight gets a gradient) and LoRA (it is frozen)."""
-    from zeroforge.modules.lora import LoRAConfig, apply_lora, mark_trainable
-
     ids = torch.randint(0, 64, (3, 16), generator=torch.Generator().manual_seed(5))
     labels = ids.roll(-1, dims=1)
     labels[:, -1] = -100
     labels[1, :5] = -100
     grads = []
     for fused in (True, False):
-        model = FinetunedLM.wrap(randomized(name).train())
+        model = lora_finetuned(name) if lora else FinetunedLM.wrap(randomized(name).train())
         model.config.fused_loss = fused
-        if lora:
-            apply_lora(model.model, LoRAConfig(rank=4, alpha=8.0, target_modules=["all-linear"]))
-            torch.manual_seed(3)
-            for p in model.parameters():
-                if p.requires_grad and p.dim() == 2 and not p.any():
-                    torch.nn.init.normal_(p, std=0.1)  # non-zero B, so A gets a gradient too
-            mark_trainable(model)
         loss = model(ids, labels=labels).loss
         loss.backward()
         grads.append((loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.requires_grad}))
@@ -226,3 +231,26 @@ def test_fused_loss_gives_the_plain_loss_and_gradients(name, lora):
     assert fused_grads.keys() == plain_grads.keys() and len(fused_grads) > 0
     for key in plain_grads:
         torch.testing.assert_close(fused_grads[key], plain_grads[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+@pytest.mark.parametrize("name", ["gpt-tiny", "llama-tiny"])
+def test_activation_checkpointing_gives_the_same_lora_gradients(name):
+    """distributed.activation_checkpointing (the memory-lean LoRA setting) recomputes each block in
+    backward: the loss and every adapter gradient are those of the plain model."""
+    from zeroforge.train.distributed import checkpoint_activations
+
+    ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(7))
+    labels = ids.roll(-1, dims=1)
+    results = []
+    for checkpointed in (False, True):
+        model = lora_finetuned(name)
+        if checkpointed:
+            assert checkpoint_activations(model) == len(model.blocks)
+        loss = model(ids, labels=labels).loss
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.requires_grad}))
+    (plain_loss, plain), (ckpt_loss, ckpt) = results
+    torch.testing.assert_close(ckpt_loss, plain_loss)
+    assert plain.keys() == ckpt.keys()
+    for key in plain:
+        torch.testing.assert_close(ckpt[key], plain[key], msg=key)
