@@ -271,3 +271,48 @@ def test_errors():
         model_config("bert-test", pad_token_id=64)
     assert model_config("bert-test").max_position_embeddings == 64
     assert BertConfig(n_embd=64, n_head=4).intermediate_size == 256
+
+
+def test_local_attention_init_ties_keys_to_queries_and_attends_nearby():
+    """qk_init=tied + sinusoidal positions: W_k = W_q at init, and a head's attention on the tokens
+    next to a position is well above its attention on far tokens (BertConfig.qk_init)."""
+    from zeroforge.models.bert import sinusoidal_positions
+    from zeroforge.modules.attention import split_heads
+
+    config = dict(n_layer=2, n_head=2, n_embd=64, block_size=48, vocab_size=100, dropout=0.0)
+    torch.manual_seed(0)
+    plain = BertForPreTraining(BertConfig(**config)).eval()
+    torch.manual_seed(0)
+    local = BertForPreTraining(
+        BertConfig(
+            **config, position_init="sinusoidal", position_init_scale=0.2, qk_init="tied", qk_init_std=0.08
+        )
+    ).eval()
+    attn = local.bert.encoder.layer[1].attention
+    assert torch.equal(attn.query.weight, attn.key.weight) and abs(attn.query.weight.std() - 0.08) < 0.01
+    torch.testing.assert_close(
+        local.bert.embeddings.position_embeddings.weight, sinusoidal_positions(48, 64) * 0.2
+    )
+    assert set(local.state_dict()) == set(plain.state_dict())  # an init choice: same checkpoint layout
+
+    ids = torch.randint(5, 100, (4, 48), generator=torch.Generator().manual_seed(1))
+
+    def neighbour_vs_far(model):
+        with torch.no_grad():
+            x = model.bert.embeddings(ids, torch.zeros_like(ids), torch.arange(48)[None])
+            a = model.bert.encoder.layer[0].attention
+            q, k = split_heads(a.query(x), a.n_head), split_heads(a.key(x), a.n_head)
+            w = ((q @ k.transpose(-1, -2)) / q.size(-1) ** 0.5).softmax(-1)  # (B, H, T, T)
+            near = w.diagonal(offset=1, dim1=-2, dim2=-1).mean()
+            far = w.diagonal(offset=20, dim1=-2, dim2=-1).mean()
+        return (near / far).item()
+
+    assert neighbour_vs_far(local) > 2.0
+    assert neighbour_vs_far(plain) < 1.5  # BERT's own init: near-uniform attention
+
+
+def test_init_options_are_checked():
+    with pytest.raises(ValueError, match="qk_init"):
+        BertConfig(qk_init="identity")
+    with pytest.raises(ValueError, match="position_init"):
+        BertConfig(position_init="rotary")

@@ -57,6 +57,19 @@ class BertConfig:
     layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02
     """Std of the N(0, std) initial Linear and Embedding weights (HF's name; BERT uses 0.02)."""
+    position_init: Literal["normal", "sinusoidal"] = "normal"
+    """The learned position table's start: ``normal`` N(0, initializer_range) as BERT, or the
+    Transformer's sin/cos encoding (Vaswani et al. 2017) times ``position_init_scale``."""
+    position_init_scale: float = 1.0
+    """Multiplier of the sinusoidal table (whose entries have std 1/sqrt(2) at 1.0)."""
+    qk_init: Literal["normal", "tied"] = "normal"
+    """``tied``: every attention layer starts with its key weights equal to its query weights, so a
+    head's score q_i . k_j = x_i W W^T x_j is a similarity. With a sinusoidal position table, whose
+    dot products peak at offset 0 and fall with distance, every head then starts out attending to
+    nearby tokens: the local-attention prior a small BERT otherwise takes thousands of steps to find
+    (docs/results.md, BERT section). Init only: the weights train apart, checkpoints are unchanged."""
+    qk_init_std: float | None = None
+    """Std of the initial query (and tied key) weights; default ``initializer_range``."""
     pad_token_id: int = 0
     n_labels: int = 2
     """Classes of the sequence-classification head (``bert-classifier`` only)."""
@@ -84,6 +97,19 @@ class BertConfig:
             f"must be in [0, vocab_size={self.vocab_size}), got {self.pad_token_id}",
         )
         require(self.n_labels >= 2, "n_labels", f"must be >= 2, got {self.n_labels}")
+        require(
+            self.position_init in ("normal", "sinusoidal"),
+            "position_init",
+            f"expected normal or sinusoidal, got {self.position_init!r}",
+        )
+        require(
+            self.qk_init in ("normal", "tied"), "qk_init", f"expected normal or tied, got {self.qk_init!r}"
+        )
+        require(
+            self.qk_init_std is None or self.qk_init_std > 0,
+            "qk_init_std",
+            f"must be > 0 or null, got {self.qk_init_std}",
+        )
         require(
             self.attention in ("sdpa", "naive"),
             "attention",
@@ -256,6 +282,32 @@ class BertModel(nn.Module):
         return mean_pool(self(input_ids, attention_mask, token_type_ids), attention_mask)
 
 
+def sinusoidal_positions(n_positions: int, dim: int) -> torch.Tensor:
+    """The Transformer's position encoding (Vaswani et al. 2017, section 3.5) -> (n_positions, dim):
+    PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d)).
+    PE(p) . PE(q) = sum_i cos((p - q) / 10000^(2i/d)): largest at p = q, falling with |p - q|."""
+    pos = torch.arange(n_positions, dtype=torch.float64)[:, None]  # (P, 1)
+    freq = 10000.0 ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # (ceil(d/2),)
+    table = torch.zeros(n_positions, dim, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+    return table.float()
+
+
+@torch.no_grad()
+def _init_positions_and_attention(model: nn.Module, config: BertConfig) -> None:
+    """``position_init`` and ``qk_init`` (see ``BertConfig``), after BERT's own initialisation."""
+    bert = model.bert
+    if config.position_init == "sinusoidal":
+        table = bert.embeddings.position_embeddings.weight
+        table.copy_(sinusoidal_positions(*table.shape) * config.position_init_scale)
+    if config.qk_init == "tied":
+        std = config.qk_init_std or config.initializer_range
+        for layer in bert.encoder.layer:
+            layer.attention.query.weight.normal_(0.0, std)
+            layer.attention.key.weight.copy_(layer.attention.query.weight)  # W_k = W_q, then trained apart
+
+
 def _init_bert_weights(module: nn.Module, std: float = 0.02) -> None:
     """BERT's initialiser: N(0, std) for Linear and Embedding weights (std = ``initializer_range``,
     0.02 in BERT), zero biases, LayerNorm gains 1."""
@@ -349,6 +401,7 @@ class BertForPreTraining(BertWithHeads):
         super().__init__(config)
         self.cls = BertPreTrainingHeads(config)
         self.apply(functools.partial(_init_bert_weights, std=config.initializer_range))
+        _init_positions_and_attention(self, config)
         # Weight tying (Press & Wolf 2017): the MLM output projection is the word embedding.
         self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
 
@@ -418,6 +471,7 @@ class BertForSequenceClassification(BertWithHeads):
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(config.n_embd, config.n_labels)
         self.apply(functools.partial(_init_bert_weights, std=config.initializer_range))
+        _init_positions_and_attention(self, config)
 
     def forward(
         self,
