@@ -310,9 +310,18 @@ def test_local_attention_init_ties_keys_to_queries_and_attends_nearby():
     assert neighbour_vs_far(local) > 2.0
     assert neighbour_vs_far(plain) < 1.5  # BERT's own init: near-uniform attention
 
+    torch.manual_seed(0)
+    half = BertForPreTraining(BertConfig(**config, qk_init="tied", qk_init_std=0.08, qk_init_heads=1))
+    attn = half.bert.encoder.layer[0].attention
+    assert torch.equal(attn.query.weight[:32], attn.key.weight[:32])  # head 0 tied (head size 32)
+    assert not torch.equal(attn.query.weight[32:], attn.key.weight[32:])  # head 1 as BERT
+    assert abs(attn.key.weight[32:].std() - 0.02) < 0.005
+
 
 def test_init_options_are_checked():
     with pytest.raises(ValueError, match="qk_init"):
         BertConfig(qk_init="identity")
     with pytest.raises(ValueError, match="position_init"):
         BertConfig(position_init="rotary")
+    with pytest.raises(ValueError, match="qk_init_heads"):
+        BertConfig(n_head=2, n_embd=64, qk_init_heads=3)

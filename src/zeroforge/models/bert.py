@@ -70,6 +70,9 @@ class BertConfig:
     (docs/results.md, BERT section). Init only: the weights train apart, checkpoints are unchanged."""
     qk_init_std: float | None = None
     """Std of the initial query (and tied key) weights; default ``initializer_range``."""
+    qk_init_heads: int | None = None
+    """With ``qk_init=tied``: how many heads of each layer start tied (local); the others keep BERT's
+    init and start out attending everywhere, as [CLS] needs for NSP. Default: all heads."""
     pad_token_id: int = 0
     n_labels: int = 2
     """Classes of the sequence-classification head (``bert-classifier`` only)."""
@@ -104,6 +107,11 @@ class BertConfig:
         )
         require(
             self.qk_init in ("normal", "tied"), "qk_init", f"expected normal or tied, got {self.qk_init!r}"
+        )
+        require(
+            self.qk_init_heads is None or 0 <= self.qk_init_heads <= self.n_head,
+            "qk_init_heads",
+            f"must be in [0, n_head={self.n_head}] or null, got {self.qk_init_heads}",
         )
         require(
             self.qk_init_std is None or self.qk_init_std > 0,
@@ -303,9 +311,12 @@ def _init_positions_and_attention(model: nn.Module, config: BertConfig) -> None:
         table.copy_(sinusoidal_positions(*table.shape) * config.position_init_scale)
     if config.qk_init == "tied":
         std = config.qk_init_std or config.initializer_range
+        heads = config.n_head if config.qk_init_heads is None else config.qk_init_heads
+        rows = heads * (config.n_embd // config.n_head)  # the output rows of the first ``heads`` heads
         for layer in bert.encoder.layer:
-            layer.attention.query.weight.normal_(0.0, std)
-            layer.attention.key.weight.copy_(layer.attention.query.weight)  # W_k = W_q, then trained apart
+            query, key = layer.attention.query.weight, layer.attention.key.weight  # (C, C): (out, in)
+            query[:rows].normal_(0.0, std)
+            key[:rows].copy_(query[:rows])  # W_k = W_q for these heads, then trained apart
 
 
 def _init_bert_weights(module: nn.Module, std: float = 0.02) -> None:
