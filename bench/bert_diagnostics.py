@@ -110,7 +110,7 @@ def attention(args: argparse.Namespace) -> None:
     print(
         f"std of the position table {emb.position_embeddings.weight.std():.4f}, "
         f"of the word embeddings {emb.word_embeddings.weight.std():.4f} "
-        f"(both start at initializer_range = {model.config.initializer_range})"
+        f"(initializer_range {model.config.initializer_range}, position_init {model.config.position_init})"
     )
 
 
