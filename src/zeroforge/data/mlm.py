@@ -621,8 +621,7 @@ def build_mlm_nsp_data(
     meta, tok, train_pairs, val_pairs = load_mlm_nsp(directory)
     spec = MaskingSpec.from_tokenizer(tok, data_args.mask_prob, data_args.whole_word_mask)
     train = MaskedPairBatches(train_pairs, spec, batch_size, seed, rank, world_size)
-    eval_mask_prob = getattr(data_args, "eval_mask_prob", None) or data_args.mask_prob
-    val_spec = dataclasses.replace(spec, mask_prob=eval_mask_prob)
+    val_spec = dataclasses.replace(spec, mask_prob=data_args.eval_mask_prob or data_args.mask_prob)
     val = fixed_batches(val_pairs, val_spec, batch_size, eval_batch_count)
     token, baseline = most_frequent_token_baseline(train_pairs, val, spec.special)
     meta["baseline"] = {"token": tok.tokenizer.id_to_token(token), "val_mlm_accuracy": baseline}

@@ -346,6 +346,12 @@ class BertWithHeads(nn.Module):
     def context_length(self) -> int:
         return self.config.block_size
 
+    def init_weights(self) -> None:
+        """BERT's initialisation of every module, then ``position_init`` and ``qk_init``; subclasses
+        call it once their heads exist."""
+        self.apply(functools.partial(_init_bert_weights, std=self.config.initializer_range))
+        _init_positions_and_attention(self, self.config)
+
     def sentence_embedding(
         self,
         input_ids: torch.Tensor,
@@ -411,8 +417,7 @@ class BertForPreTraining(BertWithHeads):
     def __init__(self, config: BertConfig) -> None:
         super().__init__(config)
         self.cls = BertPreTrainingHeads(config)
-        self.apply(functools.partial(_init_bert_weights, std=config.initializer_range))
-        _init_positions_and_attention(self, config)
+        self.init_weights()
         # Weight tying (Press & Wolf 2017): the MLM output projection is the word embedding.
         self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
 
@@ -481,8 +486,7 @@ class BertForSequenceClassification(BertWithHeads):
         super().__init__(config)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(config.n_embd, config.n_labels)
-        self.apply(functools.partial(_init_bert_weights, std=config.initializer_range))
-        _init_positions_and_attention(self, config)
+        self.init_weights()
 
     def forward(
         self,

@@ -162,15 +162,11 @@ class FinetunedLM(nn.Module):
         if self.config.fused_loss and self.lm_head.bias is None:
             logits = None
             loss = linear_cross_entropy(hidden[selected], self.lm_head.weight, targets)  # (N, V) never whole
-            loss_sum = loss.detach() * n
         else:
             logits = self.lm_head(hidden[selected])  # (N, V)
-            loss_sum = F.cross_entropy(logits.float(), targets, reduction="sum")
-            loss = loss_sum / max(
-                n, 1
-            )  # the mean over labelled tokens, as F.cross_entropy(ignore_index=-100)
-            loss_sum = loss_sum.detach()
-        return ModelOutput(logits=logits, loss=loss, metrics={"token_loss": (loss_sum, n)})
+            # the mean over labelled tokens, as F.cross_entropy(ignore_index=-100)
+            loss = F.cross_entropy(logits.float(), targets, reduction="sum") / max(n, 1)
+        return ModelOutput(logits=logits, loss=loss, metrics={"token_loss": (loss.detach() * n, n)})
 
 
 def _packed_hidden(model: nn.Module, input_ids: torch.Tensor, segment_ids: torch.Tensor) -> torch.Tensor:
