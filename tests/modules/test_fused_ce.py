@@ -87,7 +87,7 @@ def test_no_grad_gives_the_loss_only():
 
 
 def test_chunk_rows_and_label_count_errors():
-    assert default_chunk_rows(50304) == 333 and default_chunk_rows(96) > 10_000
+    assert default_chunk_rows(50304) == 640 and default_chunk_rows(96) > 10_000
     x, w, labels = inputs()
     with pytest.raises(ValueError, match="labels"):
         linear_cross_entropy(x, w, labels[:-1])

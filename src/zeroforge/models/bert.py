@@ -62,6 +62,10 @@ class BertConfig:
     Transformer's sin/cos encoding (Vaswani et al. 2017) times ``position_init_scale``."""
     position_init_scale: float = 1.0
     """Multiplier of the sinusoidal table (whose entries have std 1/sqrt(2) at 1.0)."""
+    position_init_cls: bool = True
+    """Whether ``position_init`` also sets position 0, where [CLS] always sits. ``false`` leaves it at
+    BERT's N(0, initializer_range): with ``qk_init=tied`` the other tokens then start out attending
+    to their neighbours while [CLS], which NSP reads, starts out attending everywhere."""
     qk_init: Literal["normal", "tied"] = "normal"
     """``tied``: every attention layer starts with its key weights equal to its query weights, so a
     head's score q_i . k_j = x_i W W^T x_j is a similarity. With a sinusoidal position table, whose
@@ -73,6 +77,9 @@ class BertConfig:
     qk_init_heads: int | None = None
     """With ``qk_init=tied``: how many heads of each layer start tied (local); the others keep BERT's
     init and start out attending everywhere, as [CLS] needs for NSP. Default: all heads."""
+    nsp_loss_weight: float = 1.0
+    """Pretraining loss = MLM loss + nsp_loss_weight * NSP loss (BERT: 1). NSP gets one label per
+    pair against MLM's ~15% of its tokens, so a small model learns it more slowly."""
     pad_token_id: int = 0
     n_labels: int = 2
     """Classes of the sequence-classification head (``bert-classifier`` only)."""
@@ -100,6 +107,7 @@ class BertConfig:
             f"must be in [0, vocab_size={self.vocab_size}), got {self.pad_token_id}",
         )
         require(self.n_labels >= 2, "n_labels", f"must be >= 2, got {self.n_labels}")
+        require(self.nsp_loss_weight >= 0, "nsp_loss_weight", f"must be >= 0, got {self.nsp_loss_weight}")
         require(
             self.position_init in ("normal", "sinusoidal"),
             "position_init",
@@ -308,7 +316,8 @@ def _init_positions_and_attention(model: nn.Module, config: BertConfig) -> None:
     bert = model.bert
     if config.position_init == "sinusoidal":
         table = bert.embeddings.position_embeddings.weight
-        table.copy_(sinusoidal_positions(*table.shape) * config.position_init_scale)
+        first = 0 if config.position_init_cls else 1  # row 0 is [CLS]'s position
+        table[first:].copy_(sinusoidal_positions(*table.shape)[first:] * config.position_init_scale)
     if config.qk_init == "tied":
         std = config.qk_init_std or config.initializer_range
         heads = config.n_head if config.qk_init_heads is None else config.qk_init_heads
@@ -468,7 +477,7 @@ class BertForPreTraining(BertWithHeads):
             B = nsp_logits.size(0)
             metrics["nsp_loss"] = (nsp_loss.detach() * B, B)
             metrics["nsp_accuracy"] = ((nsp_logits.argmax(-1) == next_sentence_label.view(-1)).sum(), B)
-            losses.append(nsp_loss)
+            losses.append(nsp_loss * self.config.nsp_loss_weight)
         loss = sum(losses[1:], losses[0]) if losses else None
         return BertOutput(
             logits=logits, loss=loss, metrics=metrics, nsp_logits=nsp_logits, hidden_states=hidden

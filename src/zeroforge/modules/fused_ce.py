@@ -3,11 +3,12 @@
 For a language model with a large vocabulary the logits dominate training memory: GPT-2's 50,257
 columns times 2,048 tokens are 412 MB in fp32, written by the matmul, read and written again by
 log-softmax, its backward and the matmul backward. Here each chunk of rows is done start to finish
-while it is still warm in cache:
+in one reused logits buffer, every step in place:
 
     z = x W^T                              (n, V)   logits of the chunk
-    loss_i = logsumexp(z_i) - z_i[y_i]              cross-entropy, -log softmax(z_i)[y_i]
-    dL/dz = softmax(z) - onehot(y)                  its gradient, computed in place over z
+    z = log softmax(z) = z - logsumexp(z)           one vectorised pass per row
+    loss_i = -z_i[y_i]                              cross-entropy
+    dL/dz = exp(z) - onehot(y)                      its gradient, softmax(z) - onehot(y)
     dL/dx = (dL/dz) W,  dL/dW += (dL/dz)^T x        the two backward matmuls
 
 so the gradients are finished during the forward pass (as Liger-Kernel's fused linear cross-entropy
@@ -35,9 +36,10 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 def default_chunk_rows(vocab_size: int) -> int:
-    """Rows per chunk: about 64 MB of fp32 logits (333 rows of GPT-2's vocabulary), and at least 128
-    rows so the three matmuls per chunk stay near the BLAS kernels' full speed."""
-    return max(128, (64 << 20) // (4 * vocab_size))
+    """Rows per chunk: about 128 MB of fp32 logits (640 rows of GPT-2's vocabulary), a multiple of 64
+    rows and at least 128, so the three matmuls per chunk stay near the BLAS kernels' full speed (a
+    row count like 333 runs them 10-20% slower on an AVX2 CPU, docs/benchmarks.md)."""
+    return max(128, (128 << 20) // (4 * vocab_size) // 64 * 64)
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -57,39 +59,65 @@ class _LinearCrossEntropy(torch.autograd.Function):
         need_dw = grad_enabled and ctx.needs_input_grad[1]
         w = weight.to(compute_dtype)  # (V, C), one cast for all chunks
         xs = x.to(compute_dtype)  # (N, C)
-        n_valid = (labels != IGNORE_INDEX).sum().clamp(min=1)
+        n_rows, vocab = xs.size(0), w.size(0)
+        valid = labels != IGNORE_INDEX  # (N,)
+        n_valid = valid.sum().clamp(min=1)
         acc_dtype = torch.promote_types(compute_dtype, torch.float32)  # fp32, or fp64 for fp64 inputs
+        rows = max(1, min(chunk_rows, n_rows))
+        # One logits buffer for every chunk, written in place by each step below: a fresh 100+ MB
+        # tensor per chunk would be a fresh mmap, paid for in page faults on every write.
+        logits = torch.empty(rows, vocab, dtype=acc_dtype, device=x.device)  # (n, V)
+        low = None if compute_dtype == acc_dtype else torch.empty(rows, vocab, dtype=compute_dtype)
         total = torch.zeros((), dtype=acc_dtype, device=x.device)
         grad_x = torch.empty_like(x) if need_dx else None  # (N, C)
-        grad_w = torch.zeros(weight.shape, dtype=acc_dtype, device=weight.device) if need_dw else None
+        grad_w = None
+        if need_dw:  # the first chunk's product initialises it (no zero fill), unless there is none
+            make = torch.zeros if n_rows == 0 else torch.empty
+            grad_w = make(weight.shape, dtype=acc_dtype, device=weight.device)  # (V, C)
         with torch.autocast(x.device.type, enabled=False):
-            for start in range(0, x.size(0), chunk_rows):
-                xc, yc = xs[start : start + chunk_rows], labels[start : start + chunk_rows]  # (n, C), (n,)
-                z = torch.mm(xc, w.t()).to(acc_dtype)  # (n, V)
-                valid = yc != IGNORE_INDEX  # (n,)
+            for start in range(0, n_rows, rows):
+                xc, yc, vc = (t[start : start + rows] for t in (xs, labels, valid))  # (n, C), (n,), (n,)
+                z = logits[: xc.size(0)]  # (n, V)
+                if low is None:
+                    torch.mm(xc, w.t(), out=z)
+                else:  # bf16 product, softmax in fp32
+                    torch.mm(xc, w.t(), out=low[: xc.size(0)])
+                    z.copy_(low[: xc.size(0)])
+                # log softmax(z) = z - logsumexp(z), in place: one vectorised pass per row
+                torch.log_softmax(z, dim=-1, out=z)
                 target = yc.clamp(min=0)[:, None]  # (n, 1); ignored rows point at class 0, masked below
-                lse = torch.logsumexp(z, dim=-1)  # (n,)
-                total += ((lse - z.gather(1, target).squeeze(1)) * valid).sum()
+                total -= (z.gather(1, target).squeeze(1) * vc).sum()  # cross-entropy, -log p[y]
                 if not (need_dx or need_dw):
                     continue
-                # softmax(z) - onehot(y), in place over z; ignored rows get zero gradient
-                z.sub_(lse[:, None]).exp_()
+                # dL/dz = softmax(z) - onehot(y), in place. Ignored rows get zero gradient through their
+                # (n, C) inputs and outputs below, not an (n, V) pass over z.
+                z.exp_()
                 z.scatter_add_(1, target, torch.full_like(target, -1.0, dtype=z.dtype))
-                z.mul_(valid[:, None])
-                dz = z.to(compute_dtype)  # (n, V)
+                dz = z if low is None else low[: z.size(0)].copy_(z)  # (n, V)
+                keep = vc[:, None].to(xc.dtype)  # (n, 1)
                 if grad_x is not None:
-                    grad_x[start : start + chunk_rows] = torch.mm(dz, w)  # (n, C)
+                    out = grad_x[start : start + rows]  # (n, C), a contiguous row block
+                    if out.dtype == dz.dtype:
+                        torch.mm(dz, w, out=out).mul_(keep)
+                    else:
+                        out.copy_(torch.mm(dz, w).mul_(keep))
                 if grad_w is not None:
-                    if dz.dtype == grad_w.dtype:
-                        grad_w.addmm_(dz.t(), xc)  # (V, C) += (V, n) @ (n, C)
-                    else:  # bf16 product, accumulated in fp32
-                        grad_w.add_(torch.mm(dz.t(), xc))
+                    xk = xc * keep  # (n, C)
+                    if dz.dtype != grad_w.dtype:  # bf16 product, accumulated in fp32
+                        product = torch.mm(dz.t(), xk)  # (V, C)
+                        grad_w.copy_(product) if start == 0 else grad_w.add_(product)
+                    elif start == 0:
+                        torch.mm(dz.t(), xk, out=grad_w)  # (V, C) = (V, n) @ (n, C)
+                    else:
+                        grad_w.addmm_(dz.t(), xk)
         ctx.save_for_backward(grad_x, grad_w, n_valid)
         ctx.weight_dtype = weight.dtype
         return total / n_valid
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        # the gradients were finished in forward; scaled out of place, so a retained graph can run
+        # backward again (gradcheck does)
         grad_x, grad_w, n_valid = ctx.saved_tensors
         scale = grad_output / n_valid  # d(mean loss)/d(sum loss)
         dx = None if grad_x is None else grad_x * scale.to(grad_x.dtype)
@@ -97,6 +125,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return dx, dw, None, None, None, None
 
 
+# Run as written even inside a compiled model: traced, functionalisation turns each in-place update of
+# the logits buffer and each out= product into a copy (the whole (b) training step of
+# bench/train_gpt.py was 12-29% slower traced, 1 thread); left out, it costs one graph break.
+@torch.compiler.disable
 def linear_cross_entropy(
     x: torch.Tensor,
     weight: torch.Tensor,
