@@ -325,3 +325,43 @@ def test_init_options_are_checked():
         BertConfig(position_init="rotary")
     with pytest.raises(ValueError, match="qk_init_heads"):
         BertConfig(n_head=2, n_embd=64, qk_init_heads=3)
+
+
+def test_init_options_for_cls_layers_and_the_nsp_weight():
+    """position_init_cls=false keeps [CLS]'s position at BERT's start; qk_init_layers ties only the
+    first layers; nsp_loss_weight scales the NSP term of the loss and nothing else."""
+    from zeroforge.models.bert import sinusoidal_positions
+
+    config = dict(n_layer=3, n_head=2, n_embd=64, block_size=48, vocab_size=100, dropout=0.0)
+    torch.manual_seed(0)
+    model = BertForPreTraining(
+        BertConfig(
+            **config,
+            position_init="sinusoidal",
+            position_init_scale=0.2,
+            position_init_cls=False,
+            qk_init="tied",
+            qk_init_std=0.08,
+            qk_init_layers=1,
+        )
+    )
+    table = model.bert.embeddings.position_embeddings.weight
+    torch.testing.assert_close(table[1:], sinusoidal_positions(48, 64)[1:] * 0.2)
+    assert abs(table[0].std() - 0.02) < 0.01  # BERT's N(0, 0.02)
+    tied = [
+        torch.equal(layer.attention.query.weight, layer.attention.key.weight)
+        for layer in model.bert.encoder.layer
+    ]
+    assert tied == [True, False, False]
+
+    weighted = tiny(nsp_loss_weight=3.0)
+    ids, mask, types, labels, nsp = batch()
+    with torch.no_grad():
+        both = weighted(ids, mask, types, labels=labels, next_sentence_label=nsp)
+        mlm = weighted(ids, mask, types, labels=labels)
+    nsp_loss = both.metrics["nsp_loss"][0] / len(ids)  # (sum over the batch, count)
+    torch.testing.assert_close(both.loss, mlm.loss + 3.0 * nsp_loss)
+    with pytest.raises(ValueError, match="nsp_loss_weight"):
+        BertConfig(nsp_loss_weight=-1.0)
+    with pytest.raises(ValueError, match="qk_init_layers"):
+        BertConfig(n_layer=2, qk_init_layers=3)
