@@ -67,22 +67,21 @@ class _LinearCrossEntropy(torch.autograd.Function):
         # One logits buffer for every chunk, written in place by each step below: a fresh 100+ MB
         # tensor per chunk would be a fresh mmap, paid for in page faults on every write.
         logits = torch.empty(rows, vocab, dtype=acc_dtype, device=x.device)  # (n, V)
-        low = None if compute_dtype == acc_dtype else torch.empty(rows, vocab, dtype=compute_dtype)
+        low = None  # the bf16 product's buffer under bf16 autocast
+        if compute_dtype != acc_dtype:
+            low = torch.empty(rows, vocab, dtype=compute_dtype, device=x.device)
         total = torch.zeros((), dtype=acc_dtype, device=x.device)
         grad_x = torch.empty_like(x) if need_dx else None  # (N, C)
-        grad_w = None
-        if need_dw:  # the first chunk's product initialises it (no zero fill), unless there is none
-            make = torch.zeros if n_rows == 0 else torch.empty
-            grad_w = make(weight.shape, dtype=acc_dtype, device=weight.device)  # (V, C)
+        grad_w = torch.zeros(weight.shape, dtype=acc_dtype, device=weight.device) if need_dw else None
         with torch.autocast(x.device.type, enabled=False):
             for start in range(0, n_rows, rows):
                 xc, yc, vc = (t[start : start + rows] for t in (xs, labels, valid))  # (n, C), (n,), (n,)
-                z = logits[: xc.size(0)]  # (n, V)
+                n = xc.size(0)
+                z = logits[:n]  # (n, V)
                 if low is None:
                     torch.mm(xc, w.t(), out=z)
                 else:  # bf16 product, softmax in fp32
-                    torch.mm(xc, w.t(), out=low[: xc.size(0)])
-                    z.copy_(low[: xc.size(0)])
+                    z.copy_(torch.mm(xc, w.t(), out=low[:n]))
                 # log softmax(z) = z - logsumexp(z), in place: one vectorised pass per row
                 torch.log_softmax(z, dim=-1, out=z)
                 target = yc.clamp(min=0)[:, None]  # (n, 1); ignored rows point at class 0, masked below
@@ -93,23 +92,20 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 # (n, C) inputs and outputs below, not an (n, V) pass over z.
                 z.exp_()
                 z.scatter_add_(1, target, torch.full_like(target, -1.0, dtype=z.dtype))
-                dz = z if low is None else low[: z.size(0)].copy_(z)  # (n, V)
+                dz = z if low is None else low[:n].copy_(z)  # (n, V)
                 keep = vc[:, None].to(xc.dtype)  # (n, 1)
                 if grad_x is not None:
-                    out = grad_x[start : start + rows]  # (n, C), a contiguous row block
+                    out = grad_x[start : start + n]  # (n, C), a contiguous row block
                     if out.dtype == dz.dtype:
                         torch.mm(dz, w, out=out).mul_(keep)
                     else:
                         out.copy_(torch.mm(dz, w).mul_(keep))
                 if grad_w is not None:
                     xk = xc * keep  # (n, C)
-                    if dz.dtype != grad_w.dtype:  # bf16 product, accumulated in fp32
-                        product = torch.mm(dz.t(), xk)  # (V, C)
-                        grad_w.copy_(product) if start == 0 else grad_w.add_(product)
-                    elif start == 0:
-                        torch.mm(dz.t(), xk, out=grad_w)  # (V, C) = (V, n) @ (n, C)
-                    else:
-                        grad_w.addmm_(dz.t(), xk)
+                    if dz.dtype == grad_w.dtype:
+                        grad_w.addmm_(dz.t(), xk)  # (V, C) += (V, n) @ (n, C)
+                    else:  # bf16 product, accumulated in fp32
+                        grad_w.add_(torch.mm(dz.t(), xk))
         ctx.save_for_backward(grad_x, grad_w, n_valid)
         ctx.weight_dtype = weight.dtype
         return total / n_valid
