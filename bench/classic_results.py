@@ -312,7 +312,7 @@ def run_lstm_vs_gpt(minutes: float) -> None:
     minutes = 0.1 if QUICK else minutes
     root = Path(__file__).resolve().parent.parent
     curves, record = {}, {}
-    for label, recipe in (("GPT", "gpt-char-shakespeare.yaml"), ("LSTM", "lstm-char-shakespeare.yaml")):
+    for label, recipe in (("GPT", "gpt-char-shakespeare-10min.yaml"), ("LSTM", "lstm-char-shakespeare.yaml")):
         out = OUT / "runs" / f"{label.lower()}{'-quick' if QUICK else ''}"
         overrides = [
             f"train.max_minutes={minutes}",

@@ -13,6 +13,7 @@ steps, tokens/s, and the load average and CPU use during the run (a loaded machi
     .venv/bin/python bench/shakespeare.py                    # 10-minute budget: ~25 minutes in all
     .venv/bin/python bench/shakespeare.py --minutes 2 --marks 1,2
     .venv/bin/python bench/shakespeare.py --only recipe --minutes 2
+    .venv/bin/python bench/shakespeare.py --recipe recipes/gpt-char-shakespeare-10min.yaml --marks 2,5,10
 """
 
 from __future__ import annotations
@@ -58,11 +59,13 @@ REFERENCE = [
 ]
 
 
-def run(name: str, overrides: list[str], minutes: float, out_dir: Path) -> dict[str, Any]:
+def run(
+    name: str, recipe: Path, overrides: list[str], minutes: float, out_dir: Path
+) -> dict[str, Any]:
     load_before = load_average()
     cpu0, wall0 = os.times(), time.perf_counter()
     run_dir = pretrain(
-        RECIPE,
+        recipe,
         overrides
         + [
             f"train.max_minutes={minutes}",
@@ -99,6 +102,9 @@ def main() -> None:
     )
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget per run")
     parser.add_argument("--marks", default="2,10", help="minutes at which to read the curves")
+    parser.add_argument(
+        "--recipe", type=Path, default=RECIPE, help="the recipe to race (the reference overrides it)"
+    )
     parser.add_argument("--only", choices=["reference", "recipe"], help="run one configuration")
     parser.add_argument(
         "--threads", type=int, default=0, help="train.threads for both runs (0: torch's default)"
@@ -110,7 +116,7 @@ def main() -> None:
 
     print(machine_header("Shakespeare characters: validation loss per minute of training"))
     print(
-        f"recipe: {RECIPE.name} {' '.join(args.overrides)}; budget {args.minutes:g} min per run; "
+        f"recipe: {args.recipe.name} {' '.join(args.overrides)}; budget {args.minutes:g} min per run; "
         f"train.threads={args.threads or 'default'}"
     )
     threads = [f"train.threads={args.threads}"]
@@ -119,7 +125,7 @@ def main() -> None:
         runs = [r for r in runs if r[0] == args.only]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out) if args.out else Path(tmp)
-        results = [run(name, overrides, args.minutes, out) for name, overrides in runs]
+        results = [run(name, args.recipe, ovr, args.minutes, out) for name, ovr in runs]
 
     header = f"{'run':<11}" + "".join(f"{f'val @ {m:g} min':>22}" for m in marks)
     print(header + f"{'steps':>8}{'tokens/s':>10}{'CPU use':>9}  load before -> after")
