@@ -59,9 +59,7 @@ REFERENCE = [
 ]
 
 
-def run(
-    name: str, recipe: Path, overrides: list[str], minutes: float, out_dir: Path
-) -> dict[str, Any]:
+def run(name: str, recipe: Path, overrides: list[str], minutes: float, out_dir: Path) -> dict[str, Any]:
     load_before = load_average()
     cpu0, wall0 = os.times(), time.perf_counter()
     run_dir = pretrain(
