@@ -111,6 +111,8 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="extra overrides for the recipe run (train.lr=...)")
     args = parser.parse_args()
     marks = [float(m) for m in args.marks.split(",")]
+    if not args.recipe.is_file():
+        parser.error(f"--recipe {args.recipe}: no such recipe file")
 
     print(machine_header("Shakespeare characters: validation loss per minute of training"))
     print(
