@@ -172,7 +172,8 @@ class TrainArgs:
     grad_accum: int = 1
     block_size: int | None = None
     """Training sequence length; default the model's block size."""
-    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    optimizer: Literal["adamw", "adam", "sgd", "muon"] = "adamw"
+    """``muon``: Muon for the blocks' matrices, AdamW for the rest (train/optim.py)."""
     lr: float = 1e-3
     min_lr: float | None = None
     """Floor of the cosine decay; default lr / 10."""
@@ -180,7 +181,7 @@ class TrainArgs:
     beta1: float = 0.9
     beta2: float = 0.99
     momentum: float = 0.9
-    """SGD momentum."""
+    """SGD's momentum; Muon's too (0.95 is Muon's usual value)."""
     eps: float = 1e-8
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_steps: int = 0

@@ -110,3 +110,17 @@ def test_a_finished_run_is_not_silently_overwritten(runs: Path):
         assert main(["pretrain", "data.source=tiny.txt", "train.out_dir=full", *ARGS]) == 2
     finally:
         os.chdir(cwd)
+
+
+def test_resume_with_muon_is_bitwise_exact(runs: Path):
+    """Muon's momentum buffers and AdamW's moments both travel through the checkpoint."""
+    muon = ["train.optimizer=muon", "train.momentum=0.95", *ARGS]
+    run(runs, ["pretrain", "data.source=tiny.txt", "train.out_dir=full-muon", *muon])
+    target = runs / "resumed-muon"
+    shutil.copytree(runs / "full-muon", target)
+    cut_back_to(target, N)
+    run(runs, ["pretrain", "data.source=tiny.txt", "train.out_dir=resumed-muon", "train.resume=true", *muon])
+    full, again = weights(runs / "full-muon"), weights(target)
+    assert any(not torch.equal(full[k], v) for k, v in weights(runs / "full").items())  # not AdamW's run
+    for key in full:
+        assert torch.equal(full[key], again[key]), key

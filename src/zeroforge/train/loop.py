@@ -357,6 +357,11 @@ def _train(
         raise ConfigError("train.keep_best: needs a run directory and validation data to judge 'best'")
     if args.keep_best and wrapped.sharded:
         raise ConfigError("train.keep_best: not supported with fsdp (the best weights are sharded)")
+    if args.optimizer == "muon" and wrapped.sharded:
+        raise ConfigError(
+            "train.optimizer: muon orthogonalises whole matrices and fsdp shards them; "
+            "use adamw with fsdp, or distributed.strategy=ddp"
+        )
     if args.keep_best and resumed is not None and best_step is not None:
         best_path = ckpt.best_checkpoint(run_path)  # type: ignore[arg-type]
         if best_path is not None:
