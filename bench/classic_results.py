@@ -315,6 +315,8 @@ def run_lstm_vs_gpt(minutes: float) -> None:
     for label, recipe in (("GPT", "gpt-char-shakespeare-10min.yaml"), ("LSTM", "lstm-char-shakespeare.yaml")):
         out = OUT / "runs" / f"{label.lower()}{'-quick' if QUICK else ''}"
         overrides = [
+            # the GPT at the LSTM's size, context and batch (the 10-minute recipe's optimizer and schedule)
+            *(["model.n_layer=4", "model.block_size=64", "train.batch_size=12"] if label == "GPT" else []),
             f"train.max_minutes={minutes}",
             f"train.out_dir={out}",
             "train.eval_every=100",

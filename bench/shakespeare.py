@@ -44,6 +44,7 @@ REFERENCE = [
     "train.block_size=null",
     "train.batch_size=12",
     "train.grad_accum=1",
+    "train.optimizer=adamw",
     "train.lr=1e-3",
     "train.min_lr=1e-4",
     "train.schedule=cosine",

@@ -129,7 +129,9 @@ def test_muon_matches_torch_optim_muon():
     ref = torch.nn.Parameter(ours.detach().clone())
     start = ours.detach().clone()
     opt_ours = Muon([ours], lr=0.02, weight_decay=0.1, momentum=0.95)
-    opt_ref = torch.optim.Muon([ref], lr=0.02, weight_decay=0.1, momentum=0.95, adjust_lr_fn="match_rms_adamw")
+    opt_ref = torch.optim.Muon(
+        [ref], lr=0.02, weight_decay=0.1, momentum=0.95, adjust_lr_fn="match_rms_adamw"
+    )
     for _ in range(4):
         grad = torch.randn(48, 16)
         ours.grad, ref.grad = grad.clone(), grad.clone()

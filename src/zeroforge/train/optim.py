@@ -1,14 +1,14 @@
 """Optimizers and the learning-rate schedule of the one training loop.
 
-The seeds' update rules, as torch implements them:
+The seeds' update rules, as torch implements them (Muon: here, see ``Muon``):
   SGD with momentum   v <- mu*v + g;               w <- w - lr*v
   Adam                m <- b1*m + (1-b1)*g;  v <- b2*v + (1-b2)*g^2;  w <- w - lr*m_hat/(sqrt(v_hat)+eps)
   AdamW               Adam with decoupled weight decay: w <- w - lr*wd*w (Loshchilov & Hutter, 2019)
-  Muon                for a block's matrix W: M <- mu*M + G;  O <- NewtonSchulz5(G + mu*M) ~ U V^T of it
-                      (the update orthogonalised);  W <- W - lr*0.2*sqrt(max(rows, cols))*O - lr*wd*W
-                      (Jordan et al. 2024; the 0.2*sqrt scale matches AdamW's update size, Liu et al.
-                      2025, so both share one lr). Embeddings, the output head, biases and norm gains
-                      keep AdamW.
+  Muon                for a block's matrix W: M <- mu*M + (1-mu)*G;  U S V^T = (1-mu)*G + mu*M (Nesterov);
+                      O <- NewtonSchulz5(U S V^T) ~ U V^T (orthogonalised: every direction one size);
+                      W <- W - lr*0.2*sqrt(max(rows, cols))*O - lr*wd*W  (Jordan et al. 2024; the
+                      0.2*sqrt scale matches AdamW's update size, Liu et al. 2025, so both share one lr).
+                      Embeddings, the output head, biases and norm gains keep AdamW.
 """
 
 from __future__ import annotations
