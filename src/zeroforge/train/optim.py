@@ -22,11 +22,12 @@ from zeroforge.config import TrainArgs
 from zeroforge.errors import ConfigError
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Decay matrices (Linear/Embedding/Conv weights); never decay biases or norm gains (1-D tensors)."""
+def param_groups(model: nn.Module, weight_decay: float, exclude: set[int] = frozenset()) -> list[dict]:
+    """Decay matrices (Linear/Embedding/Conv weights); never decay biases or norm gains (1-D tensors).
+    ``exclude``: ids of parameters another optimizer steps."""
     decay, no_decay = [], []
     for param in model.parameters():
-        if param.requires_grad:
+        if param.requires_grad and id(param) not in exclude:
             (decay if param.dim() >= 2 else no_decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
@@ -55,7 +56,7 @@ def block_matrices(model: nn.Module) -> list[nn.Parameter]:
     seen: dict[int, int] = {}
     for _, param in model.named_parameters(remove_duplicate=False):
         seen[id(param)] = seen.get(id(param), 0) + 1
-    matrices, ids = [], set()
+    matrices = []
     for name, module in model.named_modules():
         in_block = any(part.isdigit() for part in name.split("."))
         weight = getattr(module, "weight", None)
@@ -64,12 +65,9 @@ def block_matrices(model: nn.Module) -> list[nn.Parameter]:
             and isinstance(module, nn.Linear)
             and isinstance(weight, nn.Parameter)
             and weight.requires_grad
-            and weight.dim() == 2
             and seen[id(weight)] == 1
-            and id(weight) not in ids
         ):
             matrices.append(weight)
-            ids.add(id(weight))
     return matrices
 
 
@@ -140,10 +138,6 @@ class MuonWithAdamW:
     def param_groups(self) -> list[dict]:
         return [group for opt in self.optimizers for group in opt.param_groups]
 
-    @property
-    def state(self) -> dict:
-        return {p: s for opt in self.optimizers for p, s in opt.state.items()}
-
     def step(self) -> None:
         for opt in self.optimizers:
             opt.step()
@@ -168,12 +162,8 @@ def _muon_with_adamw(model: nn.Module, args: TrainArgs) -> MuonWithAdamW:
         raise ConfigError(
             "train.optimizer: muon needs trainable Linear weights inside repeated blocks; this model has none"
         )
-    chosen = {id(p) for p in matrices}
-    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in chosen]
-    decay = [p for p in rest if p.dim() >= 2]
-    no_decay = [p for p in rest if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    groups = [g for g in groups if g["params"]]
+    groups = param_groups(model, args.weight_decay, exclude={id(p) for p in matrices})
+    rest = [p for g in groups for p in g["params"]]
     muon = Muon(matrices, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum)
     adamw = torch.optim.AdamW(
         groups, lr=args.lr, betas=(args.beta1, args.beta2), eps=args.eps, **_adam_kernel(rest)
