@@ -140,3 +140,12 @@ def test_muon_matches_torch_optim_muon():
     moved_ours, moved_ref = ours.detach() - start, ref.detach() - start
     assert moved_ref.norm() > 0.1  # the weights moved
     assert (moved_ours - moved_ref).norm() / moved_ref.norm() < 0.03  # bf16 Newton-Schulz on torch's side
+
+
+def test_resuming_with_another_optimizer_is_a_config_error():
+    from zeroforge.errors import ConfigError
+    from zeroforge.train.loop import restore_optimizer
+
+    adamw_state = build_optimizer(_tiny_gpt(), TrainArgs(optimizer="adamw")).state_dict()
+    with pytest.raises(ConfigError, match="train.optimizer"):
+        restore_optimizer(build_optimizer(_tiny_gpt(), TrainArgs(optimizer="muon")), adamw_state)

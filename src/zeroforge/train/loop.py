@@ -601,7 +601,13 @@ def _read_weights(model: nn.Module, path: Path) -> dict[str, torch.Tensor]:
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    optimizer.load_state_dict(state)
+    try:
+        optimizer.load_state_dict(state)
+    except (ValueError, KeyError) as error:  # e.g. the run was started with another train.optimizer
+        raise ConfigError(
+            f"train.optimizer: the checkpoint's optimizer state does not fit this optimizer ({error}); "
+            "resume with the optimizer the run started with"
+        ) from None
 
 
 def _postfix(row: dict[str, Any], unit: str) -> dict[str, str]:
