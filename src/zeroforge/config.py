@@ -175,6 +175,9 @@ class TrainArgs:
     optimizer: Literal["adamw", "adam", "sgd", "muon"] = "adamw"
     """``muon``: Muon for the blocks' matrices, AdamW for the rest (train/optim.py)."""
     lr: float = 1e-3
+    adamw_lr_scale: float = 1.0
+    """With ``optimizer: muon``: the AdamW side's learning rate (embeddings, heads, biases, norms)
+    as a multiple of ``lr``; the schedule scales both alike."""
     min_lr: float | None = None
     """Floor of the cosine decay; default lr / 10."""
     weight_decay: float = 0.1
@@ -213,6 +216,7 @@ class TrainArgs:
 
     def __post_init__(self) -> None:
         require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        require(self.adamw_lr_scale > 0, "adamw_lr_scale", f"must be > 0, got {self.adamw_lr_scale}")
         require(self.min_lr is None or self.min_lr >= 0, "min_lr", f"must be >= 0, got {self.min_lr}")
         require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         require(self.grad_accum >= 1, "grad_accum", f"must be >= 1, got {self.grad_accum}")

@@ -349,6 +349,18 @@ def test_prepare_and_load(corpus, tmp_path):
     assert load_mlm_nsp(out)[0]["max_seq_len"] == 40
 
 
+def test_validation_pairs_do_not_depend_on_the_training_dupe_factor(corpus, tmp_path):
+    # one vocabulary for both: HF's WordPiece trainer breaks count ties in hash-map order, so two
+    # trainings on the same text can differ (huggingface/tokenizers#1794)
+    vocab = prepare_mlm_nsp(str(corpus), tmp_path / "v", vocab_size=120, max_seq_len=32, progress=False)
+    kwargs = dict(tokenizer=str(vocab / "vocab.txt"), max_seq_len=32, progress=False)
+    _, _, train2, val2 = load_mlm_nsp(prepare_mlm_nsp(str(corpus), tmp_path / "d2", dupe_factor=2, **kwargs))
+    _, _, train5, val5 = load_mlm_nsp(prepare_mlm_nsp(str(corpus), tmp_path / "d5", dupe_factor=5, **kwargs))
+    assert len(train5) > 2 * len(train2)  # more passes, more training pairs...
+    for field in ("tokens", "offsets", "len_a", "next_label", "doc_a", "doc_b"):  # ...the same held-out ones
+        assert np.array_equal(getattr(val2, field), getattr(val5, field)), field
+
+
 def test_prepare_bad_input(corpus, tmp_path):
     one = tmp_path / "one.txt"
     one.write_text("just one document\nwith two lines\n")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from zeroforge.config import TrainArgs
-from zeroforge.train.optim import Muon, build_optimizer, learning_rate, param_groups
+from zeroforge.train.optim import Muon, build_optimizer, learning_rate, param_groups, set_learning_rate
 
 
 def test_warmup_then_cosine_to_min_lr():
@@ -77,6 +77,18 @@ def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
     in_adamw = {names[id(p)] for g in adamw.param_groups for p in g["params"]}
     assert "transformer.wte.weight" in in_adamw and "transformer.wpe.weight" in in_adamw  # tied head too
     assert len(in_muon) + len(in_adamw) == len(list(model.parameters()))
+
+
+def test_muon_adamw_side_learning_rate_scale():
+    opt = build_optimizer(_tiny_gpt(), TrainArgs(optimizer="muon", lr=2e-3, adamw_lr_scale=3.0))
+    muon, adamw = opt.optimizers
+    assert {g["lr"] for g in muon.param_groups} == {2e-3}
+    assert [g["lr"] for g in adamw.param_groups] == pytest.approx([6e-3] * len(adamw.param_groups))
+    set_learning_rate(opt, 1e-4)  # the schedule moves both, keeping the ratio
+    assert {g["lr"] for g in muon.param_groups} == {1e-4}
+    assert [g["lr"] for g in adamw.param_groups] == pytest.approx([3e-4] * len(adamw.param_groups))
+    with pytest.raises(ValueError, match="adamw_lr_scale"):
+        TrainArgs(optimizer="muon", adamw_lr_scale=0.0)
 
 
 def test_muon_update_is_orthogonalised_at_adamws_size():

@@ -61,7 +61,7 @@ SPLITS = ("train", "val")
 PREPARE_SEED = 12345  # create_pretraining_data.py's default random_seed
 SHORT_SEQ_PROB = 0.1  # BERT: fraction of documents whose pairs target a shorter random length
 IGNORE_INDEX = -100
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: one pair generator per split (validation pairs no longer depend on dupe_factor)
 
 Sentences = list[list[int]]  # one document: its sentences as token ids
 
@@ -490,12 +490,13 @@ def _build(tmp: Path, settings: dict[str, Any], progress: bool) -> None:
     )
     assert tok.cls_id is not None and tok.sep_id is not None
     dtype = token_dtype(tok.vocab_size)
-    rng = np.random.default_rng(PREPARE_SEED)
     meta: dict[str, Any] = {**settings, "vocab_size": tok.vocab_size, "dtype": dtype.name}
     meta["empty_documents"] = [name for name, s in named if not s]
-    for split, docs in splits.items():
+    for number, (split, docs) in enumerate(splits.items()):
         documents = [[ids for ids in tok.encode_batch(sentences) if ids] for _, sentences in docs]
         dupes = settings["dupe_factor"] if split == "train" else 1
+        # one generator per split: the held-out pairs do not change with the training settings
+        rng = np.random.default_rng([PREPARE_SEED, number])
         pairs, counts = create_pairs(
             documents,
             settings["max_seq_len"],

@@ -131,8 +131,18 @@ class MuonWithAdamW:
     """Muon for the blocks' matrices and AdamW for every other parameter, stepped as one optimizer:
     the loop sets the lr on ``param_groups`` (both share it), steps, zeroes and checkpoints it."""
 
-    def __init__(self, muon: torch.optim.Optimizer, adamw: torch.optim.Optimizer) -> None:
+    def __init__(
+        self, muon: torch.optim.Optimizer, adamw: torch.optim.Optimizer, adamw_lr_scale: float = 1.0
+    ) -> None:
         self.optimizers = (muon, adamw)
+        self.adamw_lr_scale = adamw_lr_scale
+
+    def set_lr(self, lr: float) -> None:
+        """Muon's groups get ``lr``, AdamW's ``lr * adamw_lr_scale``."""
+        for group in self.optimizers[0].param_groups:
+            group["lr"] = lr
+        for group in self.optimizers[1].param_groups:
+            group["lr"] = lr * self.adamw_lr_scale
 
     @property
     def param_groups(self) -> list[dict]:
@@ -166,9 +176,13 @@ def _muon_with_adamw(model: nn.Module, args: TrainArgs) -> MuonWithAdamW:
     rest = [p for g in groups for p in g["params"]]
     muon = Muon(matrices, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum)
     adamw = torch.optim.AdamW(
-        groups, lr=args.lr, betas=(args.beta1, args.beta2), eps=args.eps, **_adam_kernel(rest)
+        groups,
+        lr=args.lr * args.adamw_lr_scale,
+        betas=(args.beta1, args.beta2),
+        eps=args.eps,
+        **_adam_kernel(rest),
     )
-    return MuonWithAdamW(muon, adamw)
+    return MuonWithAdamW(muon, adamw, args.adamw_lr_scale)
 
 
 def _adam_kernel(params: list[nn.Parameter]) -> dict[str, bool]:
@@ -200,5 +214,8 @@ def learning_rate(step: int, progress: float, args: TrainArgs) -> float:
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    if isinstance(optimizer, MuonWithAdamW):
+        optimizer.set_lr(lr)
+        return
     for group in optimizer.param_groups:
         group["lr"] = lr
