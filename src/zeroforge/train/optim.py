@@ -129,7 +129,8 @@ class Muon(torch.optim.Optimizer):
 
 class MuonWithAdamW:
     """Muon for the blocks' matrices and AdamW for every other parameter, stepped as one optimizer:
-    the loop sets the lr on ``param_groups`` (both share it), steps, zeroes and checkpoints it."""
+    the loop sets the lr (``set_learning_rate``: AdamW's is ``adamw_lr_scale`` times Muon's), steps,
+    zeroes and checkpoints it."""
 
     def __init__(
         self, muon: torch.optim.Optimizer, adamw: torch.optim.Optimizer, adamw_lr_scale: float = 1.0
