@@ -217,6 +217,11 @@ class TrainArgs:
     def __post_init__(self) -> None:
         require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
         require(self.adamw_lr_scale > 0, "adamw_lr_scale", f"must be > 0, got {self.adamw_lr_scale}")
+        require(
+            self.adamw_lr_scale == 1.0 or self.optimizer == "muon",
+            "adamw_lr_scale",
+            f"only applies with optimizer muon (got optimizer {self.optimizer}); leave it at 1.0",
+        )
         require(self.min_lr is None or self.min_lr >= 0, "min_lr", f"must be >= 0, got {self.min_lr}")
         require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         require(self.grad_accum >= 1, "grad_accum", f"must be >= 1, got {self.grad_accum}")

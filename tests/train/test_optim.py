@@ -89,6 +89,8 @@ def test_muon_adamw_side_learning_rate_scale():
     assert [g["lr"] for g in adamw.param_groups] == pytest.approx([3e-4] * len(adamw.param_groups))
     with pytest.raises(ValueError, match="adamw_lr_scale"):
         TrainArgs(optimizer="muon", adamw_lr_scale=0.0)
+    with pytest.raises(ValueError, match="adamw_lr_scale: only applies with optimizer muon"):
+        TrainArgs(optimizer="adamw", adamw_lr_scale=3.0)
 
 
 def test_muon_update_is_orthogonalised_at_adamws_size():
