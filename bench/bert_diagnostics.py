@@ -2,6 +2,7 @@
 
     python bench/bert_diagnostics.py neighbours [--prepared DIR]   # what the two neighbours alone predict
     python bench/bert_diagnostics.py attention RUN [--prepared DIR] # does the model attend by position?
+    python bench/bert_diagnostics.py lexical [--prepared DIR]      # NSP from word overlap alone
 
 ``neighbours``: a count-based reference on the held-out masked positions the trainer scores (the
 same pairs, the same fixed 15% masks). For every training pair, count which token sits between each
@@ -13,6 +14,11 @@ the most frequent token. No model, no training: how much the local context gives
 -2..2 from each position (1 / pair length if attention were uniform), and the spread of the learned
 position table against the word embeddings. A model that has learned word order puts most of some
 head's weight on a neighbour.
+
+``lexical``: how much of next-sentence prediction word overlap alone solves. One feature per pair,
+the tf-idf cosine between segment A's and segment B's WordPiece ids (idf and a logistic regression
+fitted on the training pairs), scored on the held-out pairs. Longer pairs carry more overlap, so
+this reference says how hard a given ``block_size`` makes the NSP task.
 """
 
 from __future__ import annotations
@@ -76,6 +82,39 @@ def neighbours(args: argparse.Namespace) -> None:
     print(f"neighbour lookup: {hits / total:.4f} of {total} held-out masked positions")
 
 
+def lexical(args: argparse.Namespace) -> None:
+    import numpy as np
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    from zeroforge.data.mlm import load_mlm_nsp
+
+    _, _, train, val = load_mlm_nsp(prepared_dir(args.prepared))
+
+    def segments(pairs) -> tuple[list[str], list[str]]:  # [CLS] A [SEP] B [SEP] -> "ids of A", "ids of B"
+        a, b = [], []
+        for i in range(len(pairs)):
+            x, len_a = pairs.example(i), int(pairs.len_a[i])
+            a.append(" ".join(map(str, x[1 : len_a - 1])))
+            b.append(" ".join(map(str, x[len_a:-1])))
+        return a, b
+
+    (train_a, train_b), (val_a, val_b) = segments(train), segments(val)
+    tfidf = TfidfVectorizer(token_pattern=r"\S+", sublinear_tf=True).fit(train_a + train_b)
+
+    def cosine(a: list[str], b: list[str]) -> np.ndarray:  # rows are L2-normalised: the dot product
+        return np.asarray(tfidf.transform(a).multiply(tfidf.transform(b)).sum(1))
+
+    x_train, x_val = cosine(train_a, train_b), cosine(val_a, val_b)
+    classifier = LogisticRegression().fit(x_train, train.next_label)
+    length = np.diff(val.offsets).mean()
+    print(
+        f"tf-idf cosine of A and B -> logistic regression: NSP accuracy {classifier.score(x_val, val.next_label):.4f} "
+        f"on {len(val)} held-out pairs (mean length {length:.1f} tokens), "
+        f"{classifier.score(x_train, train.next_label):.4f} on {len(train)} training pairs"
+    )
+
+
 @torch.no_grad()
 def attention(args: argparse.Namespace) -> None:
     import zeroforge as zf
@@ -124,9 +163,11 @@ def main() -> None:
     a = sub.add_parser("attention")
     a.add_argument("run", help="a BERT run directory or model folder")
     a.add_argument("--prepared")
+    w = sub.add_parser("lexical")
+    w.add_argument("--prepared", help=f"prepared mlm_nsp folder (default: the cache's {DEFAULT_PREPARED})")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    {"neighbours": neighbours, "attention": attention}[args.what](args)
+    {"neighbours": neighbours, "attention": attention, "lexical": lexical}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -116,3 +116,17 @@ def test_recipe_clean_step_runs_before_tokenising(in_tmp, capsys, tiny_corpus):
     bad = in_tmp / "bad.yaml"
     bad.write_text(recipe.read_text().replace("exact: true", "exactly: true"))
     fails(["pretrain", "--config", str(bad)], capsys, "exactly")
+
+
+def test_prepare_with_a_recipe_writes_to_out_and_rejects_flags_it_would_ignore(in_tmp, capsys, tiny_corpus):
+    recipe = in_tmp / "r.yaml"
+    recipe.write_text(f"model: {{name: gpt-tiny}}\ndata: {{source: {tiny_corpus}}}\ntrain: {{name: p}}\n")
+    out = in_tmp / "prepared-here"
+    assert main(["prepare", "--config", str(recipe), "--out", str(out)]) == 0
+    assert (out / "meta.json").is_file()  # --out is the recipe's data.prepared_dir
+    capsys.readouterr()
+    fails(["prepare", "--config", str(recipe), "--max-seq-len", "64"], capsys, "override model.block_size")
+    fails(["prepare", "--config", str(recipe), "--vocab-size", "99"], capsys, "override data.vocab_size")
+    fails(
+        ["prepare", "--config", str(recipe), "--out", str(out), f"data.prepared_dir={out}"], capsys, "not both"
+    )

@@ -34,6 +34,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         return _prepare_recipe(args)
     if not args.input:
         raise ZeroforgeError("prepare: give --input PATH_OR_DATASET, or --config RECIPE.yaml")
+    if args.max_seq_len is not None and args.objective != "mlm_nsp":
+        raise ZeroforgeError("prepare: --max-seq-len is for --objective mlm_nsp (clm splits the text, not pairs)")
     if args.objective == "mlm_nsp":
         from zeroforge.data.mlm import prepare_mlm_nsp
 
@@ -42,10 +44,10 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
                 args.input,
                 args.out,
                 tokenizer=args.tokenizer or "wordpiece",
-                vocab_size=args.vocab_size,
+                vocab_size=4096 if args.vocab_size is None else args.vocab_size,
                 lowercase=not args.cased,
-                max_seq_len=args.max_seq_len,
-                val_fraction=args.val_fraction,
+                max_seq_len=128 if args.max_seq_len is None else args.max_seq_len,
+                val_fraction=0.1 if args.val_fraction is None else args.val_fraction,
             )
         )
         return 0
@@ -53,8 +55,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         args.input,
         args.out,
         tokenizer=args.tokenizer or "char",
-        vocab_size=args.vocab_size,
-        val_fraction=args.val_fraction,
+        vocab_size=4096 if args.vocab_size is None else args.vocab_size,
+        val_fraction=0.1 if args.val_fraction is None else args.val_fraction,
     )
     print(out)
     return 0
@@ -68,7 +70,26 @@ def _prepare_recipe(args: argparse.Namespace) -> int:
     from zeroforge.train.distributed import DistContext
     from zeroforge.train.loop import DATA_BUILDERS, clean_source
 
-    recipe = load_recipe(args.config, args.overrides)
+    # A recipe's data: section says what the flags would; --out is its data.prepared_dir.
+    flags = {
+        "--input": ("source", args.input),
+        "--tokenizer": ("tokenizer", args.tokenizer),
+        "--vocab-size": ("vocab_size", args.vocab_size),
+        "--objective": ("objective", args.objective),
+        "--max-seq-len": ("model.block_size", args.max_seq_len),
+        "--cased": ("lowercase=false", args.cased or None),
+        "--val-fraction": ("val_fraction", args.val_fraction),
+    }
+    for flag, (field, value) in flags.items():
+        if value is not None:
+            name = field if field.startswith("model.") else f"data.{field}"
+            raise ZeroforgeError(f"prepare --config: {flag} is not used with a recipe; override {name} instead")
+    overrides = list(args.overrides)
+    if args.out is not None:
+        if any(o.startswith("data.prepared_dir=") for o in overrides):
+            raise ZeroforgeError("prepare --config: give --out or data.prepared_dir=, not both")
+        overrides.append(f"data.prepared_dir={args.out}")
+    recipe = load_recipe(args.config, overrides)
     if recipe.clean is not None:
         recipe.data.source = str(clean_source(recipe, DistContext()))
     module_name, _, func = DATA_BUILDERS[recipe.data.objective].partition(":")
@@ -166,12 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="char (clm default), bpe, gpt2, wordpiece (mlm_nsp default), or for mlm_nsp a vocab.txt path",
     )
-    p.add_argument("--vocab-size", type=int, default=4096, help="BPE / WordPiece vocabulary size")
-    p.add_argument("--objective", default="clm", choices=["clm", "mlm_nsp"], help="mlm_nsp: BERT pairs")
-    p.add_argument("--max-seq-len", type=int, default=128, help="mlm_nsp: tokens per pair")
+    p.add_argument("--vocab-size", type=int, default=None, help="BPE / WordPiece vocabulary size (4096)")
+    p.add_argument("--objective", default=None, choices=["clm", "mlm_nsp"], help="mlm_nsp: BERT pairs (clm)")
+    p.add_argument("--max-seq-len", type=int, default=None, help="mlm_nsp: tokens per pair (128)")
     p.add_argument("--cased", action="store_true", help="mlm_nsp: keep case and accents (WordPiece)")
     p.add_argument(
-        "--val-fraction", type=float, default=0.1, help="last fraction of the text kept for validation"
+        "--val-fraction", type=float, default=None, help="last fraction of the text kept for validation (0.1)"
     )
 
     p = add("pretrain", _cmd_pretrain, "pretrain a model from a YAML recipe")
