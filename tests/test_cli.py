@@ -128,5 +128,7 @@ def test_prepare_with_a_recipe_writes_to_out_and_rejects_flags_it_would_ignore(i
     fails(["prepare", "--config", str(recipe), "--max-seq-len", "64"], capsys, "override model.block_size")
     fails(["prepare", "--config", str(recipe), "--vocab-size", "99"], capsys, "override data.vocab_size")
     fails(
-        ["prepare", "--config", str(recipe), "--out", str(out), f"data.prepared_dir={out}"], capsys, "not both"
+        ["prepare", "--config", str(recipe), "--out", str(out), f"data.prepared_dir={out}"],
+        capsys,
+        "not both",
     )

@@ -35,7 +35,9 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     if not args.input:
         raise ZeroforgeError("prepare: give --input PATH_OR_DATASET, or --config RECIPE.yaml")
     if args.max_seq_len is not None and args.objective != "mlm_nsp":
-        raise ZeroforgeError("prepare: --max-seq-len is for --objective mlm_nsp (clm splits the text, not pairs)")
+        raise ZeroforgeError(
+            "prepare: --max-seq-len is for --objective mlm_nsp (clm splits the text, not pairs)"
+        )
     if args.objective == "mlm_nsp":
         from zeroforge.data.mlm import prepare_mlm_nsp
 
@@ -83,7 +85,9 @@ def _prepare_recipe(args: argparse.Namespace) -> int:
     for flag, (field, value) in flags.items():
         if value is not None:
             name = field if field.startswith("model.") else f"data.{field}"
-            raise ZeroforgeError(f"prepare --config: {flag} is not used with a recipe; override {name} instead")
+            raise ZeroforgeError(
+                f"prepare --config: {flag} is not used with a recipe; override {name} instead"
+            )
     overrides = list(args.overrides)
     if args.out is not None:
         if any(o.startswith("data.prepared_dir=") for o in overrides):
