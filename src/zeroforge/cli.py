@@ -38,28 +38,17 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         raise ZeroforgeError(
             "prepare: --max-seq-len is for --objective mlm_nsp (clm splits the text, not pairs)"
         )
+    # flags left out keep the prepare functions' own defaults
+    given = {"tokenizer": args.tokenizer, "vocab_size": args.vocab_size, "val_fraction": args.val_fraction}
+    options = {name: value for name, value in given.items() if value is not None}
     if args.objective == "mlm_nsp":
         from zeroforge.data.mlm import prepare_mlm_nsp
 
-        print(
-            prepare_mlm_nsp(
-                args.input,
-                args.out,
-                tokenizer=args.tokenizer or "wordpiece",
-                vocab_size=4096 if args.vocab_size is None else args.vocab_size,
-                lowercase=not args.cased,
-                max_seq_len=128 if args.max_seq_len is None else args.max_seq_len,
-                val_fraction=0.1 if args.val_fraction is None else args.val_fraction,
-            )
-        )
+        if args.max_seq_len is not None:
+            options["max_seq_len"] = args.max_seq_len
+        print(prepare_mlm_nsp(args.input, args.out, lowercase=not args.cased, **options))
         return 0
-    out = prepare(
-        args.input,
-        args.out,
-        tokenizer=args.tokenizer or "char",
-        vocab_size=4096 if args.vocab_size is None else args.vocab_size,
-        val_fraction=0.1 if args.val_fraction is None else args.val_fraction,
-    )
+    out = prepare(args.input, args.out, **options)
     print(out)
     return 0
 
@@ -74,19 +63,18 @@ def _prepare_recipe(args: argparse.Namespace) -> int:
 
     # A recipe's data: section says what the flags would; --out is its data.prepared_dir.
     flags = {
-        "--input": ("source", args.input),
-        "--tokenizer": ("tokenizer", args.tokenizer),
-        "--vocab-size": ("vocab_size", args.vocab_size),
-        "--objective": ("objective", args.objective),
+        "--input": ("data.source", args.input),
+        "--tokenizer": ("data.tokenizer", args.tokenizer),
+        "--vocab-size": ("data.vocab_size", args.vocab_size),
+        "--objective": ("data.objective", args.objective),
         "--max-seq-len": ("model.block_size", args.max_seq_len),
-        "--cased": ("lowercase=false", args.cased or None),
-        "--val-fraction": ("val_fraction", args.val_fraction),
+        "--cased": ("data.lowercase=false", args.cased or None),
+        "--val-fraction": ("data.val_fraction", args.val_fraction),
     }
-    for flag, (field, value) in flags.items():
+    for flag, (override, value) in flags.items():
         if value is not None:
-            name = field if field.startswith("model.") else f"data.{field}"
             raise ZeroforgeError(
-                f"prepare --config: {flag} is not used with a recipe; override {name} instead"
+                f"prepare --config: {flag} is not used with a recipe; override {override} instead"
             )
     overrides = list(args.overrides)
     if args.out is not None:
