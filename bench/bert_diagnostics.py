@@ -122,14 +122,28 @@ def attention(args: argparse.Namespace) -> None:
 
     model, _ = zf.load_pretrained(args.run)
     model.eval()
-    _, _, _, batches = held_out_batches(prepared_dir(args.prepared))
+    tok, spec, _, batches = held_out_batches(prepared_dir(args.prepared))
     batch = batches[0]
+
+    def spec_special(ids: torch.Tensor):
+        return spec.special[ids.numpy()]
+
     bert = model.bert
     T = batch["input_ids"].size(1)
     x = bert.embeddings(batch["input_ids"], batch["token_type_ids"], torch.arange(T)[None])
     real = batch["attention_mask"].bool()[:, None, None, :]  # (B, 1, 1, T)
     uniform = 1 / batch["attention_mask"].sum(-1).float().mean().item()
     print(f"uniform attention: {uniform:.3f} per key")
+    # The pairwise comparison NSP from word overlap needs: how much a segment-B word attends to the
+    # same word in segment A (specials excluded), against the share uniform attention would give.
+    ids, types = batch["input_ids"], batch["token_type_ids"]
+    word = batch["attention_mask"].bool() & ~torch.as_tensor(spec_special(ids))
+    segment_a, segment_b = word & (types == 0), word & (types == 1)
+    same_word_in_a = (ids[:, :, None] == ids[:, None, :]) & segment_b[:, :, None] & segment_a[:, None, :]
+    from_b = segment_b & same_word_in_a.any(-1)  # B's words that occur in A
+    lengths = batch["attention_mask"].sum(-1, keepdim=True).float()  # (B, 1)
+    match_uniform = (same_word_in_a.sum(-1) / lengths)[from_b].mean().item()
+    print(f"{from_b.sum().item()} of {segment_b.sum().item()} segment-B words also occur in segment A")
     for index, layer in enumerate(bert.encoder.layer):
         attn = layer.attention
         q, k = split_heads(attn.query(x), attn.n_head), split_heads(attn.key(x), attn.n_head)
@@ -141,8 +155,13 @@ def attention(args: argparse.Namespace) -> None:
                 off: weights[:, head].diagonal(offset=off, dim1=-2, dim2=-1).mean().item()
                 for off in (-2, -1, 0, 1, 2)
             }
+            w = weights[:, head]  # (B, T, T)
+            match = (w * same_word_in_a).sum(-1)[from_b].mean().item()  # B's words -> the same word in A
             print(
-                f"layer {index} head {head}: " + "  ".join(f"{o:+d}: {w:.3f}" for o, w in by_offset.items())
+                f"layer {index} head {head}: "
+                + "  ".join(f"{o:+d}: {w:.3f}" for o, w in by_offset.items())
+                + f"  B->same word in A: {match:.3f} (uniform {match_uniform:.3f})"
+                + f"  [CLS]->B: {w[:, 0][segment_b].sum().item() / len(w):.3f}"
             )
         x = layer(x, real)
     emb = bert.embeddings
