@@ -127,13 +127,15 @@ def test_predict_types_and_eval_mode() -> None:
     out = predict(model, x, batch_size=3)
     assert isinstance(out, np.ndarray) and out.shape == (10, 3)
     model.eval()
-    np.testing.assert_allclose(out, model(features=torch.from_numpy(x)).logits.detach().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        out, model(features=torch.from_numpy(x)).logits.detach().numpy(), rtol=1e-6, atol=1e-6
+    )
     model.train()
     again = predict(
         model, torch.from_numpy(x)
     )  # dropout is off while predicting, and training mode comes back
     assert isinstance(again, torch.Tensor) and model.training
-    np.testing.assert_allclose(again.numpy(), out, rtol=1e-6)
+    np.testing.assert_allclose(again.numpy(), out, rtol=1e-6, atol=1e-6)
 
 
 def test_evaluate_weights_every_sample_equally() -> None:

@@ -424,8 +424,11 @@ def test_pretrain_logs_mlm_and_nsp_metrics(corpus, tmp_path):
     import zeroforge
 
     metrics = zeroforge.evaluate(run, batch_size=8)
-    for key in ("val_mlm_accuracy", "val_nsp_accuracy", "val_mlm_loss"):
+    # accuracies count the same predictions; the loss may differ in the last digits (metrics.csv keeps 6
+    # significant digits, and batch shapes change fp32 summation order on other CPUs)
+    for key in ("val_mlm_accuracy", "val_nsp_accuracy"):
         assert metrics[key] == pytest.approx(rows[-1][key], abs=1e-5), key
+    assert metrics["val_mlm_loss"] == pytest.approx(rows[-1]["val_mlm_loss"], rel=1e-5)
     assert 0 < metrics["baseline_mlm_accuracy"] < 1 and metrics["pairs"] > 8
     assert metrics["mlm_accuracy_over_baseline"] == pytest.approx(
         metrics["val_mlm_accuracy"] / metrics["baseline_mlm_accuracy"]
