@@ -122,12 +122,8 @@ def attention(args: argparse.Namespace) -> None:
 
     model, _ = zf.load_pretrained(args.run)
     model.eval()
-    tok, spec, _, batches = held_out_batches(prepared_dir(args.prepared))
+    _, spec, _, batches = held_out_batches(prepared_dir(args.prepared))
     batch = batches[0]
-
-    def spec_special(ids: torch.Tensor):
-        return spec.special[ids.numpy()]
-
     bert = model.bert
     T = batch["input_ids"].size(1)
     x = bert.embeddings(batch["input_ids"], batch["token_type_ids"], torch.arange(T)[None])
@@ -137,7 +133,7 @@ def attention(args: argparse.Namespace) -> None:
     # The pairwise comparison NSP from word overlap needs: how much a segment-B word attends to the
     # same word in segment A (specials excluded), against the share uniform attention would give.
     ids, types = batch["input_ids"], batch["token_type_ids"]
-    word = batch["attention_mask"].bool() & ~torch.as_tensor(spec_special(ids))
+    word = batch["attention_mask"].bool() & ~torch.as_tensor(spec.special[ids.numpy()])
     segment_a, segment_b = word & (types == 0), word & (types == 1)
     same_word_in_a = (ids[:, :, None] == ids[:, None, :]) & segment_b[:, :, None] & segment_a[:, None, :]
     from_b = segment_b & same_word_in_a.any(-1)  # B's words that occur in A
@@ -151,17 +147,20 @@ def attention(args: argparse.Namespace) -> None:
             ((q @ k.transpose(-1, -2)) / q.size(-1) ** 0.5).masked_fill(~real, float("-inf")).softmax(-1)
         )
         for head in range(weights.size(1)):
+            head_weights = weights[:, head]  # (B, T, T)
             by_offset = {
-                off: weights[:, head].diagonal(offset=off, dim1=-2, dim2=-1).mean().item()
+                off: head_weights.diagonal(offset=off, dim1=-2, dim2=-1).mean().item()
                 for off in (-2, -1, 0, 1, 2)
             }
-            w = weights[:, head]  # (B, T, T)
-            match = (w * same_word_in_a).sum(-1)[from_b].mean().item()  # B's words -> the same word in A
+            match = (
+                (head_weights * same_word_in_a).sum(-1)[from_b].mean().item()
+            )  # B's words -> same word in A
+            cls_to_b = head_weights[:, 0][segment_b].sum().item() / len(head_weights)
             print(
                 f"layer {index} head {head}: "
-                + "  ".join(f"{o:+d}: {w:.3f}" for o, w in by_offset.items())
+                + "  ".join(f"{off:+d}: {share:.3f}" for off, share in by_offset.items())
                 + f"  B->same word in A: {match:.3f} (uniform {match_uniform:.3f})"
-                + f"  [CLS]->B: {w[:, 0][segment_b].sum().item() / len(w):.3f}"
+                + f"  [CLS]->B: {cls_to_b:.3f}"
             )
         x = layer(x, real)
     emb = bert.embeddings
