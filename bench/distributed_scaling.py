@@ -1,6 +1,6 @@
 """Training throughput of one process against N processes (torchrun, DDP / FSDP), tokens per second.
 
-Each configuration trains a small GPT on random tokens through the one training loop
+Each configuration trains a small GPT on random tokens through zeroforge's training loop
 (``zeroforge.train.loop.train``), launched by ``torchrun --standalone``, and reads the loop's own
 ``tokens_per_s`` (global: summed over ranks), skipping the first logging window (warm-up).
 

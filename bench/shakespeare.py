@@ -1,6 +1,6 @@
 """Loss per minute on Shakespeare: nanoGPT's CPU quick configuration vs recipes/gpt-char-shakespeare.yaml.
 
-Both train with zeroforge's one trainer on the same data (the ``shakespeare`` corpus, character
+Both train with zeroforge's trainer on the same data (the ``shakespeare`` corpus, character
 tokenizer, the first 90% of the text for training and the last 10% for validation) for the same
 wall-clock budget (``train.max_minutes``; evaluation time is not counted), one after the other in
 this process. The reference is nanoGPT's README command for a CPU

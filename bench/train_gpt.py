@@ -39,7 +39,7 @@ from zeroforge.config import TrainArgs
 from zeroforge.models.gpt import GPT, GPTConfig
 from zeroforge.train.optim import build_optimizer
 
-# The pinned configurations of the issue: (a) a small character model, (b) GPT-2's vocabulary.
+# Two pinned configurations: (a) a small character model (vocabulary 96), (b) GPT-2's vocabulary (50304).
 CONFIGS = {
     "a": dict(n_layer=4, n_head=4, n_embd=256, block_size=128, vocab_size=96),
     "b": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=50304),
