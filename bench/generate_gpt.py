@@ -7,7 +7,7 @@ the same 16-token prompt; rows run in rotating order, ``--reps`` times, and the 
 
 Rows: transformers fp32 (the baseline) and bf16 (``model.to(torch.bfloat16)``); zeroforge fp32 eager
 plain (``layout=False``: the model's own weights, the reference), fp32 eager (the default
-``generate``: decode-time weight layouts, see ``generation.Decoder``), fp32 compiled
+``generate``: decode-time weight layouts, see ``zeroforge/decoding.py``), fp32 compiled
 (``compile=True``), and bf16 weights compiled (``dtype=torch.bfloat16, compile=True``: weights
 stored in bf16, arithmetic in fp32).
 

@@ -7,12 +7,12 @@ The shipped GGUF is dequantised once by ``zeroforge convert`` into an HF folder 
 ``$ZEROFORGE_CACHE/bench``); both libraries load that folder, so they run the very same fp32 weights
 (and the same bf16 rounding of them). Each library decodes with its own public API: zeroforge's
 ``generation.iter_tokens`` (KV cache, step-level; by default with decode-time weight layouts, see
-``generation.Decoder``), transformers' ``generate(do_sample=False)`` with a streamer. A third side,
-``zeroforge plain``, is ``iter_tokens(..., layout=False)``: the model's own weights, the reference
-the default path is tested against. Decode speed is timed from the first generated token to the last (prefill excluded);
-rounds alternate the sides in one process so all see the same machine load, and the median is
-reported with the load average; the speed-up is the median of the rounds' ratios. The greedy tokens of all sides must be identical, or the script
-exits 2. Peak memory is measured in a fresh child process per library: peak RSS minus the RSS
+``zeroforge/decoding.py``), transformers' ``generate(do_sample=False)`` with a streamer. A third
+side, ``zeroforge plain``, is ``iter_tokens(..., layout=False)``: the model's own weights, the
+reference the default path is tested against. Decode speed is timed from the first generated token
+to the last (prefill excluded); rounds alternate the sides in one process so all see the same
+machine load, and the median is reported with the load average; the speed-up is the median of the
+rounds' ratios. The greedy tokens of all sides must be identical, or the script exits 2. Peak memory is measured in a fresh child process per library: peak RSS minus the RSS
 after imports (weights + caches + temporaries).
 """
 

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zeroforge.decoding import decoding_model
 from zeroforge.errors import DataError, ZeroforgeError
 from zeroforge.generation import (
     Decoder,
-    decoding_model,
     generate,
     generate_ids,
     iter_tokens,

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zeroforge.generation import Decoder, decoding_model, left_pad
+from zeroforge.decoding import decoding_model
+from zeroforge.generation import Decoder, left_pad
 from zeroforge.models.gpt import GPT, GPTConfig
 from zeroforge.models.llama import Llama, LlamaConfig
 from zeroforge.modules.weight_only import (

@@ -13,115 +13,41 @@ was used.
 Prompts of different lengths are left-padded and masked; positions count real tokens only, so
 every prompt in a batch decodes as it would alone.
 
-Speed. One decode step multiplies every weight matrix by one vector per sequence, so it is bound by
-the bytes of weights read per token. ``dtype=torch.bfloat16`` stores the weights in bf16 (half the
-bytes; arithmetic stays fp32, modules/weight_only.py) and ``compile=True`` compiles the step with
-``torch.compile`` over a static-shape KV cache (one graph for every step, no per-step Python inside
-the model). Both decode an inference copy of the model that shares its fp32 tensors where it can;
-the copy (and its compiled step) is cached per model and rebuilt when the model's weights change.
+``dtype``, ``compile`` and ``layout`` make the cached path faster without changing what it computes:
+it then runs a copy of the model prepared for speed (bf16 weights, decode-time weight layouts, a
+compiled step; zeroforge/decoding.py). The model itself is never changed.
 """
 
 from __future__ import annotations
 
-import copy
-import inspect
 import os
-import weakref
 from collections.abc import Callable, Iterator, Sequence
-from itertools import chain
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zeroforge.decoding import prepare_for_decoding
 from zeroforge.errors import ZeroforgeError
-from zeroforge.modules.weight_only import (
-    convert_to_decode_layout,
-    convert_to_weight_only,
-    transpose_wide_layers,
-)
 
-
-class Tokenizer(Protocol):
-    eos_id: int | None
-
-    def encode(self, text: str) -> list[int]: ...
-
-    def decode(self, ids: list[int]) -> str: ...
+if TYPE_CHECKING:
+    from zeroforge.tokenizers import Tokenizer
 
 
 # ----------------------------------------------------------------------------- step-level decoding
-
-
-# A compiled step's cache spans its length rounded up to this many columns, so prompts of
-# different lengths share one compiled graph (the extra columns are masked; they cost little).
-STATIC_CACHE_BUCKET = 128
-
-# model -> {(dtype, compile, layout): (weight versions, copy, step)}
-_DECODE_COPIES: weakref.WeakKeyDictionary[nn.Module, dict[Any, tuple[Any, nn.Module, nn.Module]]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _compute_dtype(model: nn.Module) -> torch.dtype:
-    param = next((p for p in model.parameters() if p.is_floating_point()), None)
-    return param.dtype if param is not None else torch.float32
-
-
-def decoding_model(
-    model: nn.Module, dtype: torch.dtype | None = None, compile: bool = False, layout: bool = False
-) -> tuple[nn.Module, nn.Module]:
-    """``(copy, step)``: an eval-mode copy of ``model`` for decoding, and what runs one decode step
-    (``torch.compile(copy)`` when ``compile``, else the copy).
-
-    With ``dtype`` other than the model's own, or ``compile``, the copy's Linear and Embedding weights
-    are stored in ``dtype`` (default: the model's own) behind ``WeightOnlyLinear``; with ``layout``
-    too, fp32 output layers are multiplied by a transposed copy (``transpose_wide_layers``).
-    Otherwise, with ``layout``, its Linear layers get a second copy of their weight laid out for the
-    CPU's one-row kernels (``modules/weight_only.convert_to_decode_layout``).
-
-    The copy shares every tensor it does not convert with ``model``. It is cached per model and
-    rebuilt once any parameter or buffer of the model changes.
-    """
-    dtype = dtype or _compute_dtype(model)
-    weight_only = compile or dtype != _compute_dtype(model)
-    versions = tuple((id(t), t._version) for t in chain(model.parameters(), model.buffers()))
-    copies = _DECODE_COPIES.setdefault(model, {})
-    key = (dtype, compile, layout)
-    cached = copies.get(key)
-    if cached is not None and cached[0] == versions:
-        return cached[1], cached[2]
-    shared = {id(t): t for t in chain(model.parameters(), model.buffers())}
-    decode_copy = copy.deepcopy(model, memo=shared).eval()
-    if weight_only:
-        convert_to_weight_only(decode_copy, dtype)
-        if compile and layout:
-            transpose_wide_layers(decode_copy)  # the output layer: MKL's (in, out) kernel wins there
-    elif layout:
-        if hasattr(decode_copy, "fuse_projections"):  # e.g. Llama: q, k, v and gate, up in one product each
-            decode_copy.fuse_projections()
-        convert_to_decode_layout(decode_copy)
-    step = torch.compile(decode_copy, dynamic=False) if compile else decode_copy
-    copies[key] = (versions, decode_copy, step)
-    return decode_copy, step
 
 
 class Decoder:
     """Prefill once, then one token per sequence per step; returns next-token logits (B, vocab) in fp32.
 
     The caller puts the model in eval mode. ``use_cache=False`` recomputes the full sequence every
-    step (the reference the cached path is tested against). ``dtype`` (e.g. ``torch.bfloat16``)
-    stores the weights in that dtype for decoding and ``compile`` compiles the step (module
-    docstring); both apply to the cached path and leave ``model`` untouched. ``compile`` needs a
-    model whose ``new_cache`` takes ``static=True`` (GPT); others decode eagerly. It suits a model
-    whose weights stay fixed (serving, a finished run): every change of weights compiles anew.
-    ``layout`` (the default) decodes with a second copy of the Linear weights laid out for the CPU's
-    one-row kernels (``modules/weight_only.convert_to_decode_layout``: fp32 layers with at least as
-    many outputs as inputs stored transposed, bf16 layers reordered for oneDNN; a model's
-    ``fuse_projections`` first, e.g. Llama's q/k/v and gate/up), which costs their memory once per
-    model; compiled, only an fp32 output layer is transposed. ``layout=False`` decodes with the
-    model's own weights (the reference the layouts are tested against).
+    step (the reference the cached path is tested against). On the cached path ``dtype`` (e.g.
+    ``torch.bfloat16``) stores the weights in that dtype, ``compile`` compiles the step (a model whose
+    ``new_cache`` takes ``static=True``; others decode eagerly; every change of weights compiles
+    anew) and ``layout`` (the default) adds copies of the weights laid out for the CPU's one-row
+    kernels; ``layout=False`` decodes with the model's own weights (the reference the layouts are
+    tested against). See zeroforge/decoding.py; ``model`` is left untouched.
     """
 
     def __init__(
@@ -133,15 +59,14 @@ class Decoder:
         layout: bool = True,
     ) -> None:
         self.use_cache = use_cache and hasattr(model, "new_cache")
-        self.compute_dtype = _compute_dtype(model)
-        self.model = self.step_model = model
-        # the compiled step needs a KV cache whose shapes never change
-        self.static = compile and "static" in inspect.signature(getattr(model, "new_cache", len)).parameters
-        if self.use_cache and (dtype not in (None, self.compute_dtype) or self.static or layout):
-            self.model, self.step_model = decoding_model(model, dtype, self.static, layout)
+        if not self.use_cache:  # recomputing runs the model as it is
+            dtype, compile, layout = None, False, False
+        self.prepared = prepare_for_decoding(model, dtype, compile, layout)
+        self.model = self.prepared.model  # runs the prompt and recomputed windows; prepared.step one token
+        self.static = self.prepared.static  # the step is compiled over a fixed-shape cache
         self.context_length: int | None = getattr(model, "context_length", None)
         self.cache: Any = None
-        self.cache_length = 0
+        self.cache_length = 0  # tokens the cache holds before the window starts to slide
         self.tokens = torch.empty(0, 0, dtype=torch.long)  # (B, capacity): prompt (left-padded) + new tokens
         self.mask: torch.Tensor | None = None  # (B, capacity), 1 = real token; None when nothing is padded
         self.length = 0  # columns of self.tokens filled so far
@@ -166,17 +91,10 @@ class Decoder:
         if self.use_cache:
             self.cache_length = min(capacity, self.context_length or capacity)
             if P <= self.cache_length:  # a prompt longer than the context slides the window at once
-                options: dict[str, Any] = {"dtype": self.compute_dtype}
-                if self.static:
-                    options["static"] = True
-                    width = -(-self.cache_length // STATIC_CACHE_BUCKET) * STATIC_CACHE_BUCKET
-                    width = min(width, self.context_length or width)
-                else:
-                    width = self.cache_length
-                self.cache = self.model.new_cache(B, width, device=input_ids.device, **options)
+                self.cache = self.prepared.new_cache(B, self.cache_length, input_ids.device)
                 mask = None if self.mask is None else self.mask[:, :P]
                 out = self.model(input_ids, attention_mask=mask, cache=self.cache)
-                return out.logits[:, -1].float()
+                return out.logits[:, -1].float()  # (B, vocab)
         return self._recompute()
 
     @torch.inference_mode()
@@ -189,7 +107,8 @@ class Decoder:
         self.tokens[:, self.length] = next_tokens
         self.length += 1
         if self.cache is not None and self.length <= self.cache_length:
-            return self.step_model(next_tokens[:, None], cache=self.cache).logits[:, -1].float()
+            # the cache remembers the prompt's padding, so a step needs no attention_mask
+            return self.prepared.step(next_tokens[:, None], cache=self.cache).logits[:, -1].float()
         self.cache = None  # the context is full: from now on slide the window
         return self._recompute()
 
@@ -330,24 +249,22 @@ def generate_ids(
     """New tokens for a batch of prompts: input_ids (B, P) (left-padded where attention_mask is 0)
     -> (B, n), n <= max_new_tokens (fewer when every row stopped at ``eos_id``; rows padded with it).
     ``dtype``, ``compile`` and ``layout``: see ``Decoder``."""
-    generator = make_generator(seed, input_ids.device)
-    steps = list(
-        iter_tokens(
-            model,
-            input_ids,
-            attention_mask,
-            max_new_tokens,
-            temperature,
-            top_k,
-            top_p,
-            eos_id,
-            generator,
-            use_cache,
-            dtype,
-            compile,
-            layout,
-        )
+    tokens = iter_tokens(
+        model,
+        input_ids,
+        attention_mask,
+        max_new_tokens,
+        temperature,
+        top_k,
+        top_p,
+        eos_id,
+        generator=make_generator(seed, input_ids.device),
+        use_cache=use_cache,
+        dtype=dtype,
+        compile=compile,
+        layout=layout,
     )
+    steps = list(tokens)  # n tensors (B,)
     if not steps:
         return input_ids.new_zeros(input_ids.size(0), 0)
     return torch.stack(steps, dim=1)  # (B, n)
@@ -490,7 +407,7 @@ def generate(
 
     eos_id = getattr(tokenizer, "eos_id", None)
     device = _device_of(model)
-    input_ids, attention_mask = left_pad(
+    input_ids, attention_mask = left_pad(  # (B, P), (B, P) or None
         [_encode_prompt(tokenizer, t, eos_id) for t in texts], pad_id=eos_id or 0, device=device
     )
     generator = make_generator(seed, device)
@@ -511,7 +428,7 @@ def generate(
         compile=compile,
     )
     if decode_each_step:
-        for token in tokens:
+        for token in tokens:  # (B,)
             for row, t in zip(rows, token.tolist()):
                 if not row.done:
                     row.add(t, decode=True)
@@ -523,7 +440,7 @@ def generate(
     else:  # no per-step text work: keep tokens on the device, decode once at the end
         steps = list(tokens)
         if steps:
-            for row, ids in zip(rows, torch.stack(steps, dim=1).tolist()):
+            for row, ids in zip(rows, torch.stack(steps, dim=1).tolist()):  # (B, n)
                 for t in ids:
                     if row.done:
                         break
