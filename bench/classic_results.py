@@ -349,7 +349,7 @@ def run_lstm_vs_gpt(minutes: float) -> None:
         ylabel="validation loss (nats/char)",
         title="Shakespeare, character level",
     )
-    save("lstm-vs-gpt", {"results": record, "plot": str(png.relative_to(OUT.parents[1]))})
+    save("lstm-vs-gpt", {"results": record, "plot": str(png.relative_to(OUT.parents[2]))})
 
 
 def main() -> None:
