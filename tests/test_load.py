@@ -158,3 +158,11 @@ def test_a_classifier_run_loads_in_a_fresh_process(body, tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["SequenceClassifier", "CharTokenizer", "2"]
+
+
+def test_named_image_weights_load_without_a_tokenizer():
+    from zeroforge.models.cnn_efficientnet import EfficientNetLite
+
+    model, tokenizer = zeroforge.load("efficientnet-lite0")
+    assert tokenizer is None and not model.training
+    assert_same_weights(EfficientNetLite.from_pretrained(), model)
