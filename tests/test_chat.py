@@ -13,8 +13,8 @@ from zeroforge.chat import ChatSession, add_cli, chat_loop, render_chat
 from zeroforge.errors import ZeroforgeError
 from zeroforge.generation import generate
 from zeroforge.registry import create_model
+from zeroforge.tokenizers import PretrainedTokenizer
 from zeroforge.weights import save_pretrained
-from zeroforge.weights.tokenizer import PretrainedTokenizer
 
 transformers = pytest.importorskip("transformers")
 

@@ -252,3 +252,23 @@ def test_build_errors() -> None:
         build_tokenizer("word", "text")
     with pytest.raises(DataError, match="empty text"):
         build_tokenizer("char", "")
+
+
+def test_every_tokenizer_has_pad_and_eos_ids_that_survive_a_save(gpt2: HFTokenizer, tmp_path: Path) -> None:
+    from zeroforge.tokenizers import PretrainedTokenizer, load_tokenizer, train_wordpiece
+
+    bpe = train_bpe("hello world, hello there " * 40, vocab_size=300)
+    pretrained = PretrainedTokenizer(bpe.tokenizer, {"eos": "<|endoftext|>", "pad": "<|endoftext|>"})
+    wordpiece = train_wordpiece("hello world, hello there " * 40, vocab_size=60)
+    expected = {  # (pad_id, eos_id)
+        "char": (CharTokenizer.from_text("abc"), None, None),
+        "bpe": (bpe, None, 0),
+        "gpt2": (gpt2, None, 50256),
+        "wordpiece": (wordpiece, 0, None),
+        "pretrained": (pretrained, 0, 0),
+    }
+    for name, (tok, pad_id, eos_id) in expected.items():
+        assert (tok.pad_id, tok.eos_id) == (pad_id, eos_id), name
+        tok.save(tmp_path / name)
+        loaded = load_tokenizer(tmp_path / name)
+        assert (type(loaded), loaded.pad_id, loaded.eos_id) == (type(tok), pad_id, eos_id), name

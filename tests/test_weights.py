@@ -209,7 +209,7 @@ def test_run_directory_final_model_loads_in_transformers(name, tmp_path):
     model = randomize(create_model(name))
     tokenizer = CharTokenizer(sorted(set("abcdefghijklmnopqrstuvwxyz .,")))
     checkpoint = save_checkpoint(tmp_path, 10, model, tokenizer, None, {"step": 10})
-    publish_final(tmp_path, checkpoint)
+    publish_final(tmp_path, checkpoint, model, tokenizer)
     reference = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     x = X % model.config.vocab_size
     torch.testing.assert_close(logits(reference, x), logits(model, x), atol=1e-5, rtol=1e-5)
@@ -319,10 +319,12 @@ def test_unsupported_config_value_is_named(saved, tmp_path):
         load_pretrained(d)
 
 
-def test_missing_tokenizer_is_named(saved):
-    with pytest.raises(DataError) as err:
-        load_pretrained(saved["gpt2"])  # transformers saved no tokenizer there
-    assert f"{saved['gpt2'] / 'tokenizer.json'}: missing" in one_line(err)
+def test_missing_tokenizer_loads_as_none_and_is_named_where_needed(saved):
+    model, tok = load_pretrained(saved["gpt2"])  # transformers saved no tokenizer there
+    assert tok is None and type(model).__name__ == "GPT"
+    with pytest.raises(ConfigError) as err:
+        zeroforge.embed(saved["bert"], ["a text"])
+    assert one_line(err) == f"{saved['bert']}: has no tokenizer (tokenizer.json); embed needs one"
 
 
 def test_shape_mismatch_names_file_and_tensor(saved, tmp_path):

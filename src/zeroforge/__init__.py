@@ -32,6 +32,7 @@ _API = {
     "generate": "zeroforge.generation:generate",
     "embed": "zeroforge.embedding:embed",
     "evaluate": "zeroforge.eval.evaluate:evaluate",
+    "load": "zeroforge.weights:load",
     "load_run": "zeroforge.train.checkpoint:load_run",
     "load_pretrained": "zeroforge.weights:load_pretrained",
     "save_pretrained": "zeroforge.weights:save_pretrained",

@@ -133,10 +133,11 @@ def chat_loop(session: ChatSession, lines: Iterable[str], write: Callable[[str],
 
 
 def _cmd_chat(args: argparse.Namespace) -> int:
-    from zeroforge.train.checkpoint import load_run
+    from zeroforge.tokenizers import require_tokenizer
+    from zeroforge.weights import load
 
-    model, tokenizer = load_run(args.model)
-    chat_template_of(tokenizer, args.model)
+    model, tokenizer = load(args.model)
+    chat_template_of(require_tokenizer(tokenizer, args.model, "chat"), args.model)
     session = ChatSession(
         model,
         tokenizer,

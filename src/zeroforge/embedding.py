@@ -70,10 +70,11 @@ def embed(
         if tokenizer is None:
             raise ZeroforgeError("embed: pass tokenizer= with a model object (or give a run directory)")
     else:
-        from zeroforge.train.checkpoint import load_run
+        from zeroforge.tokenizers import require_tokenizer
+        from zeroforge.weights import load
 
-        model, saved_tokenizer = load_run(model_or_path)
-        tokenizer = tokenizer or saved_tokenizer
+        model, saved_tokenizer = load(model_or_path)
+        tokenizer = tokenizer or require_tokenizer(saved_tokenizer, model_or_path, "embed")
     if not hasattr(model, "sentence_embedding"):
         raise ZeroforgeError(
             f"embed: {type(model).__name__} has no sentence embeddings (use a BERT-family model)"

