@@ -388,12 +388,16 @@ def generate(
     fp32 model's unless two candidate tokens are within bf16 rounding of each other.
     """
     if isinstance(model, str | os.PathLike):
-        from zeroforge.train.checkpoint import load_run
+        from zeroforge.tokenizers import require_tokenizer
+        from zeroforge.weights import load
 
-        model, run_tokenizer = load_run(model)
-        tokenizer = tokenizer or run_tokenizer
+        source = model
+        model, saved_tokenizer = load(source)
+        tokenizer = tokenizer or require_tokenizer(saved_tokenizer, source, "generate")
     if tokenizer is None:
-        raise ZeroforgeError("generate: pass a tokenizer (or a run directory instead of a model)")
+        raise ZeroforgeError(
+            "generate: pass tokenizer= with a model object (or a run directory or model name)"
+        )
     single = isinstance(prompts, str)
     texts = [prompts] if isinstance(prompts, str) else list(prompts)
     if not texts:
