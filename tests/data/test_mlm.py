@@ -317,6 +317,7 @@ def corpus(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.mark.network
 def test_document_sentences_skip_empty_lines_and_strip_kjv_verse_numbers(corpus):
     docs = dict(document_sentences(str(corpus)))
     assert docs["empty"] == [] and len(docs["doc0"]) == 60 and all(s and s == s.strip() for s in docs["doc0"])
