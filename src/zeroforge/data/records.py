@@ -1,4 +1,4 @@
-"""The one reader of tables and corpora: CSV, TSV, JSONL and plain text (one row per line).
+"""The one reader (and writer) of tables and corpora: CSV, TSV, JSONL and plain text (one row per line).
 
 Cleaning (``zeroforge clean``) and training (``data.tables.read_rows``, ``data.sft.read_jsonl``) both
 read files through ``RecordReader``, so a file means the same rows to both and a bad file gets the
@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from zeroforge.errors import ConfigError, DataError, ZeroforgeError
 
@@ -308,3 +308,32 @@ def read_records(
             yield f"{path}:{record.last_line}", record.fields
 
     return reader.columns, rows()
+
+
+class RecordWriter:
+    """Write cleaned rows in the input's format (a CSV/TSV header first, even with no rows)."""
+
+    def __init__(self, f: IO[str], fmt: str, columns: list[str]) -> None:
+        self.f = f
+        self.format = fmt
+        self.columns = columns
+        self._csv = None
+        if fmt in ("csv", "tsv"):
+            self._csv = csv.writer(f, delimiter="\t" if fmt == "tsv" else ",", lineterminator="\n")
+            self._csv.writerow(columns)
+
+    def write(self, fields: dict[str, Any]) -> None:
+        if self._csv is not None:
+            self._csv.writerow([_cell(fields.get(c)) for c in self.columns])
+        elif self.format == "jsonl":
+            self.f.write(json.dumps(fields, ensure_ascii=False) + "\n")
+        else:
+            self.f.write(str(fields["text"]).replace("\n", " ") + "\n")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

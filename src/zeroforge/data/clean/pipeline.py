@@ -27,10 +27,10 @@ import numpy as np
 from zeroforge.data.clean.config import CleanConfig, load_clean_config
 from zeroforge.data.clean.dedup import ExactIndex, NearDuplicateIndex
 from zeroforge.data.clean.report import CleanReport, preview
-from zeroforge.data.clean.rows import RecordWriter, atomic_output
 from zeroforge.data.clean.text import LanguageFilter, SpellingCorrector, count_tokens, normalize_text
-from zeroforge.data.records import Record, RecordReader, detect_format
+from zeroforge.data.records import Record, RecordReader, RecordWriter, detect_format
 from zeroforge.errors import ConfigError, DataError
+from zeroforge.io import atomic_open
 
 _KEY_SEPARATOR = "\x1f"  # between the cells of a multi-column duplicate key (a control char: never in a cell)
 
@@ -399,7 +399,7 @@ def clean(
         report.missing[column] = {"missing": 0, "dropped": 0, "filled": 0, "kept": 0}
     cleaner = _RowCleaner(cfg, src, columns, text_column, fill_values, report)
     bar = _progress(reader.size, f"clean {src.name}", progress)
-    with atomic_output(dst) as f:
+    with atomic_open(dst) as f:
         writer = RecordWriter(f, fmt, columns)
         for chunk in _chunks(reader, chunk_size):
             for fields in cleaner.process(chunk):
