@@ -170,12 +170,17 @@ def test_malformed_quoting_is_reported_and_good_rows_survive(
 
 
 def test_legitimate_multi_line_fields_are_kept(tmp_path: Path) -> None:
-    path = write(tmp_path / "m.csv", 'text,label\n"two\nlines",0\n"a ""quoted"" word",1\n"x"y,1\n')
+    path = write(
+        tmp_path / "m.csv",
+        'text,label\n"two\nlines",0\n"a ""quoted"" word",1\n"x"y,1\n"closed\nwith spaces"  ,1\nlast,0\n',
+    )
     reader_rows = list(RecordReader(path, "csv"))
     assert [(r.fields, r.line, r.last_line) for r in reader_rows] == [
         ({"text": "two\nlines", "label": "0"}, 2, 3),
         ({"text": 'a "quoted" word', "label": "1"}, 4, 4),
         ({"text": "xy", "label": "1"}, 5, 5),  # an odd quote within one line: read as csv reads it
+        ({"text": "closed\nwith spaces  ", "label": "1"}, 6, 7),  # as csv reads it
+        ({"text": "last", "label": "0"}, 8, 8),
     ]
 
 

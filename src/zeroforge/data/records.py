@@ -26,6 +26,7 @@ from __future__ import annotations
 import codecs
 import csv
 import json
+import re
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -114,6 +115,7 @@ class RecordReader:
         self.encoding_errors = encoding_errors
         self.encoding_hint = encoding_hint
         self.header = header
+        self.delimiter = "\t" if fmt == "tsv" else ","
         try:
             codec = codecs.lookup(encoding)
         except LookupError:
@@ -167,7 +169,8 @@ class RecordReader:
             if dupes:
                 raise DataError(f"{self.path}:1: column {dupes[0]!r} appears twice in the header")
             return names
-        raise DataError(f"{self.path}: empty file, expected a header row with the column names")
+        expected = ", expected a header row with the column names" if self.header else ""
+        raise DataError(f"{self.path}: empty file{expected}")
 
     def _csv_rows(self) -> Iterator[tuple[tuple[int, int], list[str] | str, bool]]:
         """((first line, last line), cells or an error message, had bad bytes) per CSV record.
@@ -190,9 +193,8 @@ class RecordReader:
                 taken.append(item)
                 yield item[1]
 
-        delimiter = "\t" if self.format == "tsv" else ","
         csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
-        reader = csv.reader(feed(), delimiter=delimiter, strict=True)
+        reader = csv.reader(feed(), delimiter=self.delimiter, strict=True)
         while True:
             taken.clear()
             try:
@@ -214,13 +216,17 @@ class RecordReader:
         ended: bool,
         pending: deque[tuple[int, str, bool]],
     ) -> list[str] | str:
-        """The cells or the error of a record the strict parser refused (``problem``)."""
+        """The cells, or the error, of a record the strict parser refused (``problem``); for a quoted
+        field that broke on a later line, the lines after the opening one go back to ``pending``."""
         first, last = taken[0][0], taken[-1][0]
-        if first == last:
-            # a quote in an odd place within one line (``"a"b``): read it as the csv module's default
-            # dialect does, since no other line is involved
+        spaces = " " if self.format == "tsv" else " \t"
+        closing = re.match(rf'[^"]*"[{spaces}]+({self.delimiter}|\r?\n?$)', taken[-1][1])
+        if first == last or closing:
+            # A quote in an odd place within one line (``"a"b``), or a field closed with spaces before
+            # the delimiter (``"two\nlines" ,0``): the quoted field is whole, so read the record as the
+            # csv module's default dialect does.
             try:
-                return next(csv.reader([taken[0][1]], delimiter="\t" if self.format == "tsv" else ","), [])
+                return next(csv.reader([line for _, line, _ in taken], delimiter=self.delimiter), [])
             except csv.Error as err:
                 return f"CSV error: {err}"
         if ended:
