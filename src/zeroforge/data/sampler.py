@@ -15,6 +15,9 @@ The last batch of an epoch is smaller when ``B`` does not divide the rank's shar
 
 The state is ``epoch`` and ``consumed`` (samples of this epoch read by all ranks together), which does
 not mention ``W``: a checkpoint of a 2-rank run resumes in one process at the same place, and back.
+
+``BatchPlan`` draws the batches of classification and SFT training from it, optionally grouped by
+length (``length_grouped``, transformers' ``group_by_length``) so a batch pads less.
 """
 
 from __future__ import annotations
