@@ -39,7 +39,8 @@ def prepared_dir(arg: str | None) -> Path:
 
 
 def held_out_batches(directory: Path):
-    from zeroforge.data.mlm import MaskingSpec, fixed_batches, load_mlm_nsp
+    from zeroforge.data.masking import MaskingSpec, fixed_batches
+    from zeroforge.data.mlm import load_mlm_nsp
 
     _, tok, train, val = load_mlm_nsp(directory)
     spec = MaskingSpec.from_tokenizer(tok, 0.15)

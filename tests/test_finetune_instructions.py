@@ -26,6 +26,7 @@ def _template_of(row, task):
     return None
 
 
+@pytest.mark.network
 def test_held_out_phrasings_and_examples_are_never_trained_on(rows):
     assert [len(rows[k]) for k in ("train", "val", "test")] == [120, 20, 60]
     for split, kind in (("train", "train"), ("val", "held_out"), ("test", "held_out")):
@@ -43,6 +44,7 @@ def test_held_out_phrasings_and_examples_are_never_trained_on(rows):
     assert len(every_train_template) >= 6  # several phrasings per task are used
 
 
+@pytest.mark.network
 def test_rows_are_balanced_deterministic_and_shaped_for_sft(rows):
     spam = [r for r in rows["test"] if r["task"] == "sms-spam"]
     assert sorted(r["output"] for r in spam) == ["ham"] * 15 + ["spam"] * 15
@@ -57,6 +59,7 @@ def test_rows_are_balanced_deterministic_and_shaped_for_sft(rows):
         build_instructions(["nope"], {"train": 1})
 
 
+@pytest.mark.network
 def test_long_texts_are_cut_to_max_words(rows):
     news = [r for r in rows["train"] if r["task"] == "bbc-news"]
     assert all(len(r["instruction"].split()) < TASKS["bbc-news"].max_words + 40 for r in news)
@@ -79,6 +82,7 @@ def test_parse_answer(reply, expected):
     assert parse_answer(reply, ["ham", "spam"], TASKS["sms-spam"].aliases) == expected
 
 
+@pytest.mark.network
 def test_instruction_accuracy_scores_replies_in_row_order(monkeypatch, rows):
     test_rows = rows["test"][:7]
     canned = {r["instruction"]: (r["output"] if i % 2 == 0 else "no idea") for i, r in enumerate(test_rows)}

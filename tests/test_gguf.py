@@ -273,6 +273,7 @@ def smollm2():
     return load_pretrained("smollm2-135m-instruct")
 
 
+@pytest.mark.network
 @pytest.mark.slow
 def test_smollm2_logits_match_transformers_gguf(smollm2):
     # Both dequantise the same Q4_1/Q8_0 blocks to fp32, so only summation order differs.
@@ -293,6 +294,7 @@ def test_smollm2_logits_match_transformers_gguf(smollm2):
     torch.testing.assert_close(ours, theirs, atol=1e-3, rtol=1e-4)
 
 
+@pytest.mark.network
 @pytest.mark.slow
 def test_smollm2_greedy_answer_and_chat_template(smollm2):
     from zeroforge.chat import ChatSession
@@ -309,6 +311,7 @@ def test_smollm2_greedy_answer_and_chat_template(smollm2):
     assert session.prompt().startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
 
 
+@pytest.mark.network
 @pytest.mark.slow
 def test_smollm2_real_tensors_dequantise_like_gguf_package():
     from zeroforge.weights import resolve

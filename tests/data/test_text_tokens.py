@@ -126,6 +126,7 @@ def test_ensure_prepared_reuses_until_source_changes(cache: Path, corpus: tuple[
     assert load_prepared(out)[0]["val_fraction"] == 0.2
 
 
+@pytest.mark.network
 def test_real_shakespeare_char(tmp_path: Path) -> None:
     out = prepare(
         "shakespeare", tmp_path / "shakespeare-char", progress=False

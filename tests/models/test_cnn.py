@@ -149,6 +149,7 @@ def test_same_padding_is_tensorflows() -> None:
     assert conv(torch.randn(1, 1, 7, 7)).shape[-1] == 4  # ceil(7 / 2)
 
 
+@pytest.mark.network
 def test_efficientnet_lite0_matches_the_reference_with_real_weights() -> None:
     reference = pytest.importorskip("efficientnet_lite_pytorch")
     state = load_lite0_weights()
@@ -166,6 +167,7 @@ def test_efficientnet_lite0_matches_the_reference_with_real_weights() -> None:
     assert want.abs().max() > 1.0  # real weights give confident logits, not a random-init blur
 
 
+@pytest.mark.network
 def test_efficientnet_head_swap_keeps_the_pretrained_backbone() -> None:
     state = load_lite0_weights()
     model = EfficientNetLite.from_pretrained(num_classes=10)
@@ -178,6 +180,7 @@ def test_efficientnet_head_swap_keeps_the_pretrained_backbone() -> None:
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 1280 * 10 + 10
 
 
+@pytest.mark.network
 def test_efficientnet_rejects_a_bad_state_dict() -> None:
     model = zf.create_model("efficientnet-lite0")
     state = load_lite0_weights()

@@ -15,13 +15,18 @@ The last batch of an epoch is smaller when ``B`` does not divide the rank's shar
 
 The state is ``epoch`` and ``consumed`` (samples of this epoch read by all ranks together), which does
 not mention ``W``: a checkpoint of a 2-rank run resumes in one process at the same place, and back.
+
+``BatchPlan`` draws the batches of classification and SFT training from it, optionally grouped by
+length (``length_grouped``, transformers' ``group_by_length``) so a batch pads less.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from zeroforge.errors import ConfigError, DataError
@@ -110,3 +115,80 @@ class EpochSampler:
         self.position = min(int(state["consumed"]) // self.world_size, self.num_samples)
         if self.position >= self.num_samples:
             self.epoch, self.position = self.epoch + 1, 0
+
+
+def length_grouped(
+    order: np.ndarray, lengths: np.ndarray, batch_size: int, seed: int, mega: int = 50
+) -> np.ndarray:
+    """Reorder an epoch so each batch holds examples of similar length (less padding, same examples).
+
+    The shuffled ``order`` is cut into chunks of ``mega`` batches; each chunk is sorted by length
+    (longest first) and cut into batches; then the batches are shuffled (seeded) so long and short
+    ones alternate through the epoch. This is ``transformers``' group_by_length sampler, written out.
+    """
+    chunk = batch_size * mega
+    grouped = [
+        part[np.argsort(-lengths[part], kind="stable")]
+        for part in (order[i : i + chunk] for i in range(0, len(order), chunk))
+    ]
+    flat = np.concatenate(grouped) if grouped else order
+    batches = [flat[i : i + batch_size] for i in range(0, len(flat), batch_size)]
+    perm = np.random.Generator(np.random.PCG64(seed)).permutation(len(batches))
+    return np.concatenate([batches[i] for i in perm]) if batches else flat
+
+
+class BatchPlan:
+    """Which examples each training batch takes, epoch after epoch: ``EpochSampler``'s seeded, rank-aware
+    order, optionally ``length_grouped``. The state (epoch, position) resumes exactly."""
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        group_by_length: bool = False,
+    ) -> None:
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.batch_size, self.seed, self.group = batch_size, seed, group_by_length
+        self.sampler = EpochSampler(len(self.lengths), rank=rank, world_size=world_size, seed=seed)
+        self.epoch, self.position = 0, 0
+        self._cached: tuple[int, np.ndarray] | None = None
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.sampler.steps_per_epoch(self.batch_size)
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if self._cached is None or self._cached[0] != epoch:
+            order = self.sampler.epoch_indices(epoch).numpy()
+            self._cached = (epoch, length_grouped(order, self.lengths, self.batch_size, self.seed + epoch))
+        return self._cached[1]
+
+    def next_indices(self) -> list[int]:
+        if not self.group:
+            return self.sampler.next_indices(self.batch_size).tolist()
+        order = self._order(self.epoch)
+        idx = order[self.position : self.position + self.batch_size]
+        self.position += len(idx)
+        if self.position >= len(order):
+            self.epoch, self.position = self.epoch + 1, 0
+        return idx.tolist()
+
+    def state_dict(self) -> dict[str, Any]:
+        if not self.group:
+            return self.sampler.state_dict()
+        return {"epoch": self.epoch, "position": self.position, "n": len(self.lengths), "grouped": True}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if bool(state.get("grouped")) != self.group:
+            raise DataError("the checkpoint's batches were drawn with another data.group_by_length setting")
+        if not self.group:
+            self.sampler.load_state_dict(state)
+            return
+        if int(state["n"]) != len(self.lengths):
+            raise DataError(
+                f"the checkpoint's data had {state['n']} examples, this data has {len(self.lengths)}"
+            )
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])

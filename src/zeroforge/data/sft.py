@@ -22,13 +22,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from zeroforge.data.tables import jsonl_rows, right_padded
+from zeroforge.data.collate import attention_mask, right_padded
+from zeroforge.data.records import read_records
+from zeroforge.data.sampler import BatchPlan
 from zeroforge.errors import DataError
 
 IGNORE_INDEX = -100
@@ -61,11 +62,8 @@ class SFTExample:
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[tuple[str, dict[str, Any]]]:
-    """``[(path:line, row)]`` for every non-blank line of a JSONL file."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    return list(jsonl_rows(path.read_text(encoding="utf-8"), path))
+    """``[(path:line, row)]`` for every non-blank line of a JSONL file (``data.records`` reads it)."""
+    return list(read_records(path, "jsonl")[1])
 
 
 def _text(row: dict[str, Any], key: str, where: str, required: bool = True) -> str | None:
@@ -209,7 +207,7 @@ def collate(examples: Sequence[SFTExample], pad_id: int = 0) -> dict[str, torch.
     return {
         "input_ids": right_padded([e.input_ids for e in examples], pad_id),
         "labels": right_padded([e.labels for e in examples], IGNORE_INDEX),
-        "attention_mask": right_padded([[1] * len(e.input_ids) for e in examples], 0),
+        "attention_mask": attention_mask([e.input_ids for e in examples]),
     }
 
 
@@ -256,7 +254,7 @@ def collate_packed(rows: Sequence[PackedRow], pad_id: int = 0) -> dict[str, torc
 
 class SFTBatches:
     """The trainer's BatchSource: examples (or packed rows) in a fresh seeded order every epoch
-    (``data.tables.BatchPlan``: rank-aware, optionally grouped by length)."""
+    (``data.sampler.BatchPlan``: rank-aware, optionally grouped by length)."""
 
     def __init__(
         self,
@@ -269,8 +267,6 @@ class SFTBatches:
         world_size: int = 1,
         group_by_length: bool = False,
     ) -> None:
-        from zeroforge.data.tables import BatchPlan
-
         self.units: Sequence[SFTExample] | list[PackedRow]
         self.units = pack(examples, packed_length) if packed_length else list(examples)
         self.packed = packed_length is not None

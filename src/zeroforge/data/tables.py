@@ -23,12 +23,10 @@ names the row and the field.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 import unicodedata
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,10 +34,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from zeroforge.data.collate import attention_mask, right_padded
+from zeroforge.data.records import TABLE_FORMATS, RecordWriter, detect_format, read_records
+from zeroforge.data.sampler import BatchPlan
 from zeroforge.errors import ConfigError, DataError
-
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-_CSV_FIELD_LIMIT = 1 << 26  # long documents in one field; a runaway quote still fails loudly
+from zeroforge.io import atomic_open
 
 
 @dataclass
@@ -85,49 +84,6 @@ class LabelledData:
 # ----------------------------------------------------------------------------- reading files
 
 
-def detect_format(path: Path, fmt: str = "auto") -> str:
-    if fmt != "auto":
-        return fmt
-    found = FORMATS.get(path.suffix.lower())
-    if found is None:
-        raise ConfigError(
-            f"data.format: cannot tell the format of {path} from its suffix; set csv, tsv or jsonl"
-        )
-    return found
-
-
-def _decode(data: bytes, where: str, encoding: str) -> str:
-    try:
-        return data.decode(encoding)
-    except UnicodeDecodeError as err:
-        raise DataError(
-            f"{where}: not valid {encoding} at byte {err.start} (0x{data[err.start]:02x}); "
-            "set data.encoding (e.g. latin-1) or convert the file"
-        ) from None
-    except LookupError:
-        raise ConfigError(f"data.encoding: unknown encoding {encoding!r}") from None
-
-
-def jsonl_rows(text: str, path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """``(path:line, row)`` for every non-blank line of JSONL ``text`` read from ``path``, one at a
-    time; a line that is not a JSON object, or a file without rows, is a DataError naming it."""
-    found = False
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{line_no}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{where}: not valid JSON ({err.msg})") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-        found = True
-        yield where, row
-    if not found:
-        raise DataError(f"{path}: no rows")
-
-
 def read_rows(
     path: str | os.PathLike[str],
     text_column: str,
@@ -136,57 +92,36 @@ def read_rows(
     encoding: str = "utf-8",
     header: bool = True,
 ) -> list[tuple[str, str, str | None]]:
-    """``[(where, text, label)]`` from a CSV/TSV (with a header row) or JSONL file.
+    """``[(where, text, label)]`` from a CSV/TSV (with a header row) or JSONL file, read by
+    ``data.records.RecordReader`` (the reader ``zeroforge clean`` uses).
 
-    ``where`` is ``path:line``. A missing column is a DataError naming the columns the file has; a row
-    without the field, or with a non-string text, names the row. ``header=False`` reads a headerless
-    CSV/TSV whose columns are then called ``0``, ``1``, ...
+    ``where`` is ``path:line`` (the row's last line). A missing column is a DataError naming the columns
+    the file has; a malformed row, a row without the field, or a non-string text names the row.
+    ``header=False`` reads a headerless CSV/TSV whose columns are then called ``0``, ``1``, ...
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    fmt = detect_format(path, fmt)
-    text = _decode(path.read_bytes(), str(path), encoding)
+    fmt = detect_format(path, fmt, "data.format", TABLE_FORMATS)
+    columns, records = read_records(path, fmt, encoding=encoding, header=header)
     out: list[tuple[str, str, str | None]] = []
     if fmt == "jsonl":
-        for where, row in jsonl_rows(text, path):
+        for where, row in records:
             out.append(
                 (where, _field(row, text_column, where, "text"), _label_field(row, label_column, where))
             )
         return out
-    csv.field_size_limit(_CSV_FIELD_LIMIT)
-    lines = text.splitlines(keepends=True)
-    reader = csv.reader(lines, delimiter="\t" if fmt == "tsv" else ",")
-    try:
-        columns = next(reader) if header else None
-    except StopIteration:
-        raise DataError(f"{path}: empty file") from None
-    except csv.Error as err:
-        raise DataError(f"{path}:1: malformed {fmt.upper()} header ({err})") from None
-    if columns is not None:
-        for option, column in (("text_column", text_column), ("label_column", label_column)):
-            if column is not None and column not in columns:
-                raise DataError(
-                    f"{path}: no column {column!r} (data.{option}; the file's columns: {', '.join(columns)})"
-                )
-    try:
-        for record in reader:
-            where = f"{path}:{reader.line_num}"
-            if not record or (len(record) == 1 and not record[0].strip()):
-                continue
-            if columns is None:
-                columns = [str(i) for i in range(len(record))]
-                if text_column not in columns or (label_column is not None and label_column not in columns):
-                    raise DataError(
-                        f"{path}: headerless file has columns {', '.join(columns)}; "
-                        f"data.text_column {text_column!r} / data.label_column {label_column!r} must be among them"
-                    )
-            if len(record) != len(columns):
-                raise DataError(f"{where}: {len(record)} fields, the header has {len(columns)}")
-            row = dict(zip(columns, record))
-            out.append((where, row[text_column], None if label_column is None else row[label_column]))
-    except csv.Error as err:
-        raise DataError(f"{path}:{reader.line_num}: malformed {fmt.upper()} ({err})") from None
+    for option, column in (("text_column", text_column), ("label_column", label_column)):
+        if column is None or column in columns:
+            continue
+        if header:
+            raise DataError(
+                f"{path}: no column {column!r} (data.{option}; the file's columns: {', '.join(columns)})"
+            )
+        raise DataError(
+            f"{path}: headerless file has columns {', '.join(columns)}; "
+            f"data.text_column {text_column!r} / data.label_column {label_column!r} must be among them"
+        )
+    for where, row in records:
+        out.append((where, row[text_column], None if label_column is None else row[label_column]))
     if not out:
         raise DataError(f"{path}: no rows after the header")
     return out
@@ -271,14 +206,11 @@ def _movie_reviews(source: str | None) -> Callable[[], LabelledData]:
         from zeroforge import datasets
 
         path = datasets.asset_file("movie-reviews")
-        csv.field_size_limit(_CSV_FIELD_LIMIT)
         rows = []
-        with open(path, encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f)
-            for row in reader:
-                if source is None or row["source"] == source:
-                    label = {"0": "negative", "1": "positive"}.get(row["label"], row["label"])
-                    rows.append((f"{path}:{reader.line_num}", row["text"], label))
+        for where, row in read_records(path, "csv")[1]:
+            if source is None or row["source"] == source:
+                label = {"0": "negative", "1": "positive"}.get(row["label"], row["label"])
+                rows.append((where, row["text"], label))
         name = {None: "movie-reviews", "imdb": "imdb", "rotten_tomatoes": "rotten-tomatoes"}[source]
         return labelled_from_rows(rows, ["negative", "positive"], name)
 
@@ -365,16 +297,10 @@ def load_labelled(
 
 def write_table(data: LabelledData, path: str | os.PathLike[str]) -> Path:
     """The examples as a UTF-8 CSV with columns ``text,label`` (label names), atomically."""
-    import io
-
-    from zeroforge.io import atomic_write_text
-
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["text", "label"])
-    for text, label in zip(data.texts, data.labels):
-        writer.writerow([text, data.label_names[label]])
-    atomic_write_text(path, buf.getvalue())
+    with atomic_open(path) as f:
+        writer = RecordWriter(f, "csv", ["text", "label"])
+        for text, label in zip(data.texts, data.labels):
+            writer.write({"text": text, "label": data.label_names[label]})
     return Path(path)
 
 
@@ -491,105 +417,14 @@ def encode_texts(
     return EncodedData(out, data.labels, data.label_names, data.rows, truncated)
 
 
-def right_padded(rows: Sequence[Sequence[int]], fill: int) -> torch.Tensor:
-    """``rows`` as one long tensor (B, T), each row right-padded with ``fill`` to the longest."""
-    T = max(len(r) for r in rows)
-    out = torch.full((len(rows), T), fill, dtype=torch.long)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-    return out
-
-
 def collate(
     ids: Sequence[Sequence[int]], labels: Sequence[int] | None, pad_id: int = 0
 ) -> dict[str, torch.Tensor]:
     """Right-padded ``input_ids`` (B, T) and ``attention_mask`` (B, T) to the longest row, ``labels`` (B,)."""
-    batch = {
-        "input_ids": right_padded(ids, pad_id),
-        "attention_mask": right_padded([[1] * len(row) for row in ids], 0),
-    }
+    batch = {"input_ids": right_padded(ids, pad_id), "attention_mask": attention_mask(ids)}
     if labels is not None:
         batch["labels"] = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     return batch
-
-
-def length_grouped(
-    order: np.ndarray, lengths: np.ndarray, batch_size: int, seed: int, mega: int = 50
-) -> np.ndarray:
-    """Reorder an epoch so each batch holds examples of similar length (less padding, same examples).
-
-    The shuffled ``order`` is cut into chunks of ``mega`` batches; each chunk is sorted by length
-    (longest first) and cut into batches; then the batches are shuffled (seeded) so long and short
-    ones alternate through the epoch. This is ``transformers``' group_by_length sampler, written out.
-    """
-    chunk = batch_size * mega
-    grouped = [
-        part[np.argsort(-lengths[part], kind="stable")]
-        for part in (order[i : i + chunk] for i in range(0, len(order), chunk))
-    ]
-    flat = np.concatenate(grouped) if grouped else order
-    batches = [flat[i : i + batch_size] for i in range(0, len(flat), batch_size)]
-    perm = np.random.Generator(np.random.PCG64(seed)).permutation(len(batches))
-    return np.concatenate([batches[i] for i in perm]) if batches else flat
-
-
-class BatchPlan:
-    """Which examples each training batch takes, epoch after epoch: ``EpochSampler``'s seeded, rank-aware
-    order, optionally ``length_grouped``. The state (epoch, position) resumes exactly."""
-
-    def __init__(
-        self,
-        lengths: Sequence[int],
-        batch_size: int,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        group_by_length: bool = False,
-    ) -> None:
-        from zeroforge.data.sampler import EpochSampler
-
-        self.lengths = np.asarray(lengths, dtype=np.int64)
-        self.batch_size, self.seed, self.group = batch_size, seed, group_by_length
-        self.sampler = EpochSampler(len(self.lengths), rank=rank, world_size=world_size, seed=seed)
-        self.epoch, self.position = 0, 0
-        self._cached: tuple[int, np.ndarray] | None = None
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return self.sampler.steps_per_epoch(self.batch_size)
-
-    def _order(self, epoch: int) -> np.ndarray:
-        if self._cached is None or self._cached[0] != epoch:
-            order = self.sampler.epoch_indices(epoch).numpy()
-            self._cached = (epoch, length_grouped(order, self.lengths, self.batch_size, self.seed + epoch))
-        return self._cached[1]
-
-    def next_indices(self) -> list[int]:
-        if not self.group:
-            return self.sampler.next_indices(self.batch_size).tolist()
-        order = self._order(self.epoch)
-        idx = order[self.position : self.position + self.batch_size]
-        self.position += len(idx)
-        if self.position >= len(order):
-            self.epoch, self.position = self.epoch + 1, 0
-        return idx.tolist()
-
-    def state_dict(self) -> dict[str, Any]:
-        if not self.group:
-            return self.sampler.state_dict()
-        return {"epoch": self.epoch, "position": self.position, "n": len(self.lengths), "grouped": True}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if bool(state.get("grouped")) != self.group:
-            raise DataError("the checkpoint's batches were drawn with another data.group_by_length setting")
-        if not self.group:
-            self.sampler.load_state_dict(state)
-            return
-        if int(state["n"]) != len(self.lengths):
-            raise DataError(
-                f"the checkpoint's data had {state['n']} examples, this data has {len(self.lengths)}"
-            )
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
 
 
 class ClassificationBatches:

@@ -19,10 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,11 +28,11 @@ import numpy as np
 import torch
 
 from zeroforge import datasets
+from zeroforge.data.cache import META_FILE, prepared_folder
 from zeroforge.errors import ConfigError, DataError
 from zeroforge.io import atomic_write_json
 from zeroforge.tokenizers import KINDS, Tokenizer, build_tokenizer, load_tokenizer
 
-META_FILE = "meta.json"
 SPLITS = ("train", "val")
 
 
@@ -64,23 +61,6 @@ def prepared_dir_for(source: str, tokenizer: str = "char", vocab_size: int = 409
     return datasets.cache_dir() / "prepared" / f"{stem}-{tokenizer}{suffix}"
 
 
-@contextmanager
-def _locked(out: Path) -> Iterator[None]:
-    """One process prepares ``out`` at a time (torchrun ranks all call ensure_prepared)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        yield
-        return
-    with open(out.parent / f".{out.name}.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _check_args(tokenizer: str, vocab_size: int, val_fraction: float) -> None:
     if tokenizer not in KINDS:
         raise ConfigError(f"tokenizer: expected one of {', '.join(KINDS)}, got {tokenizer!r}")
@@ -90,8 +70,23 @@ def _check_args(tokenizer: str, vocab_size: int, val_fraction: float) -> None:
         raise ConfigError(f"vocab_size: must be >= 2, got {vocab_size}")
 
 
+def _settings(source: str, tokenizer: str, vocab_size: int, val_fraction: float) -> dict[str, Any]:
+    """What a prepared folder records and must match to be reused (the vocabulary size only for
+    tokenizers trained on the corpus)."""
+    settings: dict[str, Any] = {"source": source, "tokenizer": tokenizer, "val_fraction": val_fraction}
+    if tokenizer in TRAINED_VOCAB:
+        settings["requested_vocab_size"] = vocab_size
+    return settings
+
+
 def _build(
-    tmp: Path, source: str, tokenizer: str, vocab_size: int, val_fraction: float, progress: bool
+    tmp: Path,
+    fingerprint: dict[str, object],
+    source: str,
+    tokenizer: str,
+    vocab_size: int,
+    val_fraction: float,
+    progress: bool,
 ) -> None:
     text = datasets.load_text(source)
     split = int(len(text) * (1 - val_fraction))  # nanoGPT: data[: int(n * 0.9)]
@@ -120,47 +115,25 @@ def _build(
         "eos_id": tok.eos_id,
         "train_chars": len(train_text),
         "val_chars": len(val_text),
-        "fingerprint": datasets.source_fingerprint(source),
+        "fingerprint": fingerprint,
     }
     atomic_write_json(tmp / META_FILE, meta)
 
 
-def build_prepared_folder(out: Path, build: Callable[[Path], None]) -> Path:
-    """Write a prepared data folder atomically: ``build(tmp)`` fills a new folder next to ``out``,
-    which then replaces ``out``. Call it holding ``_locked(out)``.
-
-    A failure leaves any previous complete folder untouched; an ``out`` that holds other files (no
-    meta.json) is a DataError, never overwritten.
-    """
-    if out.exists() and not (out / META_FILE).is_file() and (out.is_file() or any(out.iterdir())):
-        raise DataError(
-            f"{out}: exists and is not a prepared data folder (no {META_FILE}); choose another --out"
-        )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
-        os.chmod(tmp, 0o755)
-        build(tmp)
-        # Build fully, then swap: a failure leaves any previous complete folder untouched.
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
-
-
-def _prepare_unlocked(
-    source: str, out: Path, tokenizer: str, vocab_size: int, val_fraction: float, progress: bool
+def _prepared(
+    source: str,
+    out: Path,
+    tokenizer: str,
+    vocab_size: int,
+    val_fraction: float,
+    progress: bool,
+    reuse: bool,
 ) -> Path:
-    return build_prepared_folder(
-        out, lambda tmp: _build(tmp, source, tokenizer, vocab_size, val_fraction, progress)
-    )
+    def build(tmp: Path, fingerprint: dict[str, object]) -> None:
+        _build(tmp, fingerprint, source, tokenizer, vocab_size, val_fraction, progress)
+
+    settings = _settings(source, tokenizer, vocab_size, val_fraction)
+    return prepared_folder(out, settings, build, lambda d: _problem(d) is None, reuse)
 
 
 def prepare(
@@ -178,8 +151,7 @@ def prepare(
     """
     _check_args(tokenizer, vocab_size, val_fraction)
     out_path = Path(out).expanduser() if out else prepared_dir_for(str(input), tokenizer, vocab_size)
-    with _locked(out_path):
-        return _prepare_unlocked(str(input), out_path, tokenizer, vocab_size, val_fraction, progress)
+    return _prepared(str(input), out_path, tokenizer, vocab_size, val_fraction, progress, reuse=False)
 
 
 def _read_meta(directory: Path) -> dict[str, Any]:
@@ -226,26 +198,6 @@ def load_prepared(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], To
     return meta, tok
 
 
-def _reusable(out: Path, source: str, tokenizer: str, vocab_size: int, val_fraction: float) -> bool:
-    try:
-        if _problem(out) is not None:
-            return False
-        meta = _read_meta(out)
-    except DataError:  # a corrupt meta.json: rebuild
-        return False
-    try:
-        fingerprint = datasets.source_fingerprint(source)
-    except DataError:  # the source is gone: the complete prepared copy is all there is
-        fingerprint = meta.get("fingerprint")
-    return (
-        meta.get("source") == source
-        and meta.get("tokenizer") == tokenizer
-        and meta.get("val_fraction") == val_fraction
-        and (tokenizer not in TRAINED_VOCAB or meta.get("requested_vocab_size") == vocab_size)
-        and meta.get("fingerprint") == fingerprint
-    )
-
-
 def ensure_prepared(
     source: str,
     tokenizer: str = "char",
@@ -259,10 +211,7 @@ def ensure_prepared(
     every rank at once (a file lock serialises them)."""
     _check_args(tokenizer, vocab_size, val_fraction)
     out_path = Path(out).expanduser() if out else prepared_dir_for(str(source), tokenizer, vocab_size)
-    with _locked(out_path):
-        if _reusable(out_path, str(source), tokenizer, vocab_size, val_fraction):
-            return out_path
-        return _prepare_unlocked(str(source), out_path, tokenizer, vocab_size, val_fraction, progress)
+    return _prepared(str(source), out_path, tokenizer, vocab_size, val_fraction, progress, reuse=True)
 
 
 # ----------------------------------------------------------------------------- batches

@@ -4,9 +4,10 @@
     report = clean("reviews.csv", "reviews.clean.csv", {"labels": {"allowed": [0, 1]}})
     print(report.summary())
 
-Modules: ``config`` (CleanConfig), ``rows`` (streaming readers/writers), ``text`` (normalisation,
+Modules: ``config`` (CleanConfig), ``text`` (normalisation,
 language, spelling), ``dedup`` (exact + MinHash/LSH near duplicates), ``report`` (CleanReport),
-``pipeline`` (the rules in order, ``clean``, ``clean_step``), ``cli`` (``add_cli``).
+``pipeline`` (the rules in order, ``clean``, ``clean_step``), ``cli`` (``add_cli``). Files are read
+and written by ``zeroforge.data.records``, the reader training uses too.
 """
 
 from zeroforge.data.clean.cli import add_cli

@@ -109,8 +109,10 @@ class CleanConfig:
     """With ``languages``: also drop rows whose detected language has a lower probability."""
     spelling: bool = False
     """Correct English misspellings of lowercase words in the text column (pyspellchecker, edit distance 1)."""
+    encoding: str = "utf-8"
+    """The input's text encoding (``latin-1``, ``cp1252``, ...); the output is always UTF-8."""
     encoding_errors: Literal["drop", "replace", "error"] = "drop"
-    """Rows with bytes that are not UTF-8: dropped, kept with U+FFFD in their place, or a stop with an error."""
+    """Rows with bytes not valid in ``encoding``: dropped, kept with U+FFFD in their place, or a stop with an error."""
     malformed: Literal["drop", "error"] = "drop"
     """Malformed rows (wrong field count, bad JSON): dropped and reported with line numbers, or an error."""
     examples: int = 5

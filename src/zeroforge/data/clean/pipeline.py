@@ -27,9 +27,10 @@ import numpy as np
 from zeroforge.data.clean.config import CleanConfig, load_clean_config
 from zeroforge.data.clean.dedup import ExactIndex, NearDuplicateIndex
 from zeroforge.data.clean.report import CleanReport, preview
-from zeroforge.data.clean.rows import Record, RecordReader, RecordWriter, atomic_output, detect_format
 from zeroforge.data.clean.text import LanguageFilter, SpellingCorrector, count_tokens, normalize_text
+from zeroforge.data.records import Record, RecordReader, RecordWriter, detect_format
 from zeroforge.errors import ConfigError, DataError
+from zeroforge.io import atomic_open
 
 _KEY_SEPARATOR = "\x1f"  # between the cells of a multi-column duplicate key (a control char: never in a cell)
 
@@ -366,12 +367,26 @@ def clean(
     cfg = load_clean_config(config)
     if chunk_size < 1:
         raise ConfigError(f"chunk_size: must be >= 1, got {chunk_size}")
-    src = _resolve_input(input)
     dst = Path(out)
+    json_path = Path(report_path) if report_path else dst.with_name(dst.name + ".report.json")
+    for option, path in (
+        ("--out", dst),
+        ("--report", json_path),
+        ("--report", json_path.with_suffix(".txt")),
+    ):
+        if path.is_dir():
+            raise DataError(f"{option}: {path} is a directory, expected a file path")
+    src = _resolve_input(input)
     if dst.exists() and dst.resolve() == src.resolve():
         raise DataError(f"{dst}: the output must not be the input file (the input is never modified)")
-    fmt = detect_format(src, cfg.format)
-    reader = RecordReader(src, fmt, cfg.encoding_errors)
+    fmt = detect_format(src, cfg.format, "clean.format", error=DataError)
+    reader = RecordReader(
+        src,
+        fmt,
+        encoding=cfg.encoding,
+        encoding_errors=cfg.encoding_errors,
+        encoding_hint="set encoding (e.g. latin-1), or encoding_errors: replace or drop to go on",
+    )
     columns = reader.columns
     text_column = cfg.text_column or ("text" if "text" in columns else None)
     _check_columns(cfg, src, fmt, columns, text_column)
@@ -384,7 +399,7 @@ def clean(
         report.missing[column] = {"missing": 0, "dropped": 0, "filled": 0, "kept": 0}
     cleaner = _RowCleaner(cfg, src, columns, text_column, fill_values, report)
     bar = _progress(reader.size, f"clean {src.name}", progress)
-    with atomic_output(dst) as f:
+    with atomic_open(dst) as f:
         writer = RecordWriter(f, fmt, columns)
         for chunk in _chunks(reader, chunk_size):
             for fields in cleaner.process(chunk):
@@ -394,7 +409,6 @@ def clean(
     bar.close()
     report.finish()
     report.seconds = round(time.perf_counter() - start, 3)
-    json_path = Path(report_path) if report_path else dst.with_name(dst.name + ".report.json")
     report.save(json_path, json_path.with_suffix(".txt"))
     return report
 
