@@ -54,13 +54,13 @@ from zeroforge.data.text import (
 )
 from zeroforge.errors import ConfigError, DataError
 from zeroforge.io import atomic_write_json
+from zeroforge.modules.losses import IGNORE_INDEX
 from zeroforge.tokenizers import WordPieceTokenizer, load_tokenizer, load_wordpiece, train_wordpiece
 
 META_FILE = "meta.json"
 SPLITS = ("train", "val")
 PREPARE_SEED = 12345  # create_pretraining_data.py's default random_seed
 SHORT_SEQ_PROB = 0.1  # BERT: fraction of documents whose pairs target a shorter random length
-IGNORE_INDEX = -100
 FORMAT_VERSION = 2  # 2: one pair generator per split (validation pairs no longer depend on dupe_factor)
 
 Sentences = list[list[int]]  # one document: its sentences as token ids

@@ -30,8 +30,8 @@ import torch
 
 from zeroforge.data.tables import jsonl_rows, right_padded
 from zeroforge.errors import DataError
+from zeroforge.modules.losses import IGNORE_INDEX
 
-IGNORE_INDEX = -100
 Message = dict[str, str]
 ROLES = ("system", "user", "assistant")
 

@@ -28,13 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zeroforge.config import require
 from zeroforge.errors import DataError
 from zeroforge.models.output import ModelOutput
 from zeroforge.modules.activations import ACTIVATIONS, ActivationName, make_activation
 from zeroforge.modules.init import INITS, InitName, init_weights
 from zeroforge.modules.losses import loss_and_metrics
-from zeroforge.registry import register_model, register_preset
+from zeroforge.validation import require
 
 # ----------------------------------------------------------------------------- the formula
 
@@ -221,9 +220,10 @@ class ConvNetConfig:
         return s
 
 
-@register_model("convnet", ConvNetConfig)
 class ConvNet(ImageClassifier):
     """[conv -> act -> maxpool] * stages -> flatten -> [Linear -> act] * hidden -> fc."""
+
+    config_class = ConvNetConfig
 
     def __init__(self, config: ConvNetConfig) -> None:
         super().__init__()
@@ -267,17 +267,21 @@ class ConvNet(ImageClassifier):
         return self.dense(x.flatten(1))  # (N, hidden[-1])
 
 
-# the seeds' ConvNet exactly: conv(1->6, 5) pool conv(6->16, 5) pool, fc 16*5*5 -> 120 -> 84 -> 10 (32x32 input)
-register_preset("lenet", "convnet", image_size=32)
-# a wider ConvNet for MNIST / Fashion-MNIST results (>= 99.2% / >= 91% test accuracy)
-register_preset(
-    "convnet-mnist",
-    "convnet",
-    channels=[32, 64],
-    kernel_size=3,
-    padding=1,
-    hidden_sizes=[128],
-    batch_norm=True,
-    dropout=0.25,
-    init="he_normal",
-)
+# preset name -> (family, config values), read by the registry
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    # the seeds' ConvNet exactly: conv(1->6, 5) pool conv(6->16, 5) pool, fc 16*5*5 -> 120 -> 84 -> 10 (32x32 input)
+    "lenet": ("convnet", dict(image_size=32)),
+    # a wider ConvNet for MNIST / Fashion-MNIST results (>= 99.2% / >= 91% test accuracy)
+    "convnet-mnist": (
+        "convnet",
+        dict(
+            channels=[32, 64],
+            kernel_size=3,
+            padding=1,
+            hidden_sizes=[128],
+            batch_norm=True,
+            dropout=0.25,
+            init="he_normal",
+        ),
+    ),
+}

@@ -26,10 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zeroforge.config import require
 from zeroforge.errors import DataError
 from zeroforge.models.cnn import ImageClassifier
-from zeroforge.registry import register_model, register_preset
+from zeroforge.validation import require
 
 # (repeats, kernel, stride, expand ratio, in channels, out channels) per stage: efficientnet_lite_builder.py
 LITE0_STAGES = [
@@ -120,8 +119,9 @@ class EfficientNetLiteConfig:
         require(0.0 <= self.drop_connect < 1.0, "drop_connect", f"must be in [0, 1), got {self.drop_connect}")
 
 
-@register_model("efficientnet-lite", EfficientNetLiteConfig)
 class EfficientNetLite(ImageClassifier):
+    config_class = EfficientNetLiteConfig
+
     min_image_size = 32  # five stride-2 stages
 
     def __init__(self, config: EfficientNetLiteConfig) -> None:
@@ -207,4 +207,7 @@ def load_lite0_weights() -> dict[str, torch.Tensor]:
     return state
 
 
-register_preset("efficientnet-lite0", "efficientnet-lite")
+# preset name -> (family, config values), read by the registry
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "efficientnet-lite0": ("efficientnet-lite", dict()),
+}
