@@ -46,7 +46,9 @@ class ClassifierConfig:
     backbone_config: dict[str, Any] = field(default_factory=dict)
     """The body's config fields (as ``create_model(backbone, **backbone_config)`` takes them)."""
     n_labels: int = 2
-    pooling: Pooling = "last"
+    pooling: Pooling | None = None
+    """None: the body's usual pooling, ``last`` for a decoder and ``cls`` for BERT (set when the model
+    is built, so a saved config names it)."""
     dropout: float = 0.1
     """Dropout on the pooled vector before the head."""
     label_names: list[str] = field(default_factory=list)
@@ -125,6 +127,8 @@ class SequenceClassifier(nn.Module):
     def __init__(self, config: ClassifierConfig, body: nn.Module | None = None) -> None:
         super().__init__()
         family = family_of(config.backbone).name
+        if config.pooling is None:
+            config.pooling = "last" if body_kind(family) == "decoder" else "cls"
         check_pooling(config.pooling, family)
         self.config = config
         self.kind = body_kind(family)
@@ -154,8 +158,6 @@ class SequenceClassifier(nn.Module):
 
         ``pooling`` None: ``last`` for a decoder, ``cls`` for BERT."""
         family = family_for_model(model).name
-        if pooling is None:
-            pooling = "last" if body_kind(family) == "decoder" else "cls"
         config = ClassifierConfig(
             backbone=family,
             backbone_config=config_to_dict(model.config),
