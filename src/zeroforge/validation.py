@@ -107,6 +107,18 @@ def require(condition: bool, field_name: str, message: str) -> None:
         raise ValueError(f"{field_name}: {message}")
 
 
+def require_choices(config: Any) -> None:
+    """For ``__post_init__``: every ``Literal``-typed field of dataclass ``config`` holds one of its
+    values (``from_dict`` checks this too; a config built directly is checked here)."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        if typing.get_origin(hints[f.name]) is Literal:
+            allowed = [str(a) for a in typing.get_args(hints[f.name])]
+            value = getattr(config, f.name)
+            names = f"{', '.join(allowed[:-1])} or {allowed[-1]}" if len(allowed) > 1 else allowed[0]
+            require(value in allowed, f.name, f"expected {names}, got {value!r}")
+
+
 def preset_config(
     cls: type, presets: dict[str, tuple[str, dict[str, Any]]], name: str, **overrides: Any
 ) -> Any:

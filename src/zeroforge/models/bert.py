@@ -34,10 +34,12 @@ from torch import nn
 from zeroforge.errors import ZeroforgeError
 from zeroforge.models.output import ModelOutput
 from zeroforge.modules.attention import attention, merge_heads, split_heads
+from zeroforge.modules.init import normal_init_, sinusoidal_positions
 from zeroforge.modules.losses import IGNORE_INDEX
 from zeroforge.modules.masks import encoder_inputs
 from zeroforge.modules.mlp import MLP
-from zeroforge.validation import preset_config, require
+from zeroforge.modules.pooling import mean_pool
+from zeroforge.validation import preset_config, require, require_choices
 
 
 @dataclass
@@ -116,14 +118,7 @@ class BertConfig:
         )
         require(self.n_labels >= 2, "n_labels", f"must be >= 2, got {self.n_labels}")
         require(self.nsp_loss_weight >= 0, "nsp_loss_weight", f"must be >= 0, got {self.nsp_loss_weight}")
-        require(
-            self.position_init in ("normal", "sinusoidal"),
-            "position_init",
-            f"expected normal or sinusoidal, got {self.position_init!r}",
-        )
-        require(
-            self.qk_init in ("normal", "tied"), "qk_init", f"expected normal or tied, got {self.qk_init!r}"
-        )
+        require_choices(self)  # position_init, qk_init, attention
         require(
             self.qk_init_heads is None or 0 <= self.qk_init_heads <= self.n_head,
             "qk_init_heads",
@@ -138,11 +133,6 @@ class BertConfig:
             self.qk_init_std is None or self.qk_init_std > 0,
             "qk_init_std",
             f"must be > 0 or null, got {self.qk_init_std}",
-        )
-        require(
-            self.attention in ("sdpa", "naive"),
-            "attention",
-            f"expected sdpa or naive, got {self.attention!r}",
         )
 
     @property
@@ -254,17 +244,6 @@ class BertPooler(nn.Module):
         return torch.tanh(self.dense(hidden[:, 0]))  # (B, C)
 
 
-def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean of ``hidden`` (B, T, C) over the real tokens of ``attention_mask`` (B, T) -> (B, C).
-
-    Sentence-BERT's mean pooling (Reimers & Gurevych 2019); [CLS] and [SEP] count as tokens.
-    """
-    if attention_mask is None:
-        return hidden.mean(dim=1)
-    weights = attention_mask.to(hidden.dtype)[..., None]  # (B, T, 1)
-    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (B, C)
-
-
 class BertModel(nn.Module):
     """The encoder without heads: input ids -> last hidden states (B, T, C), plus the pooler."""
 
@@ -283,11 +262,6 @@ class BertModel(nn.Module):
     @property
     def final_norm(self) -> None:
         """None: a post-LN block ends in its own LayerNorm (``blocks[-1].ln_2``)."""
-        return None
-
-    @property
-    def output_layer(self) -> None:
-        """None: the encoder has no head (the task models add theirs)."""
         return None
 
     def hidden_states(
@@ -338,18 +312,6 @@ class BertModel(nn.Module):
         return mean_pool(self(input_ids, attention_mask, token_type_ids), attention_mask)
 
 
-def sinusoidal_positions(n_positions: int, dim: int) -> torch.Tensor:
-    """The Transformer's position encoding (Vaswani et al. 2017, section 3.5) -> (n_positions, dim):
-    PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d)).
-    PE(p) . PE(q) = sum_i cos((p - q) / 10000^(2i/d)): largest at p = q, falling with |p - q|."""
-    pos = torch.arange(n_positions, dtype=torch.float64)[:, None]  # (P, 1)
-    freq = 10000.0 ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # (ceil(d/2),)
-    table = torch.zeros(n_positions, dim, dtype=torch.float64)
-    table[:, 0::2] = torch.sin(pos * freq)
-    table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
-    return table.float()
-
-
 @torch.no_grad()
 def _init_positions_and_attention(model: nn.Module, config: BertConfig) -> None:
     """``position_init`` and ``qk_init`` (see ``BertConfig``), after BERT's own initialisation."""
@@ -368,23 +330,9 @@ def _init_positions_and_attention(model: nn.Module, config: BertConfig) -> None:
             key[:rows].copy_(query[:rows])  # W_k = W_q for these heads, then trained apart
 
 
-def _init_bert_weights(module: nn.Module, std: float = 0.02) -> None:
-    """BERT's initialiser: N(0, std) for Linear and Embedding weights (std = ``initializer_range``,
-    0.02 in BERT), zero biases, LayerNorm gains 1."""
-    if isinstance(module, nn.Linear):
-        nn.init.normal_(module.weight, mean=0.0, std=std)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Embedding):
-        nn.init.normal_(module.weight, mean=0.0, std=std)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
-
-
 class BertWithHeads(nn.Module):
     """What the task models share: the encoder as ``self.bert`` (HF's parameter prefix), the context
-    length, sentence embeddings and ``encode``; each subclass adds its heads, then initialises."""
+    length, sentence embeddings and the model contract; each subclass adds its heads, then initialises."""
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
@@ -406,14 +354,13 @@ class BertWithHeads(nn.Module):
         return None
 
     def without_output_layer(self) -> BertModel:
-        """The encoder without this model's heads (its pooler included), as the body of a new task
-        head: ``self.bert``, its weights shared with this model."""
+        """The encoder (``self.bert``, its pooler included) as the body of a new task head."""
         return self.bert
 
     def init_weights(self) -> None:
         """BERT's initialisation of every module, then ``position_init`` and ``qk_init``; subclasses
         call it once their heads exist."""
-        self.apply(functools.partial(_init_bert_weights, std=self.config.initializer_range))
+        self.apply(functools.partial(normal_init_, std=self.config.initializer_range))
         _init_positions_and_attention(self, self.config)
 
     def sentence_embedding(

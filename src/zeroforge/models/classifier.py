@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from zeroforge.errors import ConfigError
-from zeroforge.models.bert import mean_pool
 from zeroforge.models.output import ModelOutput
+from zeroforge.modules.pooling import mean_pool
 from zeroforge.registry import config_to_dict, create_model, family_for_model, family_of
 from zeroforge.validation import require
 

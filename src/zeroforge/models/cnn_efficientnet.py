@@ -192,7 +192,7 @@ class EfficientNetLite(ImageClassifier):
 
 
 def load_lite0_weights() -> dict[str, torch.Tensor]:
-    """The ImageNet state dict from the ``efficientnet-lite0`` asset (a legacy torch file: tensors only)."""
+    """The ImageNet state dict from the ``efficientnet-lite0`` asset (a torch.save file: tensors only)."""
     from zeroforge import datasets
 
     path = datasets.asset_file(WEIGHTS_ASSET)

@@ -3,7 +3,7 @@
 Stem (7x7/2 conv, 3x3/2 max-pool; or one 3x3/1 conv with ``small_input`` for 28-32 px images) ->
 four stages of BasicBlocks (64, 128, 256, 512 channels; stride 2 entering stages 2-4) -> global
 average pool -> fc. Layer names follow torchvision (conv1, bn1, layer1.0.conv1, downsample, fc), so
-``model.fc = nn.Linear(model.fc.in_features, 10)`` from the seeds works unchanged.
+torchvision's fine-tuning step ``model.fc = nn.Linear(model.fc.in_features, 10)`` works unchanged.
 """
 
 from __future__ import annotations

@@ -25,11 +25,12 @@ from zeroforge.errors import ZeroforgeError
 from zeroforge.models.output import ModelOutput
 from zeroforge.modules.attention import attention, merge_heads, split_heads
 from zeroforge.modules.fused_ce import linear_cross_entropy
+from zeroforge.modules.init import normal_init_
 from zeroforge.modules.kv_cache import KVCache
 from zeroforge.modules.losses import IGNORE_INDEX
 from zeroforge.modules.masks import decoder_inputs
 from zeroforge.modules.mlp import MLP
-from zeroforge.validation import preset_config, require
+from zeroforge.validation import preset_config, require, require_choices
 
 
 @dataclass
@@ -63,11 +64,7 @@ class GPTConfig:
             f"must be divisible by n_head ({self.n_head}), got {self.n_embd}",
         )
         require(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
-        require(
-            self.attention in ("auto", "sdpa", "naive"),
-            "attention",
-            f"expected auto, sdpa or naive, got {self.attention!r}",
-        )
+        require_choices(self)  # attention
 
     @classmethod
     def from_name(cls, name: str, **overrides: Any) -> GPTConfig:
@@ -144,19 +141,11 @@ class GPT(nn.Module):
         self.lm_head: nn.Linear | None = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         # Weight tying (Press & Wolf 2017): the output projection is the token embedding.
         self.transformer.wte.weight = self.lm_head.weight
-        self.apply(self._init_weights)
+        self.apply(normal_init_)
         # GPT-2: scale residual projections by 1/sqrt(2 * n_layer), two residual adds per block.
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
-
-    def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     @property
     def context_length(self) -> int:

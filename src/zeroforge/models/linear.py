@@ -220,6 +220,6 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
         "mlp",
         dict(in_features=784, hidden_sizes=[512, 256], out_features=10, dropout=0.2, init="he_uniform"),
     ),
-    # the seeds' Keras regressor: Dense(10, relu, input_shape=(4,)) -> Dense(1), mean squared error
+    # a one-hidden-layer regressor, Keras' Dense(10, relu, input_shape=(4,)) -> Dense(1), mean squared error
     "mlp-regressor": ("mlp", dict(in_features=4, hidden_sizes=[10], out_features=1, loss="mse")),
 }

@@ -24,12 +24,13 @@ from torch import nn
 from zeroforge.errors import ZeroforgeError
 from zeroforge.models.output import ModelOutput
 from zeroforge.modules.attention import attention, merge_heads, split_heads
+from zeroforge.modules.init import normal_init_
 from zeroforge.modules.kv_cache import KVCache
 from zeroforge.modules.losses import IGNORE_INDEX
 from zeroforge.modules.masks import decoder_inputs
 from zeroforge.modules.norm import RMSNorm
 from zeroforge.modules.rope import RotaryEmbedding, apply_rotary
-from zeroforge.validation import preset_config, require
+from zeroforge.validation import preset_config, require, require_choices
 
 
 @dataclass
@@ -87,11 +88,7 @@ class LlamaConfig:
         require(self.rope_theta > 0, "rope_theta", f"must be > 0, got {self.rope_theta}")
         require(self.rms_norm_eps > 0, "rms_norm_eps", f"must be > 0, got {self.rms_norm_eps}")
         require(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
-        require(
-            self.attention in ("sdpa", "naive"),
-            "attention",
-            f"expected sdpa or naive, got {self.attention!r}",
-        )
+        require_choices(self)  # attention
 
     @classmethod
     def from_name(cls, name: str, **overrides: Any) -> LlamaConfig:
@@ -206,14 +203,9 @@ class Llama(nn.Module):
         )
         self.rotary = RotaryEmbedding(config.head_dim, config.rope_theta)
         self.lm_head: nn.Linear | None = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.apply(self._init_weights)
+        self.apply(normal_init_)  # N(0, 0.02) for every matrix, as HF's initializer_range
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight  # Press & Wolf 2017
-
-    def _init_weights(self, module: nn.Module) -> None:
-        # N(0, 0.02) for every matrix, as HF's initializer_range; RMSNorm gains start at 1.
-        if isinstance(module, nn.Linear | nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def fuse_projections(self) -> None:
         """Compute q, k, v with one matrix product, and the SwiGLU gate and up with another (in place).

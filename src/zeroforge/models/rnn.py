@@ -1,6 +1,6 @@
 """Recurrent language models: vanilla RNN, LSTM and GRU, character-level on the shared trainer.
 
-The seeds' recurrence, one step per token::
+The recurrence (Elman 1990), one step per token::
 
     h_t = f(W x_t + U h_{t-1} + b)                                   vanilla RNN, f = tanh
 
