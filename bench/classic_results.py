@@ -248,6 +248,7 @@ TRAIN_IMAGES = 10_000
 def run_efficientnet(resolution: int) -> None:
     """Head-only transfer: the pretrained backbone is a fixed feature extractor (eval mode, no grads),
     so its 1280-d features are computed once; then only the new 10-way head is trained with fit."""
+    from zeroforge import datasets
     from zeroforge.models.cnn_efficientnet import MEAN, STD, EfficientNetLite
 
     train, test = images.load_images("fashion-mnist", "train"), images.load_images("fashion-mnist", "test")
@@ -256,7 +257,7 @@ def run_efficientnet(resolution: int) -> None:
     n_train = 512 if QUICK else TRAIN_IMAGES
     train_images, y_train = train.images[:n_train], train.labels[:n_train]
     test_images, y_test = take(256, test.images, test.labels)
-    model = EfficientNetLite.from_pretrained(num_classes=10)
+    model = EfficientNetLite.from_pretrained(datasets.asset_file("efficientnet-lite0"), num_classes=10)
     model.freeze_backbone()
     model.eval()
 

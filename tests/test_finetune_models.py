@@ -11,7 +11,7 @@ import torch
 
 from zeroforge.config import from_dict
 from zeroforge.errors import ConfigError
-from zeroforge.models.causal_lm import FinetunedLM, segment_mask, segment_positions
+from zeroforge.models.causal_lm import FinetunedLM
 from zeroforge.models.classifier import (
     ClassifierConfig,
     SequenceClassifier,
@@ -133,22 +133,6 @@ def test_classifier_config_round_trip_rebuilds_the_same_model():
 # ----------------------------------------------------------------------------- packing
 
 
-def brute_force_mask(seg):
-    B, T = seg.shape
-    out = torch.zeros(B, 1, T, T, dtype=torch.bool)
-    for b in range(B):
-        for i in range(T):
-            for j in range(T):
-                out[b, 0, i, j] = (j <= i and seg[b, i] == seg[b, j] and seg[b, j] != 0) or i == j
-    return out
-
-
-def test_segment_mask_and_positions():
-    seg = torch.tensor([[1, 1, 1, 2, 2, 3, 0, 0], [1, 1, 1, 1, 1, 1, 1, 1]])
-    assert torch.equal(segment_mask(seg), brute_force_mask(seg))
-    assert segment_positions(seg).tolist() == [[0, 1, 2, 0, 1, 0, 0, 1], list(range(8))]
-
-
 @pytest.mark.parametrize("name", ["gpt-tiny", "llama-tiny"])
 def test_packed_rows_compute_each_example_as_if_alone(name):
     model = FinetunedLM.wrap(randomized(name)).eval()
@@ -190,7 +174,7 @@ def test_loss_on_labelled_positions_only_equals_full_logits_cross_entropy(name):
         torch.testing.assert_close(model(ids).logits, full_logits)
         with model.plain_model() as plain:
             torch.testing.assert_close(plain(ids).logits, full_logits)
-        assert isinstance(model.model.lm_head, torch.nn.Identity)
+        assert model.output_layer is model.model.lm_head  # the model is wrapped, not altered
         restored = model.merged()
         torch.testing.assert_close(restored(ids).logits, full_logits)
     assert set(restored.state_dict()) == set(randomized(name).state_dict())
@@ -254,3 +238,30 @@ def test_activation_checkpointing_gives_the_same_lora_gradients(name):
     assert plain.keys() == ckpt.keys()
     for key in plain:
         torch.testing.assert_close(ckpt[key], plain[key], msg=key)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_checkpoints_with_the_output_layer_on_the_wrapper_still_load(tmp_path, tied):
+    """A FinetunedLM checkpoint that stored the output layer as ``lm_head.*`` (on the wrapper, not
+    inside the model) loads into ``model.lm_head``: by ``load_state_dict`` and from model files."""
+    from safetensors.torch import save_file
+
+    from zeroforge.train.checkpoint import load_model_files, save_model_files
+
+    model = FinetunedLM.wrap(randomized("llama-tiny", tie_word_embeddings=tied))
+    old_names = {
+        ("lm_head.weight" if k == "model.lm_head.weight" else k): v.clone()
+        for k, v in model.state_dict().items()
+    }
+    assert "model.lm_head.weight" not in old_names
+    rebuilt = FinetunedLM.wrap(randomized("llama-tiny", seed=9, tie_word_embeddings=tied))
+    rebuilt.load_state_dict(old_names)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(ids).logits, model(ids).logits)
+    save_model_files(tmp_path, model, None, hf=False)  # config.json (+ the new names, replaced below)
+    if tied:  # safetensors stores a shared tensor once, under the name it kept then
+        del old_names["model.model.embed_tokens.weight"]
+    save_file({k: v.contiguous() for k, v in old_names.items()}, tmp_path / "model.safetensors")
+    with torch.no_grad():
+        torch.testing.assert_close(load_model_files(tmp_path)(ids).logits, model(ids).logits)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from zeroforge.errors import ConfigError, ZeroforgeError
-from zeroforge.models.bert import BertConfig, BertForPreTraining, BertForSequenceClassification, mean_pool
+from zeroforge.models.bert import BertConfig, BertForPreTraining, BertForSequenceClassification
+from zeroforge.modules.pooling import mean_pool
 from zeroforge.registry import create_model, model_config
 from zeroforge.train.checkpoint import load_model_files, save_model_files
 
@@ -276,8 +277,8 @@ def test_errors():
 def test_local_attention_init_ties_keys_to_queries_and_attends_nearby():
     """qk_init=tied + sinusoidal positions: W_k = W_q at init, and a head's attention on the tokens
     next to a position is well above its attention on far tokens (BertConfig.qk_init)."""
-    from zeroforge.models.bert import sinusoidal_positions
     from zeroforge.modules.attention import split_heads
+    from zeroforge.modules.init import sinusoidal_positions
 
     config = dict(n_layer=2, n_head=2, n_embd=64, block_size=48, vocab_size=100, dropout=0.0)
     torch.manual_seed(0)
@@ -330,7 +331,7 @@ def test_init_options_are_checked():
 def test_init_options_for_cls_layers_and_the_nsp_weight():
     """position_init_cls=false keeps [CLS]'s position at BERT's start; qk_init_layers ties only the
     first layers; nsp_loss_weight scales the NSP term of the loss and nothing else."""
-    from zeroforge.models.bert import sinusoidal_positions
+    from zeroforge.modules.init import sinusoidal_positions
 
     config = dict(n_layer=3, n_head=2, n_embd=64, block_size=48, vocab_size=100, dropout=0.0)
     torch.manual_seed(0)

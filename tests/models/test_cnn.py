@@ -149,14 +149,20 @@ def test_same_padding_is_tensorflows() -> None:
     assert conv(torch.randn(1, 1, 7, 7)).shape[-1] == 4  # ceil(7 / 2)
 
 
+def lite0_file():
+    from zeroforge import datasets
+
+    return datasets.asset_file("efficientnet-lite0")
+
+
 @pytest.mark.network
 def test_efficientnet_lite0_matches_the_reference_with_real_weights() -> None:
     reference = pytest.importorskip("efficientnet_lite_pytorch")
-    state = load_lite0_weights()
+    state = load_lite0_weights(lite0_file())
     theirs = reference.EfficientNet.from_name("efficientnet-lite0")
     theirs.load_state_dict(state)
     theirs.eval()
-    ours = EfficientNetLite.from_pretrained().eval()
+    ours = EfficientNetLite.from_pretrained(lite0_file()).eval()
     assert sum(p.numel() for p in ours.parameters()) == 4_652_008
     torch.manual_seed(0)
     x = torch.randn(2, 3, 224, 224) * 0.5
@@ -169,8 +175,8 @@ def test_efficientnet_lite0_matches_the_reference_with_real_weights() -> None:
 
 @pytest.mark.network
 def test_efficientnet_head_swap_keeps_the_pretrained_backbone() -> None:
-    state = load_lite0_weights()
-    model = EfficientNetLite.from_pretrained(num_classes=10)
+    state = load_lite0_weights(lite0_file())
+    model = EfficientNetLite.from_pretrained(lite0_file(), num_classes=10)
     assert (model.fc.in_features, model.fc.out_features) == (1280, 10)
     torch.testing.assert_close(
         model.blocks[5].depthwise_conv.weight, state["_blocks.5._depthwise_conv.weight"]
@@ -183,7 +189,7 @@ def test_efficientnet_head_swap_keeps_the_pretrained_backbone() -> None:
 @pytest.mark.network
 def test_efficientnet_rejects_a_bad_state_dict() -> None:
     model = zf.create_model("efficientnet-lite0")
-    state = load_lite0_weights()
+    state = load_lite0_weights(lite0_file())
     state["_fc.weight"] = state["_fc.weight"][:10]
     with pytest.raises(
         DataError, match=r"fc.weight has shape \(10, 1280\), the model expects \(1000, 1280\)"

@@ -50,6 +50,7 @@ from zeroforge.data.masking import (
 from zeroforge.data.text import PretrainData, prepared_dir_for, token_dtype
 from zeroforge.errors import ConfigError, DataError
 from zeroforge.io import atomic_write_json
+from zeroforge.modules.losses import IGNORE_INDEX
 from zeroforge.tokenizers import WordPieceTokenizer, load_tokenizer, load_wordpiece, train_wordpiece
 
 SPLITS = ("train", "val")

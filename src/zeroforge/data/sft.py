@@ -31,8 +31,8 @@ from zeroforge.data.collate import attention_mask, right_padded
 from zeroforge.data.records import read_records
 from zeroforge.data.sampler import BatchPlan
 from zeroforge.errors import DataError
+from zeroforge.modules.losses import IGNORE_INDEX
 
-IGNORE_INDEX = -100
 Message = dict[str, str]
 ROLES = ("system", "user", "assistant")
 

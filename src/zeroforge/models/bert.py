@@ -9,6 +9,9 @@ Transformer: x = LN(x + attn(x)), then x = LN(x + mlp(x)), where every token att
 - ``BertForSequenceClassification`` (family ``bert-classifier``): a Linear on the pooled [CLS];
 - ``sentence_embedding`` on both: the mean of the last hidden states over the attention mask.
 
+The model contract is GPT's (models/gpt.py): ``hidden_states`` (the last block's output: BERT is
+post-LN, so there is no separate ``final_norm``, which is None), ``blocks`` and ``output_layer``.
+
 Parameter names follow Hugging Face's ``BertForPreTraining`` (``bert.embeddings.*``,
 ``bert.pooler.dense``, ``cls.predictions.*``, ``cls.seq_relationship``) except inside a block, where
 the shared modules' names are used: HF ``attention.self.{query,key,value}`` -> ``attention.{query,key,value}``,
@@ -28,14 +31,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zeroforge.config import require
 from zeroforge.errors import ZeroforgeError
 from zeroforge.models.output import ModelOutput
-from zeroforge.modules.attention import attention, merge_heads, padding_mask, split_heads
+from zeroforge.modules.attention import attention, merge_heads, split_heads
+from zeroforge.modules.init import normal_init_, sinusoidal_positions
+from zeroforge.modules.losses import IGNORE_INDEX
+from zeroforge.modules.masks import encoder_inputs
 from zeroforge.modules.mlp import MLP
-from zeroforge.registry import register_model, register_preset
-
-IGNORE_INDEX = -100  # MLM labels: positions that were not masked
+from zeroforge.modules.pooling import mean_pool
+from zeroforge.validation import preset_config, require, require_choices
 
 
 @dataclass
@@ -57,31 +61,32 @@ class BertConfig:
     layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02
     """Std of the N(0, std) initial Linear and Embedding weights (HF's name; BERT uses 0.02)."""
+    # Initialisation options. BERT starts every head attending almost uniformly; these start some
+    # heads attending to nearby tokens instead, a local-attention prior (cf. the local heads that
+    # Clark et al. 2019, "What Does BERT Look At?", find in trained BERT). The weights train freely
+    # afterwards, and checkpoints are unaffected.
     position_init: Literal["normal", "sinusoidal"] = "normal"
     """The learned position table's start: ``normal`` N(0, initializer_range) as BERT, or the
-    Transformer's sin/cos encoding (Vaswani et al. 2017) times ``position_init_scale``."""
+    Transformer's sin/cos encoding (Vaswani et al. 2017, section 3.5) times ``position_init_scale``,
+    whose dot products are largest at offset 0 and fall with distance."""
     position_init_scale: float = 1.0
     """Multiplier of the sinusoidal table (whose entries have std 1/sqrt(2) at 1.0)."""
     position_init_cls: bool = True
-    """Whether ``position_init`` also sets position 0, where [CLS] always sits. ``false`` leaves it at
-    BERT's N(0, initializer_range): [CLS] then has no place in the sinusoidal order, so in a tied
-    (local) head the first tokens do not spend attention on it as a neighbour, and [CLS] attends
-    mostly to itself there (it reads the sequence through the untied heads). Held-out MLM after 1,800
-    steps: 30.2% against 24.9% with it set (docs/results.md, BERT section)."""
+    """Whether ``position_init`` also sets position 0, where [CLS] always sits. ``false`` leaves that
+    row at BERT's N(0, initializer_range), outside the sinusoidal order, so a local head does not
+    treat [CLS] as the first tokens' neighbour."""
     qk_init: Literal["normal", "tied"] = "normal"
-    """``tied``: every attention layer starts with its key weights equal to its query weights, so a
-    head's score q_i . k_j = x_i W W^T x_j is a similarity. With a sinusoidal position table, whose
-    dot products peak at offset 0 and fall with distance, every head then starts out attending to
-    nearby tokens: the local-attention prior a small BERT otherwise takes thousands of steps to find
-    (docs/results.md, BERT section). Init only: the weights train apart, checkpoints are unchanged."""
+    """``tied``: an attention layer starts with its key weights equal to its query weights, so a
+    head's score q_i . k_j = x_i W W^T x_j is a similarity of the two inputs; with sinusoidal
+    positions such a head starts out attending to nearby tokens."""
     qk_init_std: float | None = None
     """Std of the initial query (and tied key) weights; default ``initializer_range``."""
     qk_init_heads: int | None = None
-    """With ``qk_init=tied``: how many heads of each layer start tied (local); the others keep BERT's
-    init and start out attending everywhere, as [CLS] needs for NSP. Default: all heads."""
+    """With ``qk_init=tied``: how many heads of each tied layer start tied; the others keep BERT's
+    init (attending everywhere, as [CLS] does for next-sentence prediction). Default: all heads."""
     qk_init_layers: int | None = None
-    """With ``qk_init=tied``: how many of the first layers start with tied (local) heads; the layers
-    above keep BERT's init and start out attending everywhere. Default: every layer."""
+    """With ``qk_init=tied``: how many of the first layers start with tied heads; the layers above keep
+    BERT's init. Default: every layer."""
     nsp_loss_weight: float = 1.0
     """Pretraining loss = MLM loss + nsp_loss_weight * NSP loss (BERT: 1). NSP gets one label per
     pair against MLM's ~15% of its tokens, so a small model learns it more slowly."""
@@ -113,14 +118,7 @@ class BertConfig:
         )
         require(self.n_labels >= 2, "n_labels", f"must be >= 2, got {self.n_labels}")
         require(self.nsp_loss_weight >= 0, "nsp_loss_weight", f"must be >= 0, got {self.nsp_loss_weight}")
-        require(
-            self.position_init in ("normal", "sinusoidal"),
-            "position_init",
-            f"expected normal or sinusoidal, got {self.position_init!r}",
-        )
-        require(
-            self.qk_init in ("normal", "tied"), "qk_init", f"expected normal or tied, got {self.qk_init!r}"
-        )
+        require_choices(self)  # position_init, qk_init, attention
         require(
             self.qk_init_heads is None or 0 <= self.qk_init_heads <= self.n_head,
             "qk_init_heads",
@@ -136,11 +134,6 @@ class BertConfig:
             "qk_init_std",
             f"must be > 0 or null, got {self.qk_init_std}",
         )
-        require(
-            self.attention in ("sdpa", "naive"),
-            "attention",
-            f"expected sdpa or naive, got {self.attention!r}",
-        )
 
     @property
     def max_position_embeddings(self) -> int:
@@ -150,9 +143,7 @@ class BertConfig:
     @classmethod
     def from_name(cls, name: str, **overrides: Any) -> BertConfig:
         """A preset's config (``BertConfig.from_name("bert-base", n_layer=4)``)."""
-        from zeroforge.registry import model_config
-
-        return model_config(name, **overrides)
+        return preset_config(cls, PRESETS, name, **overrides)
 
 
 @dataclass
@@ -253,17 +244,6 @@ class BertPooler(nn.Module):
         return torch.tanh(self.dense(hidden[:, 0]))  # (B, C)
 
 
-def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean of ``hidden`` (B, T, C) over the real tokens of ``attention_mask`` (B, T) -> (B, C).
-
-    Sentence-BERT's mean pooling (Reimers & Gurevych 2019); [CLS] and [SEP] count as tokens.
-    """
-    if attention_mask is None:
-        return hidden.mean(dim=1)
-    weights = attention_mask.to(hidden.dtype)[..., None]  # (B, T, 1)
-    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (B, C)
-
-
 class BertModel(nn.Module):
     """The encoder without heads: input ids -> last hidden states (B, T, C), plus the pooler."""
 
@@ -274,14 +254,31 @@ class BertModel(nn.Module):
         self.encoder = BertEncoder(config)
         self.pooler = BertPooler(config)
 
-    def forward(
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The encoder layers, bottom to top."""
+        return self.encoder.layer
+
+    @property
+    def final_norm(self) -> None:
+        """None: a post-LN block ends in its own LayerNorm (``blocks[-1].ln_2``)."""
+        return None
+
+    def hidden_states(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        B, T = input_ids.shape
+        """input_ids (B, T) -> the last layer's hidden states (B, T, C).
+
+        attention_mask (B, T): 1 = real token, 0 = padding (on the right).
+        segment_ids (B, T): packed rows, 1, 2, ... per example and 0 = padding (modules/masks.py);
+        not BERT's sentence A/B ids, which are ``token_type_ids`` (default all 0, sentence A).
+        """
+        T = input_ids.size(1)
         if T > self.config.block_size:
             raise ZeroforgeError(
                 f"sequence length {T} exceeds model block_size {self.config.block_size} "
@@ -289,14 +286,21 @@ class BertModel(nn.Module):
             )
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)  # (B, T) all sentence A
-        if position_ids is None:
-            position_ids = torch.arange(T, device=input_ids.device)[None]  # (1, T)
-        # Padding is on the right, so real tokens keep positions 0..n-1 whatever the padding.
-        mask = None
-        if attention_mask is not None and not bool(attention_mask.all()):
-            mask = padding_mask(attention_mask)  # (B, 1, 1, T): every query sees every real key
-        x = self.embeddings(input_ids, token_type_ids, position_ids)  # (B, T, C)
+        positions, mask = encoder_inputs(input_ids, attention_mask, segment_ids, position_ids)
+        x = self.embeddings(input_ids, token_type_ids, positions)  # (B, T, C)
         return self.encoder(x, mask)  # (B, T, C)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``hidden_states`` with HF BertModel's argument order."""
+        return self.hidden_states(
+            input_ids, attention_mask, position_ids=position_ids, token_type_ids=token_type_ids
+        )
 
     def sentence_embedding(
         self,
@@ -306,18 +310,6 @@ class BertModel(nn.Module):
     ) -> torch.Tensor:
         """Mean-pooled last hidden states (B, C), not normalised (``zeroforge.embed`` normalises)."""
         return mean_pool(self(input_ids, attention_mask, token_type_ids), attention_mask)
-
-
-def sinusoidal_positions(n_positions: int, dim: int) -> torch.Tensor:
-    """The Transformer's position encoding (Vaswani et al. 2017, section 3.5) -> (n_positions, dim):
-    PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d)).
-    PE(p) . PE(q) = sum_i cos((p - q) / 10000^(2i/d)): largest at p = q, falling with |p - q|."""
-    pos = torch.arange(n_positions, dtype=torch.float64)[:, None]  # (P, 1)
-    freq = 10000.0 ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # (ceil(d/2),)
-    table = torch.zeros(n_positions, dim, dtype=torch.float64)
-    table[:, 0::2] = torch.sin(pos * freq)
-    table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
-    return table.float()
 
 
 @torch.no_grad()
@@ -338,23 +330,9 @@ def _init_positions_and_attention(model: nn.Module, config: BertConfig) -> None:
             key[:rows].copy_(query[:rows])  # W_k = W_q for these heads, then trained apart
 
 
-def _init_bert_weights(module: nn.Module, std: float = 0.02) -> None:
-    """BERT's initialiser: N(0, std) for Linear and Embedding weights (std = ``initializer_range``,
-    0.02 in BERT), zero biases, LayerNorm gains 1."""
-    if isinstance(module, nn.Linear):
-        nn.init.normal_(module.weight, mean=0.0, std=std)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Embedding):
-        nn.init.normal_(module.weight, mean=0.0, std=std)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
-
-
 class BertWithHeads(nn.Module):
     """What the task models share: the encoder as ``self.bert`` (HF's parameter prefix), the context
-    length, sentence embeddings and ``encode``; each subclass adds its heads, then initialises."""
+    length, sentence embeddings and the model contract; each subclass adds its heads, then initialises."""
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
@@ -365,10 +343,24 @@ class BertWithHeads(nn.Module):
     def context_length(self) -> int:
         return self.config.block_size
 
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The encoder layers, bottom to top."""
+        return self.bert.blocks
+
+    @property
+    def final_norm(self) -> None:
+        """None: a post-LN block ends in its own LayerNorm (``blocks[-1].ln_2``)."""
+        return None
+
+    def without_output_layer(self) -> BertModel:
+        """The encoder (``self.bert``, its pooler included) as the body of a new task head."""
+        return self.bert
+
     def init_weights(self) -> None:
         """BERT's initialisation of every module, then ``position_init`` and ``qk_init``; subclasses
         call it once their heads exist."""
-        self.apply(functools.partial(_init_bert_weights, std=self.config.initializer_range))
+        self.apply(functools.partial(normal_init_, std=self.config.initializer_range))
         _init_positions_and_attention(self, self.config)
 
     def sentence_embedding(
@@ -380,17 +372,18 @@ class BertWithHeads(nn.Module):
         """Mean-pooled last hidden states (B, C) over the attention mask."""
         return self.bert.sentence_embedding(input_ids, attention_mask, token_type_ids)
 
-    def encode(
+    def hidden_states(
         self,
         input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        token_type_ids: torch.Tensor | None,
-        position_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """input_ids (B, T), checked to be 2-D -> last hidden states (B, T, C)."""
+        """input_ids (B, T), checked to be 2-D -> last hidden states (B, T, C) (``BertModel.hidden_states``)."""
         if input_ids.dim() != 2:
             raise ZeroforgeError(f"input_ids: expected shape (batch, seq_len), got {tuple(input_ids.shape)}")
-        return self.bert(input_ids, attention_mask, token_type_ids, position_ids)
+        return self.bert.hidden_states(input_ids, attention_mask, position_ids, segment_ids, token_type_ids)
 
 
 # ----------------------------------------------------------------------------- pretraining heads
@@ -429,9 +422,10 @@ class BertPreTrainingHeads(nn.Module):
         self.seq_relationship = nn.Linear(config.n_embd, 2)
 
 
-@register_model("bert", BertConfig)
 class BertForPreTraining(BertWithHeads):
     """BERT with its two pretraining heads: masked LM and next-sentence prediction."""
+
+    config_class = BertConfig
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__(config)
@@ -439,6 +433,11 @@ class BertForPreTraining(BertWithHeads):
         self.init_weights()
         # Weight tying (Press & Wolf 2017): the MLM output projection is the word embedding.
         self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
+
+    @property
+    def output_layer(self) -> BertLMPredictionHead:
+        """The masked-LM head, hidden states (..., C) -> vocabulary logits (..., V)."""
+        return self.cls.predictions
 
     def num_parameters(self, non_embedding: bool = True) -> int:
         """Parameter count (tied weights once); ``non_embedding`` drops position and segment tables."""
@@ -466,7 +465,7 @@ class BertForPreTraining(BertWithHeads):
         next_sentence_label (B,): 0 = B follows A, 1 = B is random -> NSP loss.
         The loss is the sum of the given objectives' mean losses (BERT's pretraining loss).
         """
-        hidden = self.encode(input_ids, attention_mask, token_type_ids, position_ids)  # (B, T, C)
+        hidden = self.hidden_states(input_ids, attention_mask, position_ids, token_type_ids=token_type_ids)
         nsp_logits = self.cls.seq_relationship(self.bert.pooler(hidden))  # (B, 2)
         metrics: dict[str, Any] = {}
         losses = []
@@ -497,15 +496,21 @@ class BertForPreTraining(BertWithHeads):
 # ----------------------------------------------------------------------------- classification
 
 
-@register_model("bert-classifier", BertConfig)
 class BertForSequenceClassification(BertWithHeads):
     """BERT with a Linear on the pooled [CLS] state: ``n_labels``-way sequence classification."""
+
+    config_class = BertConfig
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__(config)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(config.n_embd, config.n_labels)
         self.init_weights()
+
+    @property
+    def output_layer(self) -> nn.Linear:
+        """The classification head, pooled [CLS] (B, C) -> class logits (B, n_labels)."""
+        return self.classifier
 
     def forward(
         self,
@@ -516,7 +521,7 @@ class BertForSequenceClassification(BertWithHeads):
         position_ids: torch.Tensor | None = None,
     ) -> BertOutput:
         """input_ids (B, T) -> class logits (B, n_labels); labels (B,) -> cross-entropy and accuracy."""
-        hidden = self.encode(input_ids, attention_mask, token_type_ids, position_ids)  # (B, T, C)
+        hidden = self.hidden_states(input_ids, attention_mask, position_ids, token_type_ids=token_type_ids)
         logits = self.classifier(self.dropout(self.bert.pooler(hidden)))  # (B, n_labels)
         loss, metrics = None, {}
         if labels is not None:
@@ -528,15 +533,16 @@ class BertForSequenceClassification(BertWithHeads):
 
 # ----------------------------------------------------------------------------- presets
 
-register_preset("bert-base", "bert", n_layer=12, n_head=12, n_embd=768)  # 110M (bert-base-uncased)
-register_preset("bert-large", "bert", n_layer=24, n_head=16, n_embd=1024)  # 340M
-# all-MiniLM-L6-v2's encoder (Wang et al. 2020, MiniLM distilled): 6 layers, 384 wide, 12 heads, 22.7M
-register_preset("MiniLM-L6-H384", "bert", n_layer=6, n_head=12, n_embd=384)
-# Turc et al. 2019 "Well-Read Students Learn Better" small BERTs (google/bert_uncased_L-*_H-*_A-*)
-register_preset("bert-tiny", "bert", n_layer=2, n_head=2, n_embd=128)
-register_preset("bert-mini", "bert", n_layer=4, n_head=4, n_embd=256)
-register_preset("bert-small", "bert", n_layer=4, n_head=8, n_embd=512)
-# for tests
-register_preset(
-    "bert-test", "bert", n_layer=2, n_head=2, n_embd=32, block_size=64, vocab_size=64, dropout=0.0
-)
+# preset name -> (family, config values), read by the registry
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "bert-base": ("bert", dict(n_layer=12, n_head=12, n_embd=768)),  # 110M (bert-base-uncased)
+    "bert-large": ("bert", dict(n_layer=24, n_head=16, n_embd=1024)),  # 340M
+    # all-MiniLM-L6-v2's encoder (Wang et al. 2020, MiniLM distilled): 6 layers, 384 wide, 12 heads, 22.7M
+    "MiniLM-L6-H384": ("bert", dict(n_layer=6, n_head=12, n_embd=384)),
+    # Turc et al. 2019 "Well-Read Students Learn Better" small BERTs (google/bert_uncased_L-*_H-*_A-*)
+    "bert-tiny": ("bert", dict(n_layer=2, n_head=2, n_embd=128)),
+    "bert-mini": ("bert", dict(n_layer=4, n_head=4, n_embd=256)),
+    "bert-small": ("bert", dict(n_layer=4, n_head=8, n_embd=512)),
+    # for tests
+    "bert-test": ("bert", dict(n_layer=2, n_head=2, n_embd=32, block_size=64, vocab_size=64, dropout=0.0)),
+}

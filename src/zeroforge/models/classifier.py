@@ -8,8 +8,10 @@ The body is any GPT, Llama or BERT model; the head reads one vector per sequence
 - ``cls``: BERT's pooler, tanh(W h_[CLS] + b), as ``BertForSequenceClassification``.
 
 ``SequenceClassifier.from_body(model, n_labels)`` wraps an already loaded model (its weights are
-kept); the registered family ``classifier`` rebuilds the same structure from its config, so a run
-directory's checkpoint loads with ``create_model``. With ``lora`` set in the config the body carries
+kept; ``model.without_output_layer()`` gives the body, without the LM or pretraining heads); the
+registered family ``classifier`` rebuilds the same structure from its config, so a run directory's
+checkpoint loads with ``create_model``. The body is used through the model contract only
+(``hidden_states``, ``blocks``, ``final_norm``; models/gpt.py). With ``lora`` set in the config the body carries
 LoRA adapters (``modules/lora.py``), so a LoRA run's checkpoints load too.
 
 The head is named ``score`` as in Hugging Face's ``GPT2ForSequenceClassification`` /
@@ -25,10 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zeroforge.config import require
 from zeroforge.errors import ConfigError
 from zeroforge.models.output import ModelOutput
-from zeroforge.registry import register_model
+from zeroforge.modules.pooling import mean_pool
+from zeroforge.registry import config_to_dict, create_model, family_for_model, family_of
+from zeroforge.validation import require
 
 Pooling = Literal["last", "mean", "cls"]
 
@@ -43,7 +46,9 @@ class ClassifierConfig:
     backbone_config: dict[str, Any] = field(default_factory=dict)
     """The body's config fields (as ``create_model(backbone, **backbone_config)`` takes them)."""
     n_labels: int = 2
-    pooling: Pooling = "last"
+    pooling: Pooling | None = None
+    """None: the body's usual pooling, ``last`` for a decoder and ``cls`` for BERT (set when the model
+    is built, so a saved config names it)."""
     dropout: float = 0.1
     """Dropout on the pooled vector before the head."""
     label_names: list[str] = field(default_factory=list)
@@ -79,16 +84,6 @@ def check_pooling(pooling: str, family: str) -> None:
         )
 
 
-def _body(model: nn.Module, family: str) -> nn.Module:
-    """The part of ``model`` that maps input ids to last hidden states (B, T, C)."""
-    if body_kind(family) == "encoder":
-        return model.bert  # BertModel: the encoder and its pooler, without the pretraining heads
-    # A decoder's forward ends in lm_head; with Identity there it returns the final (normed) hidden
-    # states, and no (B, T, vocab) projection is computed.
-    model.lm_head = nn.Identity()
-    return model
-
-
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     """Index of the last real token of each row, under left or right padding: (B, T) -> (B,)."""
     T = attention_mask.size(1)
@@ -106,8 +101,6 @@ def pool(
     if pooling == "cls":
         return pooler(hidden) if pooler is not None else hidden[:, 0]
     if pooling == "mean":
-        from zeroforge.models.bert import mean_pool
-
         return mean_pool(hidden, attention_mask)
     if attention_mask is None:
         return hidden[:, -1]
@@ -126,22 +119,23 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[s
     return metrics
 
 
-@register_model("classifier", ClassifierConfig)
 class SequenceClassifier(nn.Module):
     """A pretrained body + pooling + Linear head; see the module docstring."""
 
+    config_class = ClassifierConfig
+
     def __init__(self, config: ClassifierConfig, body: nn.Module | None = None) -> None:
         super().__init__()
-        from zeroforge.registry import create_model, family_of
-
         family = family_of(config.backbone).name
+        if config.pooling is None:
+            config.pooling = "last" if body_kind(family) == "decoder" else "cls"
         check_pooling(config.pooling, family)
         self.config = config
         self.kind = body_kind(family)
         if body is None:
             body = create_model(config.backbone, **config.backbone_config)
-        self.backbone = _body(body, family)
         width = body.config.n_embd
+        self.backbone = body.without_output_layer()  # GPT/Llama: no lm_head; BERT: its encoder
         self.dropout = nn.Dropout(config.dropout)
         self.score = nn.Linear(width, config.n_labels)
         nn.init.normal_(self.score.weight, std=0.02)
@@ -163,11 +157,7 @@ class SequenceClassifier(nn.Module):
         """Wrap a loaded GPT/Llama/BERT model (its weights are kept, its LM/pretraining heads dropped).
 
         ``pooling`` None: ``last`` for a decoder, ``cls`` for BERT."""
-        from zeroforge.registry import config_to_dict, family_for_model
-
         family = family_for_model(model).name
-        if pooling is None:
-            pooling = "last" if body_kind(family) == "decoder" else "cls"
         config = ClassifierConfig(
             backbone=family,
             backbone_config=config_to_dict(model.config),
@@ -181,13 +171,17 @@ class SequenceClassifier(nn.Module):
     @property
     def blocks(self) -> nn.ModuleList:
         """The body's transformer blocks, bottom to top (what ``freeze`` counts from the top)."""
-        if self.kind == "encoder":
-            return self.backbone.encoder.layer
-        return (
-            self.backbone.transformer.h
-            if hasattr(self.backbone, "transformer")
-            else self.backbone.model.layers
-        )
+        return self.backbone.blocks
+
+    @property
+    def final_norm(self) -> nn.Module | None:
+        """The body's norm after its last block (None for post-LN BERT)."""
+        return self.backbone.final_norm
+
+    @property
+    def output_layer(self) -> nn.Linear:
+        """The classification head ``score``, pooled (B, C) -> (B, n_labels)."""
+        return self.score
 
     @property
     def context_length(self) -> int:
@@ -199,10 +193,11 @@ class SequenceClassifier(nn.Module):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The body's last hidden states (B, T, C)."""
+        """The body's last hidden states (B, T, C); ``token_type_ids`` (BERT's sentence A/B) for an
+        encoder only."""
         if self.kind == "encoder":
-            return self.backbone(input_ids, attention_mask, token_type_ids)
-        return self.backbone(input_ids, attention_mask=attention_mask).logits  # lm_head is Identity
+            return self.backbone.hidden_states(input_ids, attention_mask, token_type_ids=token_type_ids)
+        return self.backbone.hidden_states(input_ids, attention_mask)
 
     def forward(
         self,

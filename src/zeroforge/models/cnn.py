@@ -1,8 +1,8 @@
-"""Convolutional networks: the convolution formula, the shared image-classifier contract, and the seeds'
-LeNet-style ConvNet. VGG, ResNet and EfficientNet-Lite live in ``cnn_vgg.py``, ``cnn_resnet.py`` and
+"""Convolutional networks: the convolution formula, the shared image-classifier contract, and a
+LeNet-style ConvNet (LeCun et al. 1998). VGG, ResNet and EfficientNet-Lite live in ``cnn_vgg.py``, ``cnn_resnet.py`` and
 ``cnn_efficientnet.py`` and build on ``ImageClassifier`` from here.
 
-A convolution layer computes, for every output channel o and position (i, j), the seeds' formula
+A convolution layer computes, for every output channel o and position (i, j), the formula
 (strictly a cross-correlation, which is what every framework calls convolution)::
 
     S(i, j) = (I * K)(i, j) = Σ_m Σ_n I(i + m, j + n) K(m, n)
@@ -13,7 +13,7 @@ torch's), and ``ConvNetConfig(conv="formula")`` builds a whole network on it.
 
 Image classifiers take ``pixel_values`` (N, C, H, W) float images and optional ``labels`` (N,) class
 ids, and return ``ModelOutput(logits (N, num_classes), loss=cross-entropy, metrics={"accuracy": ...})``.
-The last layer is always ``model.fc`` so the seeds' transfer-learning step works unchanged::
+The last layer is always ``model.fc`` so torchvision's transfer-learning step works unchanged::
 
     model.fc = nn.Linear(model.fc.in_features, 10)      # or: model.replace_head(10)
     model.freeze_backbone()                             # train only model.fc
@@ -28,13 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zeroforge.config import require
 from zeroforge.errors import DataError
 from zeroforge.models.output import ModelOutput
 from zeroforge.modules.activations import ACTIVATIONS, ActivationName, make_activation
 from zeroforge.modules.init import INITS, InitName, init_weights
 from zeroforge.modules.losses import loss_and_metrics
-from zeroforge.registry import register_model, register_preset
+from zeroforge.validation import require
 
 # ----------------------------------------------------------------------------- the formula
 
@@ -133,7 +132,7 @@ class ImageClassifier(nn.Module):
         return ModelOutput(logits=logits, loss=loss, metrics=metrics)
 
     def replace_head(self, num_classes: int) -> nn.Linear:
-        """A fresh ``fc = Linear(num_ftrs, num_classes)`` (the seeds' transfer-learning step); returns it."""
+        """A fresh ``fc = Linear(num_ftrs, num_classes)`` (torchvision's transfer-learning step); returns it."""
         if num_classes < 1:
             raise ValueError(f"num_classes: must be >= 1, got {num_classes}")
         old = self.fc
@@ -167,7 +166,7 @@ class ImageClassifier(nn.Module):
 
 @dataclass
 class ConvNetConfig:
-    """Defaults are the seeds' ConvNet (LeNet-5 shape) on 28x28 grey digits."""
+    """Defaults are a LeNet-5-shaped ConvNet (LeCun et al. 1998) on 28x28 grey digits."""
 
     in_channels: int = 1
     image_size: int = 28
@@ -221,9 +220,10 @@ class ConvNetConfig:
         return s
 
 
-@register_model("convnet", ConvNetConfig)
 class ConvNet(ImageClassifier):
     """[conv -> act -> maxpool] * stages -> flatten -> [Linear -> act] * hidden -> fc."""
+
+    config_class = ConvNetConfig
 
     def __init__(self, config: ConvNetConfig) -> None:
         super().__init__()
@@ -267,17 +267,21 @@ class ConvNet(ImageClassifier):
         return self.dense(x.flatten(1))  # (N, hidden[-1])
 
 
-# the seeds' ConvNet exactly: conv(1->6, 5) pool conv(6->16, 5) pool, fc 16*5*5 -> 120 -> 84 -> 10 (32x32 input)
-register_preset("lenet", "convnet", image_size=32)
-# a wider ConvNet for MNIST / Fashion-MNIST results (>= 99.2% / >= 91% test accuracy)
-register_preset(
-    "convnet-mnist",
-    "convnet",
-    channels=[32, 64],
-    kernel_size=3,
-    padding=1,
-    hidden_sizes=[128],
-    batch_norm=True,
-    dropout=0.25,
-    init="he_normal",
-)
+# preset name -> (family, config values), read by the registry
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    # LeNet-5's layout (LeCun et al. 1998): conv(1->6, 5) pool conv(6->16, 5) pool, fc 16*5*5 -> 120 -> 84 -> 10 (32x32 input)
+    "lenet": ("convnet", dict(image_size=32)),
+    # a wider ConvNet for MNIST / Fashion-MNIST (batch norm, dropout, He init)
+    "convnet-mnist": (
+        "convnet",
+        dict(
+            channels=[32, 64],
+            kernel_size=3,
+            padding=1,
+            hidden_sizes=[128],
+            batch_norm=True,
+            dropout=0.25,
+            init="he_normal",
+        ),
+    ),
+}

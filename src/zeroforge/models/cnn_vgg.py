@@ -9,14 +9,14 @@ round up (``ceil_mode``) so 28x28 inputs reach 1x1 instead of vanishing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
-from zeroforge.config import require
 from zeroforge.models.cnn import ImageClassifier
 from zeroforge.modules.init import init_weight_, init_weights
-from zeroforge.registry import register_model, register_preset
+from zeroforge.validation import require
 
 
 @dataclass
@@ -42,8 +42,9 @@ class VGGConfig:
         require(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
 
 
-@register_model("vgg", VGGConfig)
 class VGG(ImageClassifier):
+    config_class = VGGConfig
+
     def __init__(self, config: VGGConfig) -> None:
         super().__init__()
         self.config = config
@@ -75,4 +76,7 @@ class VGG(ImageClassifier):
         return self.classifier(self.pool(x).flatten(1))  # (N, hidden)
 
 
-register_preset("vgg11", "vgg")
+# preset name -> (family, config values), read by the registry
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "vgg11": ("vgg", dict()),
+}

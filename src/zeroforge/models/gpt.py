@@ -4,6 +4,10 @@ Token + learned position embeddings -> n_layer pre-LN blocks (causal self-attent
 -> final LayerNorm -> lm_head tied to the token embedding. Parameter names match Hugging Face's
 GPT2LMHeadModel (whose c_attn/c_proj/c_fc are Conv1D: their weights are our Linear weights transposed).
 
+What heads, fine-tuning and packed batches use (the model contract shared with Llama and BERT):
+``hidden_states(...)`` -> the final normed states (B, T, C), ``output_layer`` (``lm_head``), ``blocks``
+(bottom to top) and ``final_norm``; ``forward`` is ``hidden_states`` + output layer (+ loss).
+
 References: Radford et al. 2019 (GPT-2); Karpathy's nanoGPT model.py.
 """
 
@@ -17,14 +21,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zeroforge.config import require
 from zeroforge.errors import ZeroforgeError
 from zeroforge.models.output import ModelOutput
-from zeroforge.modules.attention import attention, causal_mask, merge_heads, split_heads
+from zeroforge.modules.attention import attention, merge_heads, split_heads
 from zeroforge.modules.fused_ce import linear_cross_entropy
+from zeroforge.modules.init import normal_init_
 from zeroforge.modules.kv_cache import KVCache
+from zeroforge.modules.losses import IGNORE_INDEX
+from zeroforge.modules.masks import decoder_inputs
 from zeroforge.modules.mlp import MLP
-from zeroforge.registry import register_model, register_preset
+from zeroforge.validation import preset_config, require, require_choices
 
 
 @dataclass
@@ -58,18 +64,12 @@ class GPTConfig:
             f"must be divisible by n_head ({self.n_head}), got {self.n_embd}",
         )
         require(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
-        require(
-            self.attention in ("auto", "sdpa", "naive"),
-            "attention",
-            f"expected auto, sdpa or naive, got {self.attention!r}",
-        )
+        require_choices(self)  # attention
 
     @classmethod
     def from_name(cls, name: str, **overrides: Any) -> GPTConfig:
         """A preset's config (``GPTConfig.from_name("gpt2", n_layer=4)``)."""
-        from zeroforge.registry import model_config
-
-        return model_config(name, **overrides)
+        return preset_config(cls, PRESETS, name, **overrides)
 
 
 class CausalSelfAttention(nn.Module):
@@ -123,8 +123,9 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-@register_model("gpt", GPTConfig)
 class GPT(nn.Module):
+    config_class = GPTConfig
+
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.config = config
@@ -137,27 +138,40 @@ class GPT(nn.Module):
                 ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
             )
         )
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head: nn.Linear | None = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         # Weight tying (Press & Wolf 2017): the output projection is the token embedding.
         self.transformer.wte.weight = self.lm_head.weight
-        self.apply(self._init_weights)
+        self.apply(normal_init_)
         # GPT-2: scale residual projections by 1/sqrt(2 * n_layer), two residual adds per block.
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
-    def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-
     @property
     def context_length(self) -> int:
         """The most tokens one forward can attend to (generation slides a window beyond it)."""
         return self.config.block_size
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The transformer blocks, bottom to top."""
+        return self.transformer.h
+
+    @property
+    def final_norm(self) -> nn.Module:
+        """The LayerNorm after the last block (``hidden_states`` ends with it)."""
+        return self.transformer.ln_f
+
+    @property
+    def output_layer(self) -> nn.Linear | None:
+        """The LM head, (B, T, C) -> (B, T, vocab_size); None once ``without_output_layer`` ran."""
+        return self.lm_head
+
+    def without_output_layer(self) -> GPT:
+        """This model as the body of a new task head, in place: the LM head is removed (its tied weight
+        stays with the token embedding), ``hidden_states`` is unchanged and ``forward`` no longer runs."""
+        self.lm_head = None
+        return self
 
     def num_parameters(self, non_embedding: bool = True) -> int:
         """Parameter count; ``non_embedding`` drops the position embeddings (nanoGPT's convention:
@@ -201,6 +215,36 @@ class GPT(nn.Module):
             static=static,
         )
 
+    def hidden_states(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """input_ids (B, T) -> the final LayerNorm's output (B, T, C).
+
+        attention_mask (B, T): 1 = real token, 0 = padding; positions then count real tokens only.
+        segment_ids (B, T): packed rows, 1, 2, ... per example and 0 = padding (modules/masks.py).
+        cache: from ``new_cache``; the new tokens are appended to it and attend over all of it.
+        """
+        T = input_ids.size(1)
+        if T > self.config.block_size:
+            raise ZeroforgeError(f"sequence length {T} exceeds model block_size {self.config.block_size}")
+        positions, mask, is_causal = decoder_inputs(
+            input_ids, attention_mask, segment_ids, position_ids, cache
+        )
+        tok_emb = self.transformer.wte(input_ids)  # (B, T, C)
+        pos_emb = self.transformer.wpe(positions)  # (1 or B, T, C)
+        x = self.transformer.drop(tok_emb + pos_emb)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, mask, is_causal, cache, i)
+        x = self.transformer.ln_f(x)  # (B, T, C)
+        if cache is not None:
+            cache.advance(T)
+        return x
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -208,36 +252,18 @@ class GPT(nn.Module):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        segment_ids: torch.Tensor | None = None,
     ) -> ModelOutput:
-        """input_ids (B, T) -> logits (B, T, vocab_size).
+        """input_ids (B, T) -> logits (B, T, vocab_size); the other inputs as ``hidden_states``.
 
         labels (B, T): the already-shifted next tokens (-100 = ignore) -> mean cross-entropy loss
         (and ``logits=None`` when the config sets ``fused_loss``).
-        attention_mask (B, T): 1 = real token, 0 = padding; positions then count real tokens only.
-        cache: from ``new_cache``; the new tokens are appended to it and attend over all of it.
         """
-        B, T = input_ids.shape
-        if T > self.config.block_size:
-            raise ZeroforgeError(f"sequence length {T} exceeds model block_size {self.config.block_size}")
-        if cache is not None:
-            positions, mask, is_causal = cache.prepare(T, attention_mask)
-        elif attention_mask is not None:
-            key_padding = attention_mask.bool()  # (B, T)
-            mask, is_causal = causal_mask(T, T, input_ids.device, key_padding), False  # (B, 1, T, T)
-            positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
-        else:
-            mask, is_causal = None, True  # fused causal attention, no mask materialised
-            positions = torch.arange(T, device=input_ids.device)[None]  # (1, T)
-        if position_ids is not None:
-            positions = position_ids
-
-        tok_emb = self.transformer.wte(input_ids)  # (B, T, C)
-        pos_emb = self.transformer.wpe(positions)  # (1 or B, T, C)
-        x = self.transformer.drop(tok_emb + pos_emb)
-        for i, block in enumerate(self.transformer.h):
-            x = block(x, mask, is_causal, cache, i)
-        x = self.transformer.ln_f(x)  # (B, T, C)
-
+        if self.lm_head is None:
+            raise ZeroforgeError(
+                "GPT: this model's output layer was removed (a task head's body); use hidden_states"
+            )
+        x = self.hidden_states(input_ids, attention_mask, position_ids, segment_ids, cache)  # (B, T, C)
         logits, loss = None, None
         if labels is not None and self.config.fused_loss:
             loss = linear_cross_entropy(x, self.lm_head.weight, labels)  # no (B, T, vocab_size) tensor
@@ -245,25 +271,27 @@ class GPT(nn.Module):
             logits = self.lm_head(x)  # (B, T, vocab_size)
             if labels is not None:
                 loss = F.cross_entropy(
-                    logits.view(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100
+                    logits.view(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE_INDEX
                 )
-        if cache is not None:
-            cache.advance(T)
         return ModelOutput(logits=logits, loss=loss, cache=cache)
 
 
 # ----------------------------------------------------------------------------- presets
 
 _GPT2 = dict(block_size=1024, vocab_size=50257)
-register_preset("gpt2", "gpt", n_layer=12, n_head=12, n_embd=768, **_GPT2)  # 124M
-register_preset("gpt2-medium", "gpt", n_layer=24, n_head=16, n_embd=1024, **_GPT2)  # 350M
-register_preset("gpt2-large", "gpt", n_layer=36, n_head=20, n_embd=1280, **_GPT2)  # 774M
-register_preset("gpt2-xl", "gpt", n_layer=48, n_head=25, n_embd=1600, **_GPT2)  # 1558M
-# nanoGPT's "baby GPT" for Shakespeare on a CPU (README, quick start without a GPU)
-register_preset("gpt-char-small", "gpt", n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=96)
-# nanoGPT's config/train_shakespeare_char.py (GPU-sized character model)
-register_preset(
-    "gpt-mini", "gpt", n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=96, dropout=0.2
-)
-# for tests
-register_preset("gpt-tiny", "gpt", n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=64)
+# preset name -> (family, config values), read by the registry
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "gpt2": ("gpt", dict(n_layer=12, n_head=12, n_embd=768, **_GPT2)),  # 124M
+    "gpt2-medium": ("gpt", dict(n_layer=24, n_head=16, n_embd=1024, **_GPT2)),  # 350M
+    "gpt2-large": ("gpt", dict(n_layer=36, n_head=20, n_embd=1280, **_GPT2)),  # 774M
+    "gpt2-xl": ("gpt", dict(n_layer=48, n_head=25, n_embd=1600, **_GPT2)),  # 1558M
+    # nanoGPT's "baby GPT" for Shakespeare on a CPU (README, quick start without a GPU)
+    "gpt-char-small": ("gpt", dict(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=96)),
+    # nanoGPT's config/train_shakespeare_char.py (GPU-sized character model)
+    "gpt-mini": (
+        "gpt",
+        dict(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=96, dropout=0.2),
+    ),
+    # for tests
+    "gpt-tiny": ("gpt", dict(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=64)),
+}

@@ -13,18 +13,17 @@ works as well as (N, 784) — and optional ``labels``, and returns ``ModelOutput
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from zeroforge.config import require
 from zeroforge.errors import DataError
 from zeroforge.models.output import ModelOutput
 from zeroforge.modules.activations import ACTIVATIONS, ActivationName, make_activation
 from zeroforge.modules.init import INITS, InitName, init_weights
 from zeroforge.modules.losses import LOSSES, LossName, loss_and_metrics
-from zeroforge.registry import register_model, register_preset
+from zeroforge.validation import require
 
 
 def flatten_features(features: torch.Tensor, in_features: int) -> torch.Tensor:
@@ -61,9 +60,10 @@ class LinearRegressionConfig:
         require(self.out_features >= 1, "out_features", f"must be >= 1, got {self.out_features}")
 
 
-@register_model("linear-regression", LinearRegressionConfig)
 class LinearRegression(nn.Module):
     """ŷ = Wx + b, trained on the mean squared error (1/N) Σ (ŷ_i - y_i)²."""
+
+    config_class = LinearRegressionConfig
 
     def __init__(self, config: LinearRegressionConfig) -> None:
         super().__init__()
@@ -105,9 +105,10 @@ class LogisticRegressionConfig:
         )
 
 
-@register_model("logistic-regression", LogisticRegressionConfig)
 class LogisticRegression(nn.Module):
     """Binary: z = w·x + b, p = σ(z). Softmax (C > 2): z = Wx + b, p = softmax(z)."""
+
+    config_class = LogisticRegressionConfig
 
     def __init__(self, config: LogisticRegressionConfig) -> None:
         super().__init__()
@@ -172,9 +173,10 @@ class MLPConfig:
         require(self.loss != "bce" or self.out_features == 1, "out_features", "bce needs out_features=1")
 
 
-@register_model("mlp", MLPConfig)
 class MLP(nn.Module):
     """x -> [Linear -> activation -> dropout] * len(hidden_sizes) -> Linear -> logits."""
+
+    config_class = MLPConfig
 
     def __init__(self, config: MLPConfig) -> None:
         super().__init__()
@@ -210,16 +212,14 @@ class MLP(nn.Module):
 
 # ----------------------------------------------------------------------------- presets
 
-# MNIST (28 x 28 = 784 pixels, 10 digits)
-register_preset("softmax-regression-mnist", "logistic-regression", in_features=784, num_classes=10)
-register_preset(
-    "mlp-mnist",
-    "mlp",
-    in_features=784,
-    hidden_sizes=[512, 256],
-    out_features=10,
-    dropout=0.2,
-    init="he_uniform",
-)
-# the seeds' Keras regressor: Dense(10, relu, input_shape=(4,)) -> Dense(1), mean squared error
-register_preset("mlp-regressor", "mlp", in_features=4, hidden_sizes=[10], out_features=1, loss="mse")
+# preset name -> (family, config values), read by the registry
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    # MNIST (28 x 28 = 784 pixels, 10 digits)
+    "softmax-regression-mnist": ("logistic-regression", dict(in_features=784, num_classes=10)),
+    "mlp-mnist": (
+        "mlp",
+        dict(in_features=784, hidden_sizes=[512, 256], out_features=10, dropout=0.2, init="he_uniform"),
+    ),
+    # a one-hidden-layer regressor, Keras' Dense(10, relu, input_shape=(4,)) -> Dense(1), mean squared error
+    "mlp-regressor": ("mlp", dict(in_features=4, hidden_sizes=[10], out_features=1, loss="mse")),
+}

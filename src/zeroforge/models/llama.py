@@ -6,6 +6,7 @@ when ``tie_word_embeddings``). No biases and no learned positions.
 
 Parameter names are Hugging Face's ``LlamaForCausalLM`` ones (``model.layers.0.self_attn.q_proj``...),
 so HF checkpoints map one to one; ``zeroforge.weights`` also maps GGUF (llama.cpp) names onto them.
+The model contract is GPT's (models/gpt.py): ``hidden_states``, ``output_layer``, ``blocks``, ``final_norm``.
 
 References: Touvron et al. 2023 (Llama, Llama 2); Su et al. 2021 (RoPE); Shazeer 2020 (SwiGLU);
 Ainslie et al. 2023 (grouped-query attention); Allal et al. 2025 (SmolLM2).
@@ -20,14 +21,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zeroforge.config import require
 from zeroforge.errors import ZeroforgeError
 from zeroforge.models.output import ModelOutput
-from zeroforge.modules.attention import attention, causal_mask, merge_heads, split_heads
+from zeroforge.modules.attention import attention, merge_heads, split_heads
+from zeroforge.modules.init import normal_init_
 from zeroforge.modules.kv_cache import KVCache
+from zeroforge.modules.losses import IGNORE_INDEX
+from zeroforge.modules.masks import decoder_inputs
 from zeroforge.modules.norm import RMSNorm
 from zeroforge.modules.rope import RotaryEmbedding, apply_rotary
-from zeroforge.registry import register_model, register_preset
+from zeroforge.validation import preset_config, require, require_choices
 
 
 @dataclass
@@ -85,18 +88,12 @@ class LlamaConfig:
         require(self.rope_theta > 0, "rope_theta", f"must be > 0, got {self.rope_theta}")
         require(self.rms_norm_eps > 0, "rms_norm_eps", f"must be > 0, got {self.rms_norm_eps}")
         require(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
-        require(
-            self.attention in ("sdpa", "naive"),
-            "attention",
-            f"expected sdpa or naive, got {self.attention!r}",
-        )
+        require_choices(self)  # attention
 
     @classmethod
     def from_name(cls, name: str, **overrides: Any) -> LlamaConfig:
         """A preset's config (``LlamaConfig.from_name("smollm2-135m", n_layer=4)``)."""
-        from zeroforge.registry import model_config
-
-        return model_config(name, **overrides)
+        return preset_config(cls, PRESETS, name, **overrides)
 
 
 class LlamaAttention(nn.Module):
@@ -189,8 +186,9 @@ class LlamaBlock(nn.Module):
         return x + self.dropout(self.mlp(self.post_attention_layernorm(x)))
 
 
-@register_model("llama", LlamaConfig)
 class Llama(nn.Module):
+    config_class = LlamaConfig
+
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
         assert config.head_dim is not None  # set by __post_init__
@@ -204,15 +202,10 @@ class Llama(nn.Module):
             )
         )
         self.rotary = RotaryEmbedding(config.head_dim, config.rope_theta)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.apply(self._init_weights)
+        self.lm_head: nn.Linear | None = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.apply(normal_init_)  # N(0, 0.02) for every matrix, as HF's initializer_range
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight  # Press & Wolf 2017
-
-    def _init_weights(self, module: nn.Module) -> None:
-        # N(0, 0.02) for every matrix, as HF's initializer_range; RMSNorm gains start at 1.
-        if isinstance(module, nn.Linear | nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def fuse_projections(self) -> None:
         """Compute q, k, v with one matrix product, and the SwiGLU gate and up with another (in place).
@@ -232,6 +225,27 @@ class Llama(nn.Module):
     def context_length(self) -> int:
         """The most tokens one forward can attend to (generation slides a window beyond it)."""
         return self.config.block_size
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The transformer blocks, bottom to top."""
+        return self.model.layers
+
+    @property
+    def final_norm(self) -> nn.Module:
+        """The RMSNorm after the last block (``hidden_states`` ends with it)."""
+        return self.model.norm
+
+    @property
+    def output_layer(self) -> nn.Linear | None:
+        """The LM head, (B, T, C) -> (B, T, vocab_size); None once ``without_output_layer`` ran."""
+        return self.lm_head
+
+    def without_output_layer(self) -> Llama:
+        """This model as the body of a new task head, in place: the LM head is removed (a tied weight
+        stays with the token embedding), ``hidden_states`` is unchanged and ``forward`` no longer runs."""
+        self.lm_head = None
+        return self
 
     def new_cache(
         self,
@@ -264,6 +278,35 @@ class Llama(nn.Module):
             static=static,
         )
 
+    def hidden_states(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """input_ids (B, T) -> the final RMSNorm's output (B, T, C).
+
+        attention_mask (B, T): 1 = real token, 0 = padding (left); positions then count real tokens only.
+        segment_ids (B, T): packed rows, 1, 2, ... per example and 0 = padding (modules/masks.py).
+        cache: from ``new_cache``; the new tokens are appended to it and attend over all of it.
+        """
+        T = input_ids.size(1)
+        if T > self.config.block_size:
+            raise ZeroforgeError(f"sequence length {T} exceeds model block_size {self.config.block_size}")
+        positions, mask, is_causal = decoder_inputs(
+            input_ids, attention_mask, segment_ids, position_ids, cache
+        )
+        x = self.model.embed_tokens(input_ids)  # (B, T, C)
+        cos, sin = self.rotary(positions, x.dtype)  # (B|1, T, hs) each, shared by every layer
+        for i, block in enumerate(self.model.layers):
+            x = block(x, cos, sin, mask, is_causal, cache, i)
+        x = self.model.norm(x)  # (B, T, C)
+        if cache is not None:
+            cache.advance(T)
+        return x
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -271,42 +314,23 @@ class Llama(nn.Module):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        segment_ids: torch.Tensor | None = None,
     ) -> ModelOutput:
-        """input_ids (B, T) -> logits (B, T, vocab_size).
+        """input_ids (B, T) -> logits (B, T, vocab_size); the other inputs as ``hidden_states``.
 
         labels (B, T): the already-shifted next tokens (-100 = ignore) -> mean cross-entropy loss.
-        attention_mask (B, T): 1 = real token, 0 = padding (left); positions then count real tokens only.
-        cache: from ``new_cache``; the new tokens are appended to it and attend over all of it.
         """
-        B, T = input_ids.shape
-        if T > self.config.block_size:
-            raise ZeroforgeError(f"sequence length {T} exceeds model block_size {self.config.block_size}")
-        if cache is not None:
-            positions, mask, is_causal = cache.prepare(T, attention_mask)
-        elif attention_mask is not None:
-            key_padding = attention_mask.bool()  # (B, T)
-            mask, is_causal = causal_mask(T, T, input_ids.device, key_padding), False  # (B, 1, T, T)
-            positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
-        else:
-            mask, is_causal = None, True  # fused causal attention, no mask materialised
-            positions = torch.arange(T, device=input_ids.device)[None]  # (1, T)
-        if position_ids is not None:
-            positions = position_ids
-
-        x = self.model.embed_tokens(input_ids)  # (B, T, C)
-        cos, sin = self.rotary(positions, x.dtype)  # (B|1, T, hs) each, shared by every layer
-        for i, block in enumerate(self.model.layers):
-            x = block(x, cos, sin, mask, is_causal, cache, i)
-        x = self.model.norm(x)
+        if self.lm_head is None:
+            raise ZeroforgeError(
+                "Llama: this model's output layer was removed (a task head's body); use hidden_states"
+            )
+        x = self.hidden_states(input_ids, attention_mask, position_ids, segment_ids, cache)  # (B, T, C)
         logits = self.lm_head(x)  # (B, T, vocab_size)
-
         loss = None
         if labels is not None:
             loss = F.cross_entropy(
-                logits.float().view(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100
+                logits.float().view(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE_INDEX
             )
-        if cache is not None:
-            cache.advance(T)
         return ModelOutput(logits=logits, loss=loss, cache=cache)
 
 
@@ -324,49 +348,56 @@ def _concat_linear(*layers: nn.Linear) -> nn.Linear:
 
 # ----------------------------------------------------------------------------- presets
 
-# HuggingFaceTB/SmolLM2-135M(-Instruct): the shipped GGUF's metadata says exactly this
-register_preset("smollm2-135m", "llama")
-# HuggingFaceTB/SmolLM2-360M(-Instruct)
-register_preset(
-    "smollm2-360m", "llama", n_layer=32, n_head=15, n_kv_head=5, n_embd=960, intermediate_size=2560
-)
-# TinyLlama/TinyLlama-1.1B (Zhang et al. 2024): Llama 2 tokenizer, 4 key/value heads for 32 query heads
-register_preset(
-    "tinyllama-1.1b",
-    "llama",
-    n_layer=22,
-    n_head=32,
-    n_kv_head=4,
-    n_embd=2048,
-    intermediate_size=5632,
-    vocab_size=32000,
-    block_size=2048,
-    rope_theta=10000.0,
-    tie_word_embeddings=False,
-)
-# a character-level Llama the size of gpt-char-small, for Shakespeare on a CPU
-register_preset(
-    "llama-char-small",
-    "llama",
-    n_layer=4,
-    n_head=4,
-    n_kv_head=2,
-    n_embd=128,
-    intermediate_size=344,
-    vocab_size=96,
-    block_size=64,
-    rope_theta=10000.0,
-)
-# for tests
-register_preset(
-    "llama-tiny",
-    "llama",
-    n_layer=2,
-    n_head=4,
-    n_kv_head=2,
-    n_embd=32,
-    intermediate_size=64,
-    vocab_size=64,
-    block_size=32,
-    rope_theta=10000.0,
-)
+# preset name -> (family, config values), read by the registry
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    # HuggingFaceTB/SmolLM2-135M(-Instruct): the shipped GGUF's metadata says exactly this
+    "smollm2-135m": ("llama", {}),
+    # HuggingFaceTB/SmolLM2-360M(-Instruct)
+    "smollm2-360m": (
+        "llama",
+        dict(n_layer=32, n_head=15, n_kv_head=5, n_embd=960, intermediate_size=2560),
+    ),
+    # TinyLlama/TinyLlama-1.1B (Zhang et al. 2024): Llama 2 tokenizer, 4 key/value heads for 32 query heads
+    "tinyllama-1.1b": (
+        "llama",
+        dict(
+            n_layer=22,
+            n_head=32,
+            n_kv_head=4,
+            n_embd=2048,
+            intermediate_size=5632,
+            vocab_size=32000,
+            block_size=2048,
+            rope_theta=10000.0,
+            tie_word_embeddings=False,
+        ),
+    ),
+    # a character-level Llama the size of gpt-char-small, for Shakespeare on a CPU
+    "llama-char-small": (
+        "llama",
+        dict(
+            n_layer=4,
+            n_head=4,
+            n_kv_head=2,
+            n_embd=128,
+            intermediate_size=344,
+            vocab_size=96,
+            block_size=64,
+            rope_theta=10000.0,
+        ),
+    ),
+    # for tests
+    "llama-tiny": (
+        "llama",
+        dict(
+            n_layer=2,
+            n_head=4,
+            n_kv_head=2,
+            n_embd=32,
+            intermediate_size=64,
+            vocab_size=64,
+            block_size=32,
+            rope_theta=10000.0,
+        ),
+    ),
+}

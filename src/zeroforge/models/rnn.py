@@ -1,6 +1,6 @@
 """Recurrent language models: vanilla RNN, LSTM and GRU, character-level on the shared trainer.
 
-The seeds' recurrence, one step per token::
+The recurrence (Elman 1990), one step per token::
 
     h_t = f(W x_t + U h_{t-1} + b)                                   vanilla RNN, f = tanh
 
@@ -28,15 +28,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zeroforge.config import require
 from zeroforge.models.output import ModelOutput
-from zeroforge.registry import register_model, register_preset
+from zeroforge.validation import require
 
 CellName = Literal["rnn", "lstm", "gru"]
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}  # rows of W per hidden unit
@@ -203,8 +202,9 @@ _CELL_FUNCTIONS = {"rnn": rnn_cell, "lstm": lstm_cell, "gru": gru_cell}
 _TORCH_LAYERS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 
-@register_model("rnn-lm", RNNLMConfig)
 class RecurrentLM(nn.Module):
+    config_class = RNNLMConfig
+
     def __init__(self, config: RNNLMConfig) -> None:
         super().__init__()
         self.config = config
@@ -329,14 +329,16 @@ class RecurrentLM(nn.Module):
 
 # ----------------------------------------------------------------------------- presets
 
-# character-level models matched to gpt-char-small (812,288 parameters with the 84-character Shakespeare
-# vocabulary): LSTM 806,756, GRU 791,700, vanilla RNN 818,900
-register_preset(
-    "lstm-char-small", "rnn-lm", cell="lstm", n_embd=64, hidden_size=244, n_layer=2, block_size=64
-)
-register_preset("gru-char-small", "rnn-lm", cell="gru", n_embd=64, hidden_size=280, n_layer=2, block_size=64)
-register_preset("rnn-char-small", "rnn-lm", cell="rnn", n_embd=64, hidden_size=496, n_layer=2, block_size=64)
-# for tests
-register_preset(
-    "lstm-tiny", "rnn-lm", cell="lstm", vocab_size=64, n_embd=16, hidden_size=32, n_layer=2, block_size=16
-)
+# preset name -> (family, config values), read by the registry
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    # character-level models matched to gpt-char-small (812,288 parameters with the 84-character Shakespeare
+    # vocabulary): LSTM 806,756, GRU 791,700, vanilla RNN 818,900
+    "lstm-char-small": ("rnn-lm", dict(cell="lstm", n_embd=64, hidden_size=244, n_layer=2, block_size=64)),
+    "gru-char-small": ("rnn-lm", dict(cell="gru", n_embd=64, hidden_size=280, n_layer=2, block_size=64)),
+    "rnn-char-small": ("rnn-lm", dict(cell="rnn", n_embd=64, hidden_size=496, n_layer=2, block_size=64)),
+    # for tests
+    "lstm-tiny": (
+        "rnn-lm",
+        dict(cell="lstm", vocab_size=64, n_embd=16, hidden_size=32, n_layer=2, block_size=16),
+    ),
+}

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from zeroforge.modules.losses import IGNORE_INDEX
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:

@@ -104,3 +104,30 @@ def init_weights(
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
     return module
+
+
+def normal_init_(module: nn.Module, std: float = 0.02) -> None:
+    """GPT-2's and BERT's initialiser, for ``model.apply``: N(0, std) for Linear and Embedding weights
+    (std is HF's ``initializer_range``, 0.02 in both), zero biases, LayerNorm gain 1 and bias 0."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def sinusoidal_positions(n_positions: int, dim: int) -> torch.Tensor:
+    """The Transformer's position encoding (Vaswani et al. 2017, section 3.5) -> (n_positions, dim):
+    PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d)).
+    PE(p) . PE(q) = sum_i cos((p - q) / 10000^(2i/d)): largest at p = q, falling with |p - q|."""
+    pos = torch.arange(n_positions, dtype=torch.float64)[:, None]  # (P, 1)
+    freq = 10000.0 ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # (ceil(d/2),)
+    table = torch.zeros(n_positions, dim, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+    return table.float()

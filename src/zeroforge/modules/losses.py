@@ -20,6 +20,10 @@ import torch
 
 from zeroforge.errors import ConfigError, DataError
 
+# The label that contributes no loss (PyTorch's ``F.cross_entropy`` default ``ignore_index``): prompt
+# tokens in SFT, unmasked tokens in MLM, padding.
+IGNORE_INDEX = -100
+
 LossName = Literal["mse", "cross_entropy", "bce", "hinge"]
 LOSSES: tuple[str, ...] = get_args(LossName)
 CLASSIFICATION_LOSSES = ("cross_entropy", "bce", "hinge")

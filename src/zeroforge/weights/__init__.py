@@ -109,20 +109,13 @@ def load_pretrained(
 def _efficientnet_lite0(path: Path, family: str | None, overrides: dict[str, Any]) -> nn.Module:
     """EfficientNet-Lite0 with its ImageNet weights, read from the reference implementation's torch
     file (``torch.load(weights_only=True)``: tensors and containers only, never arbitrary objects)."""
+    from zeroforge.models.cnn_efficientnet import load_lite0_weights
     from zeroforge.registry import create_model
 
     if family not in (None, "efficientnet-lite"):
         raise ZeroforgeError(f"{path}: the EfficientNet-Lite0 weights load as family efficientnet-lite")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any failure here means a bad file
-        raise DataError(
-            f"{path}: cannot read the EfficientNet-Lite0 weights ({str(err).splitlines()[0]})"
-        ) from None
-    if not isinstance(state, dict):
-        raise DataError(f"{path}: expected a state dict, got {type(state).__name__}")
     model = create_model("efficientnet-lite0", **overrides)
-    model.load_reference_state_dict(state)
+    model.load_reference_state_dict(load_lite0_weights(path))
     return model
 
 
