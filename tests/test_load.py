@@ -160,6 +160,7 @@ def test_a_classifier_run_loads_in_a_fresh_process(body, tmp_path):
     assert out.stdout.split() == ["SequenceClassifier", "CharTokenizer", "2"]
 
 
+@pytest.mark.network
 def test_named_image_weights_load_without_a_tokenizer():
     from zeroforge.models.cnn_efficientnet import EfficientNetLite
 
