@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 import torch
 
-from zeroforge.config import from_dict
+from zeroforge.schema import from_dict
 from zeroforge.errors import ConfigError
 from zeroforge.models.causal_lm import FinetunedLM, segment_mask, segment_positions
 from zeroforge.models.classifier import (

@@ -17,7 +17,7 @@ def run_demo(minutes: float = 2.5, out_dir: str = "runs/demo") -> Path:
     from zeroforge.eval.evaluate import evaluate
     from zeroforge.generation import generate
     from zeroforge.train.checkpoint import load_run
-    from zeroforge.train.loop import pretrain
+    from zeroforge.pretraining import pretrain
 
     recipe_path = DEMO_RECIPE if DEMO_RECIPE.is_file() else None
     overrides = [f"train.max_minutes={minutes}", "train.max_steps=null", f"train.out_dir={out_dir}"]
@@ -25,7 +25,7 @@ def run_demo(minutes: float = 2.5, out_dir: str = "runs/demo") -> Path:
     run_dir = Path(out_dir)
     if run_dir.exists():  # the demo's own folder from an earlier demo
         shutil.rmtree(run_dir)
-    print(f"== zeroforge demo: {recipe.model['name']} on {recipe.data.source}, {minutes} min budget ==")
+    print(f"== zeroforge demo: {recipe.model.name} on {recipe.data.source}, {minutes} min budget ==")
     pretrain(recipe)
     metrics = evaluate(run_dir)
     print(f"\nvalidation loss {metrics['val_loss']:.4f} (perplexity {metrics['val_perplexity']:.2f})")

@@ -90,7 +90,7 @@ def family_for_model(model: nn.Module) -> Family:
 
 def model_config(name: str, **overrides: Any) -> Any:
     """The typed config for a family or preset, with ``overrides`` applied and validated."""
-    from zeroforge.config import from_dict
+    from zeroforge.schema import from_dict
 
     fam = family_of(name)
     values = dict(_PRESETS[name][1]) if name in _PRESETS else {}

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from zeroforge import datasets
+from zeroforge.data.builders import DataContext, TrainingData, register_data_builder
 from zeroforge.data.text import (
     PretrainData,
     _locked,
@@ -632,3 +633,18 @@ def build_mlm_nsp_data(
         f"most-frequent-token MLM baseline {baseline:.4f} ({meta['baseline']['token']!r}))"
     )
     return PretrainData(train, val, tok, meta, description)
+
+
+# ----------------------------------------------------------------------------- the recipe's data (objective mlm_nsp)
+
+
+@register_data_builder("mlm_nsp")
+def mlm_nsp_objective_data(recipe: Any, ctx: DataContext) -> TrainingData:
+    """``data.objective: mlm_nsp``: ``build_mlm_nsp_data`` at the recipe's block size, batch size and seed."""
+    args = recipe.train
+    block = args.block_size or recipe.model_config().block_size
+    data = build_mlm_nsp_data(
+        recipe.data, block, args.batch_size, args.eval_batches, args.seed, ctx.rank, ctx.world_size
+    )
+    fields = {"vocab_size": data.tokenizer.vocab_size}
+    return TrainingData(data.train, data.val, data.description, data.tokenizer, fields)

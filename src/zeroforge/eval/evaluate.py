@@ -38,16 +38,12 @@ def _load(model_or_run_dir: nn.Module | str | os.PathLike[str]) -> tuple[nn.Modu
 
 def _run_data_dir(run_dir: Path) -> Path:
     """The prepared token data a run trained on, from its run.yaml."""
-    import yaml
-
-    from zeroforge.config import recipe_from_dict
+    from zeroforge.config import read_run_recipe
     from zeroforge.data.text import ensure_prepared
 
-    run_yaml = run_dir / "run.yaml"
-    if not run_yaml.is_file():
-        raise DataError(f"{run_yaml}: missing; pass --data to say what to evaluate on")
-    recipe = recipe_from_dict(yaml.safe_load(run_yaml.read_text(encoding="utf-8")), where=str(run_yaml))
-    d = recipe.data
+    if not (run_dir / "run.yaml").is_file():
+        raise DataError(f"{run_dir / 'run.yaml'}: missing; pass --data to say what to evaluate on")
+    d = read_run_recipe(run_dir).data
     return ensure_prepared(
         d.source,
         tokenizer=d.tokenizer,
@@ -162,16 +158,11 @@ def evaluate(
 def _evaluate_mlm_nsp_run(model: nn.Module, run_dir: Path, batch_size: int, device: str) -> dict[str, Any]:
     """A BERT pretraining run on every held-out sentence pair (its run.yaml's prepared data), with the
     fixed validation masks: MLM loss and accuracy, NSP accuracy, and the most-frequent-token baseline."""
-    import yaml
-
-    from zeroforge.config import recipe_from_dict
+    from zeroforge.config import read_run_recipe
     from zeroforge.data.mlm import build_mlm_nsp_data
-    from zeroforge.train.loop import evaluate_batches
+    from zeroforge.train.runtime import evaluate_batches
 
-    run_yaml = run_dir / "run.yaml"
-    if not run_yaml.is_file():
-        raise DataError(f"{run_yaml}: missing (the held-out pairs are rebuilt from the run's recipe)")
-    recipe = recipe_from_dict(yaml.safe_load(run_yaml.read_text(encoding="utf-8")), where=str(run_yaml))
+    recipe = read_run_recipe(run_dir)  # the held-out pairs are rebuilt from the run's recipe
     block = recipe.train.block_size or model.config.block_size
     data = build_mlm_nsp_data(recipe.data, block, batch_size, None, recipe.train.seed)
     stats = evaluate_batches(model, data.val, torch.device(device), None)
@@ -261,11 +252,11 @@ def evaluate_classifier(
     """A classifier's metrics on ``data`` (``LabelledData`` whose label ids are the model's); with
     ``out_dir`` also ``confusion_matrix.png`` there. Returns the metrics (``split`` names the data)."""
     from zeroforge.data.tables import encode_texts
-    from zeroforge.finetuning import _pad_id
+    from zeroforge.data.tasks import pad_id_of
 
     device = next(model.parameters()).device
     encoded = encode_texts(data, tokenizer, max_length, int(model.backbone.config.vocab_size))
-    probs = classifier_probabilities(model, encoded, batch_size, _pad_id(tokenizer), device)
+    probs = classifier_probabilities(model, encoded, batch_size, pad_id_of(tokenizer), device)
     names = list(model.config.label_names) or [str(i) for i in range(model.config.n_labels)]
     metrics = {"split": split, **classification_metrics(np.asarray(data.labels), probs, names)}
     if out_dir is not None:
@@ -290,11 +281,12 @@ def _evaluate_classifier_run(
 ) -> dict[str, Any]:
     import json
 
+    from zeroforge.config import read_run_recipe
     from zeroforge.data.tables import load_labelled
-    from zeroforge.finetuning import labelled_splits, recipe_from_dict
+    from zeroforge.data.tasks import labelled_splits
     from zeroforge.weights.tokenizer import load_pretrained_tokenizer
 
-    recipe = _finetune_recipe(run_dir, recipe_from_dict)
+    recipe = read_run_recipe(run_dir)
     tokenizer = load_pretrained_tokenizer(run_dir)
     names = list(model.config.label_names)
     d = recipe.data
@@ -302,7 +294,7 @@ def _evaluate_classifier_run(
         parts = labelled_splits(recipe, run_dir)
         if split not in parts or not len(parts[split]):
             raise DataError(f"{run_dir}: the run has no {split} split (its data.splits are {d.splits})")
-        labelled, where = parts[split], f"{d.dataset} ({split} split)"
+        labelled, where = parts[split], f"{d.source} ({split} split)"
     else:
         labelled = load_labelled(
             data,
@@ -328,15 +320,6 @@ def _evaluate_classifier_run(
     metrics = {**keep, **metrics}
     atomic_write_json(run_dir / "metrics.json", metrics)
     return metrics
-
-
-def _finetune_recipe(run_dir: Path, parse: Any) -> Any:
-    import yaml
-
-    run_yaml = run_dir / "run.yaml"
-    if not run_yaml.is_file():
-        raise DataError(f"{run_yaml}: missing (not a zeroforge finetune run directory)")
-    return parse(yaml.safe_load(run_yaml.read_text(encoding="utf-8")), where=str(run_yaml))
 
 
 # ----------------------------------------------------------------------------- comparing runs

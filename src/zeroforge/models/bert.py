@@ -28,12 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zeroforge.config import require
 from zeroforge.errors import ZeroforgeError
 from zeroforge.models.output import ModelOutput
 from zeroforge.modules.attention import attention, merge_heads, padding_mask, split_heads
 from zeroforge.modules.mlp import MLP
 from zeroforge.registry import register_model, register_preset
+from zeroforge.schema import require
 
 IGNORE_INDEX = -100  # MLM labels: positions that were not masked
 

@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zeroforge.config import require
 from zeroforge.errors import ConfigError
 from zeroforge.models.output import ModelOutput
 from zeroforge.registry import register_model
+from zeroforge.schema import require
 
 Pooling = Literal["last", "mean", "cls"]
 

@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zeroforge.config import require
 from zeroforge.errors import DataError
 from zeroforge.models.cnn import ImageClassifier
 from zeroforge.registry import register_model, register_preset
+from zeroforge.schema import require
 
 # (repeats, kernel, stride, expand ratio, in channels, out channels) per stage: efficientnet_lite_builder.py
 LITE0_STAGES = [

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from zeroforge.config import require
 from zeroforge.models.cnn import ImageClassifier
 from zeroforge.registry import register_model, register_preset
+from zeroforge.schema import require
 
 
 class BasicBlock(nn.Module):

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from zeroforge.config import require
 from zeroforge.models.cnn import ImageClassifier
 from zeroforge.modules.init import init_weight_, init_weights
 from zeroforge.registry import register_model, register_preset
+from zeroforge.schema import require
 
 
 @dataclass

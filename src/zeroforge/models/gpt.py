@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zeroforge.config import require
 from zeroforge.errors import ZeroforgeError
 from zeroforge.models.output import ModelOutput
 from zeroforge.modules.attention import attention, causal_mask, merge_heads, split_heads
@@ -25,6 +24,7 @@ from zeroforge.modules.fused_ce import linear_cross_entropy
 from zeroforge.modules.kv_cache import KVCache
 from zeroforge.modules.mlp import MLP
 from zeroforge.registry import register_model, register_preset
+from zeroforge.schema import require
 
 
 @dataclass

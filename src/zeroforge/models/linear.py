@@ -18,13 +18,13 @@ from typing import Literal
 import torch
 from torch import nn
 
-from zeroforge.config import require
 from zeroforge.errors import DataError
 from zeroforge.models.output import ModelOutput
 from zeroforge.modules.activations import ACTIVATIONS, ActivationName, make_activation
 from zeroforge.modules.init import INITS, InitName, init_weights
 from zeroforge.modules.losses import LOSSES, LossName, loss_and_metrics
 from zeroforge.registry import register_model, register_preset
+from zeroforge.schema import require
 
 
 def flatten_features(features: torch.Tensor, in_features: int) -> torch.Tensor:

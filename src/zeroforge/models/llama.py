@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zeroforge.config import require
 from zeroforge.errors import ZeroforgeError
 from zeroforge.models.output import ModelOutput
 from zeroforge.modules.attention import attention, causal_mask, merge_heads, split_heads
@@ -28,6 +27,7 @@ from zeroforge.modules.kv_cache import KVCache
 from zeroforge.modules.norm import RMSNorm
 from zeroforge.modules.rope import RotaryEmbedding, apply_rotary
 from zeroforge.registry import register_model, register_preset
+from zeroforge.schema import require
 
 
 @dataclass

@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zeroforge.config import require
 from zeroforge.models.output import ModelOutput
 from zeroforge.registry import register_model, register_preset
+from zeroforge.schema import require
 
 CellName = Literal["rnn", "lstm", "gru"]
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}  # rows of W per hidden unit

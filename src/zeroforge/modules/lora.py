@@ -31,9 +31,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from zeroforge.config import require
 from zeroforge.errors import ConfigError, DataError
 from zeroforge.io import atomic_write_bytes, atomic_write_json
+from zeroforge.schema import require
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
