@@ -541,8 +541,8 @@ def load_recipe(
         if not overrides and (source.finetune is not None or not finetune):
             return source
         data = source.to_dict()
-    elif source is None:
-        data = {}
+    elif source is None:  # the built-in default: a small GPT on Shakespeare, or fine-tuning defaults
+        data = {} if finetune else {"model": {"name": DEFAULT_MODEL}}
     elif isinstance(source, dict):
         data = copy.deepcopy(source)
     else:

@@ -16,8 +16,8 @@ def run_demo(minutes: float = 2.5, out_dir: str = "runs/demo") -> Path:
     from zeroforge.config import load_recipe
     from zeroforge.eval.evaluate import evaluate
     from zeroforge.generation import generate
-    from zeroforge.train.checkpoint import load_run
     from zeroforge.pretraining import pretrain
+    from zeroforge.train.checkpoint import load_run
 
     recipe_path = DEMO_RECIPE if DEMO_RECIPE.is_file() else None
     overrides = [f"train.max_minutes={minutes}", "train.max_steps=null", f"train.out_dir={out_dir}"]

@@ -282,7 +282,7 @@ def _train(
         if row is not None:
             history.append(row)
             if bar is not None:
-                bar.setprogress_postfix(progress_postfix(row, unit), refresh=False)
+                bar.set_postfix(progress_postfix(row, unit), refresh=False)
             if run_path is not None and is_main:
                 write_metrics_csv(run_path / "metrics.csv", history)
         if bar is not None:
