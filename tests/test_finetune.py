@@ -373,3 +373,17 @@ def test_public_api_and_every_shipped_recipe_loads():
     recipes = sorted(Path(__file__).resolve().parents[1].glob("recipes/finetune-*.yaml"))
     for path in recipes:
         load_recipe(path, finetune=True)
+
+
+def test_train_command_fine_tunes_a_recipe_with_a_finetune_section(tmp_path, char_tokenizer):
+    import yaml
+
+    config = classification_recipe(tmp_path, char_tokenizer, sentiment_csv(tmp_path / "r.csv", n=40))
+    config["train"]["max_steps"] = 2
+    path = tmp_path / "ft.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    assert main(["train", "--config", str(path)]) == 0
+    metrics = json.loads((Path(config["train"]["out_dir"]) / "metrics.json").read_text())
+    assert metrics["task"] == "classification" and metrics["train_steps"] == 2
+    with pytest.raises(ConfigError, match="finetune: this recipe fine-tunes"):
+        zeroforge.pretrain(config)
