@@ -166,20 +166,21 @@ class DataArgs:
 
     def __post_init__(self) -> None:
         require(0 < self.val_fraction < 1, "val_fraction", f"must be in (0, 1), got {self.val_fraction}")
-        require(self.vocab_size >= 2, "vocab_size", f"must be >= 2, got {self.vocab_size}")
+        minimum = {
+            "vocab_size": 2,
+            "dupe_factor": 1,
+            "max_length": 3,
+            "eval_batch_size": 1,
+            "max_examples": 2,
+        }
+        for name, low in minimum.items():
+            value = getattr(self, name)  # max_examples None: all of them
+            require(value is None or value >= low, name, f"must be >= {low}, got {value}")
         require(0 < self.mask_prob < 1, "mask_prob", f"must be in (0, 1), got {self.mask_prob}")
         require(
             self.eval_mask_prob is None or 0 < self.eval_mask_prob < 1,
             "eval_mask_prob",
             f"must be in (0, 1) or null, got {self.eval_mask_prob}",
-        )
-        require(self.dupe_factor >= 1, "dupe_factor", f"must be >= 1, got {self.dupe_factor}")
-        require(self.max_length >= 3, "max_length", f"must be >= 3, got {self.max_length}")
-        require(self.eval_batch_size >= 1, "eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
-        require(
-            self.max_examples is None or self.max_examples >= 2,
-            "max_examples",
-            f"must be >= 2, got {self.max_examples}",
         )
         require(
             2 <= len(self.splits) <= 3
@@ -260,11 +261,11 @@ class TrainArgs:
             f"only applies with optimizer muon (got optimizer {self.optimizer}); leave it at 1.0",
         )
         require(self.min_lr is None or self.min_lr >= 0, "min_lr", f"must be >= 0, got {self.min_lr}")
-        require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
-        require(self.grad_accum >= 1, "grad_accum", f"must be >= 1, got {self.grad_accum}")
-        require(
-            self.max_steps is None or self.max_steps >= 1, "max_steps", f"must be >= 1, got {self.max_steps}"
-        )
+        for name in ("batch_size", "grad_accum", "max_steps", "eval_every", "eval_batches", "block_size"):
+            value = getattr(self, name)  # None (max_steps, block_size) means "not set"
+            require(value is None or value >= 1, name, f"must be >= 1, got {value}")
+        for name in ("warmup_steps", "weight_decay", "grad_clip"):
+            require(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
         require(
             self.max_minutes is None or self.max_minutes > 0,
             "max_minutes",
@@ -275,20 +276,10 @@ class TrainArgs:
             "max_steps",
             "set max_steps or max_minutes (both are null)",
         )
-        require(self.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {self.warmup_steps}")
         require(
             self.monitor == "val_loss" or self.monitor.startswith("val_"),
             "monitor",
             f"expected val_loss or a val_<metric> name, got {self.monitor!r}",
-        )
-        require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
-        require(self.grad_clip >= 0, "grad_clip", f"must be >= 0, got {self.grad_clip}")
-        require(self.eval_every >= 1, "eval_every", f"must be >= 1, got {self.eval_every}")
-        require(self.eval_batches >= 1, "eval_batches", f"must be >= 1, got {self.eval_batches}")
-        require(
-            self.block_size is None or self.block_size >= 1,
-            "block_size",
-            f"must be >= 1, got {self.block_size}",
         )
 
     @property
@@ -383,13 +374,9 @@ class Recipe:
     def __post_init__(self) -> None:
         m, ft = self.model, self.finetune
         if ft is None and m.pretrained is not None:
-            raise ConfigError(
-                "model.pretrained: training pretrained weights needs a finetune: section (task, method)"
-            )
+            raise ConfigError("model.pretrained: training pretrained weights needs a finetune: section")
         if ft is None and m.tokenizer is not None:
-            raise ConfigError(
-                "model.tokenizer: for fine-tuning a fresh model.name; pretraining uses data.tokenizer"
-            )
+            raise ConfigError("model.tokenizer: for fine-tuning; pretraining uses data.tokenizer")
         if ft is not None and m.name is not None and m.tokenizer is None:
             raise ConfigError("model.tokenizer: a fresh model.name needs model.tokenizer (a folder, or gpt2)")
         if self.data.pack and (ft is None or ft.task == "classification"):
@@ -416,20 +403,16 @@ class Recipe:
 
 SECTIONS = ("model", "data", "train", "distributed", "finetune", "clean")
 
-# Spellings of fine-tuning recipes before the one schema; they load as their new form.
-RENAMED = {("data", "dataset"): "source"}
-
 
 def upgrade(data: dict[str, Any]) -> dict[str, Any]:
     """Older spellings in their current form: ``data.dataset`` is ``data.source``, and ``model.config:``
     (a mapping of config fields) is written inline in ``model``."""
     data = dict(data)
-    for (section, old), new in RENAMED.items():
-        values = data.get(section)
-        if isinstance(values, dict) and old in values:
-            if new in values:
-                raise ConfigError(f"{section}.{old}: renamed to {section}.{new}; give only {section}.{new}")
-            data[section] = {(new if k == old else k): v for k, v in values.items()}
+    values = data.get("data")
+    if isinstance(values, dict) and "dataset" in values:
+        if "source" in values:
+            raise ConfigError("data.dataset: renamed to data.source; give only data.source")
+        data["data"] = {("source" if k == "dataset" else k): v for k, v in values.items()}
     model = data.get("model")
     if isinstance(model, dict) and isinstance(model.get("config"), dict):
         inline = model["config"]

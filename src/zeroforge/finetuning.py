@@ -6,12 +6,13 @@
 (The module is ``finetuning``, not ``finetune``: a submodule ``zeroforge.finetune`` would overwrite the
 top-level function ``zeroforge.finetune`` once imported, as ``fitting`` explains for ``fit``.)
 
-A run, step by step: choose a pretrained model (``model.pretrained``: named weights, an HF
-folder, a GGUF file or a run directory), prepare the data (``data.source``: a named labelled dataset or a
-CSV/TSV/JSONL file, optionally cleaned by a ``clean:`` section, de-duplicated, split train/val/test
-with stratification), change the output layer (``finetune.task``), set the hyperparameters
-(``train``), train while monitoring (validation every ``train.eval_every`` steps, early stopping on
-``train.monitor``, e.g. val_f1, with the best checkpoint kept by ``train.keep_best``),
+The recipe is the one schema of ``zeroforge.config`` with a ``finetune:`` section. A run, step by step:
+choose a pretrained model (``model.pretrained``: named weights, an HF folder, a GGUF file or a run
+directory), prepare the data (``data.source``: a named labelled dataset or a CSV/TSV/JSONL file,
+optionally cleaned by a ``clean:`` section, de-duplicated, split train/val/test with stratification;
+``zeroforge.data.tasks`` builds each task's data), change the output layer (``finetune.task``), set the
+hyperparameters (``train``), train while monitoring (validation every ``train.eval_every`` steps, early
+stopping on ``train.monitor``, e.g. val_f1, with the best checkpoint kept by ``train.keep_best``),
 evaluate (accuracy, precision, recall, F1, ROC-AUC, a confusion matrix -> ``metrics.json``).
 
 Tasks (``finetune.task``):
@@ -24,7 +25,7 @@ Tasks (``finetune.task``):
 Methods (``finetune.method``): ``full`` (every weight), ``head`` (only the new head), ``freeze`` (the top
 ``freeze_top_n`` blocks, the final norm and the head), ``lora`` (low-rank adapters, ``modules/lora.py``).
 
-The data of each task is built by ``zeroforge.data.tasks``. The run directory is the trainer's (checkpoints, metrics.csv, loss.png, run.yaml) with the final model
+The run directory is the trainer's (checkpoints, metrics.csv, loss.png, run.yaml) with the final model
 published plainly: LoRA adapters merged (a language model in the Hugging Face layout that transformers
 loads; the adapter alone in ``adapter/``), plus ``metrics.json`` (and ``confusion_matrix.png``).
 """
@@ -45,6 +46,10 @@ from zeroforge.data import tasks  # noqa: F401  (registers the fine-tuning tasks
 from zeroforge.data.builders import DataContext, TrainingData, data_builder
 from zeroforge.errors import ConfigError
 from zeroforge.io import atomic_write_json
+from zeroforge.modules.lora import parameter_summary
+from zeroforge.train.checkpoint import is_complete, latest_checkpoint
+from zeroforge.train.loop import train
+from zeroforge.train.runtime import rank_and_world
 
 # ----------------------------------------------------------------------------- the model
 
@@ -153,17 +158,11 @@ def finetune(
     overrides: list[str] | None = None,
 ) -> Path:
     """Fine-tune as the recipe says; returns the run directory (see the module docstring)."""
-    from zeroforge.modules.lora import parameter_summary
-    from zeroforge.train.loop import train
-    from zeroforge.train.runtime import rank_and_world
-
     recipe = load_recipe(config, overrides, finetune=True)
     args, ft = recipe.train, recipe.finetune
     assert ft is not None
     rank, world = rank_and_world()
     run_dir = args.run_dir
-    from zeroforge.train.checkpoint import is_complete, latest_checkpoint
-
     if not args.resume and (is_complete(run_dir) or latest_checkpoint(run_dir) is not None):
         raise ConfigError(
             f"{run_dir}: already holds a run; set train.resume=true to continue it, or choose another train.name"

@@ -8,6 +8,9 @@ written as one function on purpose (nanoGPT's train.py, without a callback frame
 Under torchrun the same loop runs on every rank (``distributed.strategy`` ddp or fsdp): the model
 wrapping, gradient-sync skipping and consolidated checkpoints live in ``train/distributed.py``; here
 every rank takes the same steps, metrics are summed over ranks, and only rank 0 logs and writes.
+The device, precision and validation helpers are in ``train/runtime.py``; metrics.csv, the progress bar
+and resuming in ``train/bookkeeping.py``. Recipes reach this loop through the entry points
+(``pretraining``, ``finetuning``, ``fitting``), never the other way round.
 """
 
 from __future__ import annotations
