@@ -3,6 +3,7 @@ builder for images, and a run directory like any other run's. Each runs a few st
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,11 @@ def test_mlp_recipe_learns_mnist_digits(tmp_path):
     assert recipe["data"]["objective"] == "images" and "finetune" not in recipe
     for name in ("loss.png", "config.json", "model.safetensors", "COMPLETE"):
         assert (run / name).is_file(), name
+
+    # zeroforge evaluate on the run rebuilds the held-out digits (same split, same normalisation)
+    assert main(["evaluate", str(run)]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["n"] == 250 and metrics["val_accuracy"] == pytest.approx(final["val_accuracy"], abs=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,6 @@ between is mini-batch.
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 from collections.abc import Callable
@@ -36,13 +35,19 @@ import torch
 from torch import nn
 
 from zeroforge.config import TrainArgs
-from zeroforge.data.arrays import ArrayBatches, Transform, iterate_batches
+from zeroforge.data.arrays import (
+    INPUT_KEYS,
+    ArrayBatches,
+    Transform,
+    accepts_labels,
+    input_key,
+    iterate_batches,
+)
 from zeroforge.errors import ConfigError, DataError
 from zeroforge.models.output import ModelOutput
 from zeroforge.modules.losses import LOSSES, LossName, loss_and_metrics
 
 ArrayLike = np.ndarray | torch.Tensor | list
-INPUT_KEYS = ("features", "pixel_values", "input_ids")
 
 # ----------------------------------------------------------------------------- inputs
 
@@ -124,28 +129,6 @@ def _val_pair(val: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 # ----------------------------------------------------------------------------- models
-
-
-def accepts_labels(model: nn.Module) -> bool:
-    """True for models following the zeroforge contract (``forward(..., labels=None) -> ModelOutput``)."""
-    try:
-        return "labels" in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def input_key(model: nn.Module) -> str:
-    """The batch key a contract model reads its input from (``features``, ``pixel_values``, ...)."""
-    if not accepts_labels(model):
-        return "features"
-    params = inspect.signature(model.forward).parameters
-    key = next((k for k in INPUT_KEYS if k in params), None)
-    if key is None:
-        raise ConfigError(
-            f"{type(model).__name__}.forward takes labels but none of {', '.join(INPUT_KEYS)}; "
-            "fit needs one input tensor"
-        )
-    return key
 
 
 class WithLoss(nn.Module):

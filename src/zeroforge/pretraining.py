@@ -15,16 +15,15 @@ fields gives the rest. Then the one training loop runs and writes the run direct
 
 from __future__ import annotations
 
-import inspect
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from zeroforge.config import Recipe, load_recipe
 from zeroforge.data import images, mlm, text  # noqa: F401  (each registers its objective's data builder)
+from zeroforge.data.arrays import rename_input
 from zeroforge.data.builders import DataContext, TrainingData, data_builder
 from zeroforge.errors import ConfigError
 from zeroforge.train.distributed import DistContext, failures, rank_zero_first, session
@@ -102,7 +101,8 @@ def _pretrain(recipe: Recipe, ctx: DistContext) -> None:
 
     torch.manual_seed(args.seed)  # the same seed gives the same initial weights
     model = family_of(name).model_cls(model_cfg)
-    match_input_name(model, data)
+    if recipe.data.objective == "images":  # the batches carry pixel_values; an MLP reads features
+        rename_input([data.train.inputs, *data.val], model)
     if ctx.rank == 0:
         n_params = sum(p.numel() for p in model.parameters())
         print(f"model {name}: {n_params / 1e6:.2f}M parameters; data {data.description}")
@@ -124,16 +124,3 @@ def _pretrain(recipe: Recipe, ctx: DistContext) -> None:
     )
     if ctx.rank == 0 and result.val_metrics:
         print("validation: " + ", ".join(f"{k} {v:.4f}" for k, v in result.val_metrics.items()))
-
-
-def match_input_name(model: nn.Module, data: TrainingData) -> None:
-    """Image batches carry ``pixel_values``; a model that reads ``features`` (an MLP flattens any
-    input) gets the same tensor under that name."""
-    params = inspect.signature(model.forward).parameters
-    if "pixel_values" in params or "features" not in params:
-        return
-    if hasattr(data.train, "inputs") and "pixel_values" in data.train.inputs:
-        data.train.inputs["features"] = data.train.inputs.pop("pixel_values")
-    for batch in data.val:
-        if "pixel_values" in batch:
-            batch["features"] = batch.pop("pixel_values")

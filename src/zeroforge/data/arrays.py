@@ -1,15 +1,20 @@
-"""In-memory tensors as a BatchSource of the training loop: ``fit`` and the image recipes use it."""
+"""In-memory tensors as a BatchSource of the training loop (``fit`` and the image recipes use it), and
+the batch key a model reads its input from."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+from torch import nn
 
-from zeroforge.errors import DataError
+from zeroforge.errors import ConfigError, DataError
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
+INPUT_KEYS = ("features", "pixel_values", "input_ids")
+"""The batch keys of a model's one input tensor: tabular features, images, token ids."""
 
 
 class ArrayBatches:
@@ -73,3 +78,35 @@ def iterate_batches(inputs: dict[str, torch.Tensor], batch_size: int) -> Iterato
     n = len(next(iter(inputs.values())))
     for start in range(0, n, batch_size):
         yield {k: v[start : start + batch_size] for k, v in inputs.items()}
+
+
+def accepts_labels(model: nn.Module) -> bool:
+    """True for models following the zeroforge contract (``forward(..., labels=None) -> ModelOutput``)."""
+    try:
+        return "labels" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def input_key(model: nn.Module) -> str:
+    """The batch key a contract model reads its input from (``features``, ``pixel_values``, ...)."""
+    if not accepts_labels(model):
+        return "features"
+    params = inspect.signature(model.forward).parameters
+    key = next((k for k in INPUT_KEYS if k in params), None)
+    if key is None:
+        raise ConfigError(
+            f"{type(model).__name__}.forward takes labels but none of {', '.join(INPUT_KEYS)}; "
+            "fit needs one input tensor"
+        )
+    return key
+
+
+def rename_input(batches: list[dict[str, torch.Tensor]], model: nn.Module) -> None:
+    """Give ``model`` its input under the name its forward reads (image batches carry ``pixel_values``;
+    an MLP reads ``features``), in place."""
+    key = input_key(model)
+    for batch in batches:
+        found = next((k for k in INPUT_KEYS if k in batch), key)
+        if found != key:
+            batch[key] = batch.pop(found)

@@ -129,6 +129,8 @@ def evaluate(
                 "evaluate: a BERT pretraining model is evaluated on its run directory's held-out pairs"
             )
         return _evaluate_mlm_nsp_run(model, run_dir, batch_size, device)
+    if run_dir is not None and data is None and _is_image_run(run_dir):
+        return _evaluate_image_run(model, run_dir, device)
     split = split or "val"
     model.to(device)
     if data is None:
@@ -176,6 +178,36 @@ def _evaluate_mlm_nsp_run(model: nn.Module, run_dir: Path, batch_size: int, devi
         mlm_accuracy_over_baseline=stats["mlm_accuracy"] / baseline["val_mlm_accuracy"],
         data=str(recipe.data.source),
     )
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _is_image_run(run_dir: Path) -> bool:
+    from zeroforge.config import read_run_recipe
+
+    if not (run_dir / "run.yaml").is_file():
+        return False
+    recipe = read_run_recipe(run_dir)
+    return recipe.finetune is None and recipe.data.objective == "images"
+
+
+def _evaluate_image_run(model: nn.Module, run_dir: Path, device: str) -> dict[str, Any]:
+    """An image-classification run on its held-out images, rebuilt from run.yaml as the run built
+    them (the same split, normalisation and batches, so the numbers are metrics.csv's last
+    validation): loss and accuracy -> ``metrics.json``."""
+    from zeroforge.config import read_run_recipe
+    from zeroforge.data.arrays import rename_input
+    from zeroforge.data.builders import DataContext
+    from zeroforge.data.images import image_classification_data
+    from zeroforge.train.runtime import evaluate_batches
+
+    recipe = read_run_recipe(run_dir)
+    data = image_classification_data(recipe, DataContext(run_dir))
+    rename_input(data.val, model)
+    stats = evaluate_batches(model.to(device), data.val, torch.device(device), None)
+    n = sum(len(b["labels"]) for b in data.val)
+    metrics = {f"val_{k}": v for k, v in stats.items()}
+    metrics.update(split="val", n=n, data=recipe.data.source)
     atomic_write_json(run_dir / "metrics.json", metrics)
     return metrics
 
