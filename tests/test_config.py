@@ -104,7 +104,9 @@ def test_one_schema_for_pretraining_and_finetuning():
     assert (
         ft.finetune is not None and ft.model.pretrained == "all-minilm-l6-v2" and ft.data.source == "sms-spam"
     )
-    with pytest.raises(ConfigError, match="model.pretrained: training pretrained weights needs a finetune: section"):
+    with pytest.raises(
+        ConfigError, match="model.pretrained: training pretrained weights needs a finetune: section"
+    ):
         load_recipe({"model": {"pretrained": "all-minilm-l6-v2"}})
     with pytest.raises(ConfigError, match="model.tokenizer: a fresh model.name needs model.tokenizer"):
         load_recipe({"model": {"name": "gpt-tiny"}, "finetune": {}})

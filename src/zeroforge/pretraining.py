@@ -15,6 +15,7 @@ fields gives the rest. Then the one training loop runs and writes the run direct
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -72,8 +73,6 @@ def build_data(recipe: Recipe, ctx: DistContext) -> TrainingData:
 def set_model_fields(recipe: Recipe, fields: dict[str, Any]) -> None:
     """Put the fields the data decides into ``model`` where the recipe left them out (run.yaml then
     records them); a vocabulary smaller than the tokenizer's is an error."""
-    import dataclasses
-
     known = {f.name for f in dataclasses.fields(recipe.model_config())}
     given = recipe.model.config
     for key, value in fields.items():
