@@ -121,5 +121,6 @@ def _pretrain(recipe: Recipe, ctx: DistContext) -> None:
         recipe=recipe.to_dict(),
         distributed=recipe.distributed,
     )
-    if ctx.rank == 0 and result.val_metrics:
-        print("validation: " + ", ".join(f"{k} {v:.4f}" for k, v in result.val_metrics.items()))
+    if ctx.rank == 0 and result.val_loss is not None:
+        scores = {"loss": result.val_loss, **result.val_metrics}
+        print("validation: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
