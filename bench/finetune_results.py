@@ -63,9 +63,10 @@ def save(name: str, record: dict[str, Any]) -> Path:
 
 
 def splits_of(recipe_path: str) -> dict[str, Any]:
-    from zeroforge.finetuning import labelled_splits, load_finetune_recipe
+    from zeroforge.config import load_recipe
+    from zeroforge.data.tasks import labelled_splits
 
-    recipe = load_finetune_recipe(recipe_path)
+    recipe = load_recipe(recipe_path, finetune=True)
     return labelled_splits(recipe, None)
 
 
@@ -134,9 +135,10 @@ def embedding_lr_rt(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from zeroforge.finetuning import finetune, load_finetune_recipe
+    from zeroforge.config import load_recipe
+    from zeroforge.finetuning import finetune
 
-    recipe = load_finetune_recipe(args.recipe, args.overrides)
+    recipe = load_recipe(args.recipe, args.overrides, finetune=True)
     start = machine()
     t0 = time.time()
     run_dir = finetune(recipe)

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from _common import load_average, machine_header
-from zeroforge.train.loop import pretrain, read_metrics_rows
+from zeroforge.eval.plots import read_metrics_csv
+from zeroforge.pretraining import pretrain
 
 RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "gpt-char-shakespeare.yaml"
 
@@ -76,7 +77,7 @@ def run(name: str, recipe: Path, overrides: list[str], minutes: float, out_dir: 
     )
     cpu1, wall = os.times(), time.perf_counter() - wall0
     cpu_s = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
-    rows = read_metrics_rows(Path(run_dir) / "metrics.csv")
+    rows = read_metrics_csv(Path(run_dir) / "metrics.csv")
     return {
         "name": name,
         "rows": rows,

@@ -3,13 +3,13 @@ conversation, streams, resets; the REPL's /reset and /exit; ``zeroforge chat`` o
 
 from __future__ import annotations
 
-import argparse
 import io
 
 import pytest
 import torch
 
-from zeroforge.chat import ChatSession, add_cli, chat_loop, render_chat
+from zeroforge.chat import ChatSession, chat_loop, render_chat
+from zeroforge.cli import build_parser
 from zeroforge.errors import ZeroforgeError
 from zeroforge.generation import generate
 from zeroforge.registry import create_model
@@ -158,9 +158,9 @@ def test_loop_handles_reset_and_exit():
 def test_chat_cli_on_a_saved_model(tmp_path, monkeypatch, capsys):
     model, tok = chat_model()
     save_pretrained(model, tok, tmp_path / "m")
-    parser = argparse.ArgumentParser()
-    add_cli(parser.add_subparsers())
-    args = parser.parse_args(["chat", str(tmp_path / "m"), "--temperature", "0", "--max-new-tokens", "5"])
+    args = build_parser().parse_args(
+        ["chat", str(tmp_path / "m"), "--temperature", "0", "--max-new-tokens", "5"]
+    )
     monkeypatch.setattr("sys.stdin", io.StringIO("hello\n/exit\n"))
     assert args.func(args) == 0
     out = capsys.readouterr().out

@@ -132,3 +132,37 @@ def test_prepare_with_a_recipe_writes_to_out_and_rejects_flags_it_would_ignore(i
         capsys,
         "not both",
     )
+
+
+SUBCOMMANDS = [
+    "prepare", "train", "pretrain", "finetune", "generate", "evaluate", "models", "demo",
+    "clean", "embed", "convert", "chat",
+]  # fmt: skip
+
+
+def test_help_lists_every_subcommand_without_importing_torch():
+    code = (
+        "import sys\nfrom zeroforge.cli import build_parser\n"
+        "print(build_parser().format_help())\nprint('torch loaded:', 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    listed = {line.split()[0] for line in out.splitlines() if line.startswith("    ") and line.split()}
+    assert set(SUBCOMMANDS) <= listed, listed
+    assert "torch loaded: False" in out
+
+
+def test_a_subcommand_whose_module_fails_to_import_is_an_error(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "zeroforge.chat", None)  # ``import zeroforge.chat`` now fails
+    with pytest.raises(SystemExit):
+        main(["chat", "--help"])  # the command is still there
+    assert "chat with a model" in capsys.readouterr().out
+    assert main(["chat", "some-model"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("zeroforge chat: error: cannot import") and "zeroforge.chat" in err
+
+
+def test_train_runs_a_pretraining_recipe_like_pretrain(in_tmp, capsys, tiny_corpus):
+    assert main(["train", f"data.source={tiny_corpus}", *TINY, "train.out_dir=runs/t"]) == 0
+    assert (in_tmp / "runs" / "t" / "COMPLETE").is_file()
+    assert "run directory: runs/t" in capsys.readouterr().out
+    fails(["train", "--config", "missing.yaml"], capsys, "missing.yaml: recipe file not found")

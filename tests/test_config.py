@@ -2,8 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from zeroforge.config import TrainArgs, from_dict, load_recipe, parse_overrides
+from zeroforge.config import TrainArgs, load_recipe, parse_overrides
 from zeroforge.errors import ConfigError
+from zeroforge.schema import from_dict
 
 RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
 
@@ -52,9 +53,62 @@ def test_int_to_float_and_float_strings():
 def test_every_recipe_loads_and_validates(path):
     import yaml
 
-    if "finetune" in yaml.safe_load(path.read_text()):  # a fine-tuning recipe has its own schema
-        from zeroforge.finetuning import load_finetune_recipe
+    recipe = load_recipe(path)  # one schema: pretraining, fine-tuning and image recipes alike
+    assert (recipe.finetune is not None) == ("finetune" in yaml.safe_load(path.read_text()))
+    if recipe.model.name is not None:
+        recipe.model_config()
 
-        load_finetune_recipe(path)
-    else:
-        load_recipe(path).model_config()
+
+def test_a_section_that_is_not_a_mapping_is_one_line(tmp_path):
+    bad = tmp_path / "recipe.yaml"
+    bad.write_text("train: 5\n")
+    with pytest.raises(ConfigError, match=r"^.*recipe.yaml: train: expected a mapping of fields, got 5$"):
+        load_recipe(bad)
+    with pytest.raises(ConfigError, match=r"^data: expected a mapping of fields, got \['a', 'b'\]$"):
+        load_recipe({"data": ["a", "b"]})
+
+
+def test_errors_name_the_file_and_field(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("train:\n  lr: -1\n")
+    with pytest.raises(ConfigError) as err:
+        load_recipe(path)
+    assert str(err.value) == f"{path}: train.lr: must be > 0, got -1.0"
+
+
+def test_older_finetune_spellings_load_as_the_one_schema():
+    """``data.dataset`` and a ``model.config:`` mapping (fine-tuning recipes and run.yaml files written
+    before the one schema) read as ``data.source`` and inline model fields."""
+    old = {
+        "model": {"name": "gpt-tiny", "tokenizer": "gpt2", "config": {"block_size": 48}},
+        "data": {"dataset": "reviews.csv"},
+        "finetune": {"task": "classification"},
+    }
+    recipe = load_recipe(old)
+    assert recipe.data.source == "reviews.csv" and recipe.model.config == {"block_size": 48}
+    assert recipe.to_dict()["model"] == {
+        "name": "gpt-tiny",
+        "tokenizer": "gpt2",
+        "dtype": "float32",
+        "block_size": 48,
+    }
+    assert load_recipe(recipe.to_dict()) == recipe  # run.yaml reloads as the same recipe
+    with pytest.raises(ConfigError, match="data.dataset: renamed to data.source; give only data.source"):
+        load_recipe({"data": {"dataset": "a", "source": "b"}, "finetune": {}})
+
+
+def test_one_schema_for_pretraining_and_finetuning():
+    pre = load_recipe(None, ["model.n_layer=1"])
+    assert pre.finetune is None and pre.model.name == "gpt-char-small" and pre.model.config == {"n_layer": 1}
+    ft = load_recipe(None, finetune=True)
+    assert (
+        ft.finetune is not None and ft.model.pretrained == "all-minilm-l6-v2" and ft.data.source == "sms-spam"
+    )
+    with pytest.raises(
+        ConfigError, match="model.pretrained: training pretrained weights needs a finetune: section"
+    ):
+        load_recipe({"model": {"pretrained": "all-minilm-l6-v2"}})
+    with pytest.raises(ConfigError, match="model.tokenizer: a fresh model.name needs model.tokenizer"):
+        load_recipe({"model": {"name": "gpt-tiny"}, "finetune": {}})
+    with pytest.raises(ConfigError, match="data.objective: expected one of clm, mlm_nsp, images"):
+        load_recipe(None, ["data.objective=rl"])

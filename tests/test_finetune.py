@@ -15,8 +15,9 @@ import torch
 
 import zeroforge
 from zeroforge.cli import main
+from zeroforge.config import load_recipe
 from zeroforge.errors import ConfigError, DataError
-from zeroforge.finetuning import build_model, finetune, load_base, load_finetune_recipe
+from zeroforge.finetuning import build_model, finetune, load_base
 from zeroforge.tokenizers import CharTokenizer
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ.,!?:#'\n0123456789"
@@ -80,15 +81,15 @@ def test_classification_learns_and_evaluates_like_sklearn(tmp_path, char_tokeniz
     for key in ("accuracy", "f1", "precision", "recall", "roc_auc", "f1_macro"):
         assert again[key] == pytest.approx(metrics[key]), key
     from zeroforge.data.tables import encode_texts
+    from zeroforge.data.tasks import labelled_splits
     from zeroforge.eval.evaluate import classifier_probabilities
-    from zeroforge.finetuning import labelled_splits
+    from zeroforge.tokenizers import load_tokenizer
     from zeroforge.train.checkpoint import load_run
-    from zeroforge.weights.tokenizer import load_pretrained_tokenizer
 
-    recipe = load_finetune_recipe(classification_recipe(tmp_path, char_tokenizer, data))
+    recipe = load_recipe(classification_recipe(tmp_path, char_tokenizer, data), finetune=True)
     test = labelled_splits(recipe, run)["test"]
     model, _ = load_run(run)
-    probs = classifier_probabilities(model, encode_texts(test, load_pretrained_tokenizer(run), 40))
+    probs = classifier_probabilities(model, encode_texts(test, load_tokenizer(run), 40))
     pred = probs.argmax(1)
     assert again["accuracy"] == pytest.approx(sklearn.accuracy_score(test.labels, pred))
     assert again["f1"] == pytest.approx(sklearn.f1_score(test.labels, pred))
@@ -113,7 +114,7 @@ def test_methods_train_only_their_parameters_and_publish_a_plain_model(tmp_path,
     data = sentiment_csv(tmp_path / "reviews.csv", n=80)
     config = classification_recipe(tmp_path, char_tokenizer, data, method, freeze_top_n=1, lora={"rank": 4})
     config["train"]["max_steps"] = 6
-    recipe = load_finetune_recipe(config)
+    recipe = load_recipe(config, finetune=True)
     base, _ = load_base(recipe.model)
     model = build_model(recipe, base, ["neg", "pos"])
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -247,7 +248,7 @@ def test_sft_lora_publishes_a_merged_model_transformers_loads(tmp_path, char_tok
 def test_sft_packing_and_unpacked_validation_losses_agree(tmp_path, char_tokenizer):
     """The same model and validation rows, packed or not, give the same token-weighted val loss."""
     from zeroforge.data.sft import encode_rows, eval_batches, read_jsonl
-    from zeroforge.train.loop import evaluate_batches
+    from zeroforge.train.runtime import evaluate_batches
 
     config = {
         "model": {"name": "llama-tiny", "tokenizer": str(char_tokenizer), "config": {"block_size": 96}},
@@ -255,7 +256,7 @@ def test_sft_packing_and_unpacked_validation_losses_agree(tmp_path, char_tokeniz
         "train": {"out_dir": str(tmp_path / "x"), "progress": False},
         "finetune": {"task": "sft"},
     }
-    recipe = load_finetune_recipe(config)
+    recipe = load_recipe(config, finetune=True)
     base, tok = load_base(recipe.model)
     model = build_model(recipe, base, None).eval()
     examples, _ = encode_rows(read_jsonl(tmp_path / "sft.jsonl"), tok, 96)
@@ -280,9 +281,9 @@ def test_continued_lm_training_on_a_corpus(tmp_path, char_tokenizer, tiny_corpus
     }
     run = finetune(config)
     metrics = json.loads((run / "metrics.json").read_text())
-    from zeroforge.train.loop import read_metrics_rows
+    from zeroforge.eval.plots import read_metrics_csv
 
-    val = [r["val_loss"] for r in read_metrics_rows(run / "metrics.csv") if r.get("val_loss") is not None]
+    val = [r["val_loss"] for r in read_metrics_csv(run / "metrics.csv") if r.get("val_loss") is not None]
     assert metrics["val_perplexity"] == pytest.approx(np.exp(metrics["val_loss"]))
     # the top block and final norm alone learn something: validation loss falls at every evaluation
     assert len(val) == 4 and all(b < a for a, b in zip(val, val[1:])) and val[-1] < val[0] - 0.05
@@ -312,25 +313,25 @@ def test_cli_finetune_and_compare(tmp_path, char_tokenizer, capsys):
 
 def test_recipe_errors_are_one_line(tmp_path, char_tokenizer):
     with pytest.raises(ConfigError, match=r"^finetune.methd: unknown key"):
-        load_finetune_recipe({"finetune": {"methd": "lora"}})
+        load_recipe({"finetune": {"methd": "lora"}}, finetune=True)
     with pytest.raises(ConfigError, match=r"^recipe: unknown section 'fine_tune'"):
-        load_finetune_recipe({"fine_tune": {}})
+        load_recipe({"fine_tune": {}}, finetune=True)
     with pytest.raises(ConfigError, match="finetune.method: head needs task classification"):
-        load_finetune_recipe({"finetune": {"task": "sft", "method": "head"}})
+        load_recipe({"finetune": {"task": "sft", "method": "head"}}, finetune=True)
     with pytest.raises(ConfigError, match="finetune.lora.rank: must be >= 1"):
-        load_finetune_recipe(None, ["finetune.lora.rank=0"])
+        load_recipe(None, ["finetune.lora.rank=0"], finetune=True)
     with pytest.raises(ConfigError, match="model.pretrained: set exactly one"):
-        load_finetune_recipe({"model": {"pretrained": "x", "name": "gpt-tiny"}})
+        load_recipe({"model": {"pretrained": "x", "name": "gpt-tiny"}}, finetune=True)
     with pytest.raises(ConfigError, match=r"clean.dedup.threshold: must be in \(0, 1\]"):
-        load_finetune_recipe({"clean": {"dedup": {"threshold": 2}}})
+        load_recipe({"clean": {"dedup": {"threshold": 2}}}, finetune=True)
     with pytest.raises(ConfigError, match="data.splits: expected 2 or 3 fractions"):
-        load_finetune_recipe(None, ["data.splits=[0.5,0.2]"])
+        load_recipe(None, ["data.splits=[0.5,0.2]"], finetune=True)
     with pytest.raises(
         ConfigError, match="train.monitor: expected val_loss or a val_<metric> name, got 'f1'"
     ):
-        load_finetune_recipe(None, ["train.monitor=f1"])
+        load_recipe(None, ["train.monitor=f1"], finetune=True)
     with pytest.raises(ConfigError, match="data.pack: packing is for sft and clm"):
-        load_finetune_recipe(None, ["data.pack=true"])
+        load_recipe(None, ["data.pack=true"], finetune=True)
 
 
 def test_data_errors_name_the_row_and_field(tmp_path, char_tokenizer):
@@ -372,4 +373,18 @@ def test_public_api_and_every_shipped_recipe_loads():
     assert zeroforge.finetune is finetune  # the function, not a submodule
     recipes = sorted(Path(__file__).resolve().parents[1].glob("recipes/finetune-*.yaml"))
     for path in recipes:
-        load_finetune_recipe(path)
+        load_recipe(path, finetune=True)
+
+
+def test_train_command_fine_tunes_a_recipe_with_a_finetune_section(tmp_path, char_tokenizer):
+    import yaml
+
+    config = classification_recipe(tmp_path, char_tokenizer, sentiment_csv(tmp_path / "r.csv", n=40))
+    config["train"]["max_steps"] = 2
+    path = tmp_path / "ft.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    assert main(["train", "--config", str(path)]) == 0
+    metrics = json.loads((Path(config["train"]["out_dir"]) / "metrics.json").read_text())
+    assert metrics["task"] == "classification" and metrics["train_steps"] == 2
+    with pytest.raises(ConfigError, match="finetune: this recipe fine-tunes"):
+        zeroforge.pretrain(config)

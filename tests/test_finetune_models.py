@@ -9,7 +9,6 @@ import dataclasses
 import pytest
 import torch
 
-from zeroforge.config import from_dict
 from zeroforge.errors import ConfigError
 from zeroforge.models.causal_lm import FinetunedLM
 from zeroforge.models.classifier import (
@@ -19,6 +18,7 @@ from zeroforge.models.classifier import (
     last_token_index,
 )
 from zeroforge.registry import create_model
+from zeroforge.schema import from_dict
 
 
 def randomized(name: str, seed: int = 0, **overrides):

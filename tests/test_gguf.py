@@ -230,13 +230,9 @@ def test_gguf_converts_to_an_hf_folder_transformers_loads(tiny_gguf, reference, 
 
 
 def test_convert_cli_writes_the_hf_folder(tiny_gguf, tmp_path, capsys):
-    import argparse
+    from zeroforge.cli import build_parser
 
-    from zeroforge.weights import add_cli
-
-    parser = argparse.ArgumentParser()
-    add_cli(parser.add_subparsers())
-    args = parser.parse_args(["convert", str(tiny_gguf), str(tmp_path / "out")])
+    args = build_parser().parse_args(["convert", str(tiny_gguf), str(tmp_path / "out")])
     assert args.func(args) == 0
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= set(names)

@@ -59,22 +59,22 @@ def test_a_folder_saved_without_tokenizer_loads_as_model_and_none(name, tmp_path
 
 
 def test_what_needs_a_tokenizer_says_so_in_one_line(tmp_path):
-    from zeroforge.chat import add_cli
+    from zeroforge.cli import build_parser
 
     save_pretrained(randomized("bert-tiny"), None, tmp_path / "bert")
     with pytest.raises(ConfigError) as err:
         zeroforge.embed(tmp_path / "bert", ["a text"])
     assert one_line(err) == f"{tmp_path / 'bert'}: has no tokenizer (tokenizer.json); embed needs one"
 
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    add_cli(parser.add_subparsers())
     save_pretrained(randomized("llama-tiny"), None, tmp_path / "llama")
-    args = parser.parse_args(["chat", str(tmp_path / "llama")])
-    with pytest.raises(ConfigError) as err:
-        args.func(args)
-    assert one_line(err) == f"{tmp_path / 'llama'}: has no tokenizer (tokenizer.json); chat needs one"
+    for command in (["chat", str(tmp_path / "llama")], ["generate", str(tmp_path / "llama")]):
+        args = build_parser().parse_args(command)
+        with pytest.raises(ConfigError) as err:
+            args.func(args)
+        assert (
+            one_line(err)
+            == f"{tmp_path / 'llama'}: has no tokenizer (tokenizer.json); {command[0]} needs one"
+        )
 
 
 def test_a_run_still_training_loads_its_latest_checkpoint(tmp_path):
@@ -166,4 +166,6 @@ def test_named_image_weights_load_without_a_tokenizer():
 
     model, tokenizer = zeroforge.load("efficientnet-lite0")
     assert tokenizer is None and not model.training
-    assert_same_weights(EfficientNetLite.from_pretrained(), model)
+    from zeroforge import datasets
+
+    assert_same_weights(EfficientNetLite.from_pretrained(datasets.asset_file("efficientnet-lite0")), model)

@@ -13,9 +13,7 @@ model's end-of-turn token (its tokenizer's eos). Decoding is ``zeroforge.generat
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
@@ -130,45 +128,3 @@ def chat_loop(session: ChatSession, lines: Iterable[str], write: Callable[[str],
 
 
 # ----------------------------------------------------------------------------- CLI
-
-
-def _cmd_chat(args: argparse.Namespace) -> int:
-    from zeroforge.tokenizers import require_tokenizer
-    from zeroforge.weights import load
-
-    model, tokenizer = load(args.model)
-    chat_template_of(require_tokenizer(tokenizer, args.model, "chat"), args.model)
-    session = ChatSession(
-        model,
-        tokenizer,
-        system=args.system,
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        seed=args.seed,
-    )
-
-    def write(text: str) -> None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-
-    write("chat with " + args.model + " (/reset to start over, /exit to quit)\n")
-    chat_loop(session, sys.stdin, write)
-    return 0
-
-
-def add_cli(sub: Any) -> None:
-    """``zeroforge chat MODEL``: multi-turn chat on stdin/stdout with the model's chat template."""
-    help = "chat with a model (its chat template, streamed; /reset, /exit)"
-    p = sub.add_parser("chat", help=help, description=help)
-    p.add_argument(
-        "model", help="named weights (smollm2-135m-instruct), GGUF file, HF folder or run directory"
-    )
-    p.add_argument("--system", default=None, help="system prompt (default: the template's own)")
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.2, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=0.9)
-    p.add_argument("--seed", type=int, default=None)
-    p.set_defaults(func=_cmd_chat)

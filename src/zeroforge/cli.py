@@ -1,30 +1,26 @@
 """The ``zeroforge`` command: each subcommand is a thin front on a plain Python function.
 
     zeroforge prepare  --input shakespeare --tokenizer char
-    zeroforge pretrain --config recipes/gpt-char-shakespeare.yaml train.max_minutes=2
+    zeroforge train    --config recipes/gpt-char-shakespeare.yaml train.max_minutes=2
+    zeroforge train    --config recipes/lenet-mnist.yaml
     zeroforge generate runs/gpt-char-shakespeare --prompt "ROMEO:"
     zeroforge evaluate runs/gpt-char-shakespeare
 
+Every subcommand is registered here, explicitly; the parser is built without importing torch (each
+handler imports its implementation), so ``zeroforge --help`` is fast and lists every command even when
+one command's module fails to import, which is then an error when that command runs.
 User errors (``ZeroforgeError``) print one line and exit 2; nothing is left looking complete.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from zeroforge.errors import ZeroforgeError
-
-# Modules that add their own subcommands with ``add_cli(subparsers)``.
-_PLUGINS = [
-    "zeroforge.data.clean",
-    "zeroforge.embedding",
-    "zeroforge.weights",
-    "zeroforge.chat",
-    "zeroforge.finetuning",
-]
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
@@ -55,11 +51,9 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 def _prepare_recipe(args: argparse.Namespace) -> int:
     """The data steps of a recipe alone: its ``clean:`` step (into the run dir), then tokenising."""
-    import importlib
-
     from zeroforge.config import load_recipe
+    from zeroforge.pretraining import build_data
     from zeroforge.train.distributed import DistContext
-    from zeroforge.train.loop import DATA_BUILDERS, clean_source
 
     # A recipe's data: section says what the flags would; --out is its data.prepared_dir.
     flags = {
@@ -82,33 +76,48 @@ def _prepare_recipe(args: argparse.Namespace) -> int:
             raise ZeroforgeError("prepare --config: give --out or data.prepared_dir=, not both")
         overrides.append(f"data.prepared_dir={args.out}")
     recipe = load_recipe(args.config, overrides)
-    if recipe.clean is not None:
-        recipe.data.source = str(clean_source(recipe, DistContext()))
-    module_name, _, func = DATA_BUILDERS[recipe.data.objective].partition(":")
-    build_data = getattr(importlib.import_module(module_name), func)
-    block_size = recipe.train.block_size or recipe.model_config().block_size
-    data = build_data(recipe.data, block_size, recipe.train.batch_size, 1, recipe.train.seed)
-    print(data.description)
+    if recipe.finetune is not None:
+        raise ZeroforgeError("prepare --config: a fine-tuning recipe's data is prepared by the run itself")
+    recipe.train.eval_batches = 1
+    print(build_data(recipe, DistContext()).description)
     return 0
 
 
-def _cmd_pretrain(args: argparse.Namespace) -> int:
-    import os
-
-    from zeroforge.train.loop import pretrain
-
-    run_dir = pretrain(args.config, args.overrides)
+def _print_run_dir(run_dir: Path) -> int:
     if os.environ.get("RANK", "0") == "0":
         print(f"run directory: {run_dir}")
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from zeroforge.training import run_recipe
+
+    return _print_run_dir(run_recipe(args.config, args.overrides))
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from zeroforge.pretraining import pretrain
+
+    return _print_run_dir(pretrain(args.config, args.overrides))
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from zeroforge.finetuning import finetune
+
+    return _print_run_dir(finetune(args.config, args.overrides))
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     from zeroforge.generation import generate
-    from zeroforge.train.checkpoint import load_run
+    from zeroforge.tokenizers import require_tokenizer
+    from zeroforge.weights import load
 
-    model, tokenizer = load_run(args.model)
-    for i, prompt in enumerate(args.prompt or [""]):
+    model, tokenizer = load(args.model)
+    tokenizer = require_tokenizer(tokenizer, args.model, "generate")
+    prompts = args.prompt or [""]
+    for prompt in prompts:
+        tokenizer.encode(prompt)  # a prompt the tokenizer cannot encode fails before anything is printed
+    for i, prompt in enumerate(prompts):
         if i:
             print("\n" + "-" * 40)
         sys.stdout.write(prompt)
@@ -158,6 +167,79 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_clean(args: argparse.Namespace) -> int:
+    from zeroforge.data.clean import clean, load_clean_config
+
+    config = load_clean_config(args.config, args.overrides)
+    report = clean(
+        args.input,
+        args.out,
+        config,
+        chunk_size=args.chunk_size,
+        report_path=args.report,
+        progress=not args.no_progress,
+    )
+    print(report.summary(), end="")
+    json_path = (
+        Path(args.report) if args.report else Path(args.out).with_name(Path(args.out).name + ".report.json")
+    )
+    print(f"cleaned: {args.out}\nreport:  {json_path} (+ {json_path.with_suffix('.txt').name})")
+    return 0
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    import json
+
+    from zeroforge.embedding import embed
+
+    texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not texts:
+        raise ZeroforgeError("embed: no text (use --text, or pipe one text per line)")
+    vectors = embed(args.model, texts, batch_size=args.batch_size)
+    result: dict[str, object] = {
+        "dim": vectors.shape[1],
+        "embeddings": [[round(v, 6) for v in row] for row in vectors.tolist()],
+    }
+    if args.similarity:
+        result["cosine_similarity"] = [[round(v, 4) for v in row] for row in (vectors @ vectors.T).tolist()]
+    print(json.dumps(result))
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from zeroforge.weights import convert
+
+    print(convert(args.src, args.dst, dtype=args.dtype))
+    return 0
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    from zeroforge.chat import ChatSession, chat_loop, chat_template_of
+    from zeroforge.tokenizers import require_tokenizer
+    from zeroforge.weights import load
+
+    model, tokenizer = load(args.model)
+    chat_template_of(require_tokenizer(tokenizer, args.model, "chat"), args.model)
+    session = ChatSession(
+        model,
+        tokenizer,
+        system=args.system,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    write("chat with " + args.model + " (/reset to start over, /exit to quit)\n")
+    chat_loop(session, sys.stdin, write)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zeroforge", description="Develop and fine-tune large models from zero."
@@ -187,11 +269,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--val-fraction", type=float, default=None, help="last fraction of the text kept for validation (0.1)"
     )
 
-    p = add("pretrain", _cmd_pretrain, "pretrain a model from a YAML recipe")
+    p = add("train", _cmd_train, "train any recipe: pretraining, fine-tuning, classic and vision models")
+    p.add_argument("--config", default=None, help="recipe YAML (recipes/*.yaml; default: a small GPT)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-4 model.n_layer=6")
+
+    p = add("pretrain", _cmd_pretrain, "train a model from a random start on a YAML recipe")
     p.add_argument(
         "--config", default=None, help="recipe YAML (default: the built-in small GPT on Shakespeare)"
     )
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-4 model.n_layer=6")
+
+    help = "fine-tune a pretrained model (classification, continued LM training, SFT; full/head/freeze/lora)"
+    p = add("finetune", _cmd_finetune, help)
+    p.add_argument(
+        "--config", default=None, help="recipe YAML with a finetune: section (recipes/finetune-*.yaml)"
+    )
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. finetune.method=lora train.lr=2e-4")
 
     p = add("generate", _cmd_generate, "sample text from a trained model, streamed to stdout")
     p.add_argument(
@@ -225,13 +318,56 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("demo", _cmd_demo, "prepare Shakespeare, pretrain a small GPT for a few minutes, sample from it")
     p.add_argument("--minutes", type=float, default=2.5)
 
-    for module in _PLUGINS:
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            continue
-        if hasattr(mod, "add_cli"):
-            mod.add_cli(sub)
+    help = "clean a text corpus or table: normalise, de-duplicate, handle missing values, filter, report"
+    p = add("clean", _cmd_clean, help)
+    p.add_argument("input", help="txt, JSONL, CSV or TSV file, or a dataset name (e.g. movie-reviews)")
+    p.add_argument("--out", required=True, help="cleaned file (same format as the input; written atomically)")
+    p.add_argument("--config", default=None, help="clean options YAML (or a recipe with a clean: section)")
+    p.add_argument("--report", default=None, help="report JSON path (default: OUT.report.json, plus .txt)")
+    p.add_argument("--chunk-size", type=int, default=10_000, help="rows per chunk (memory vs overhead)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a clean option (repeatable), e.g. --set dedup.threshold=0.9 --set labels.allowed=[0,1]",
+    )
+
+    p = add(
+        "embed",
+        _cmd_embed,
+        "L2-normalised mean-pooled sentence embeddings from a BERT run or model directory",
+    )
+    p.add_argument("model", help="run or model directory")
+    p.add_argument("--text", action="append", help="a text to embed (repeatable; default: lines of stdin)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--similarity", action="store_true", help="also print the cosine similarity matrix")
+
+    help = "convert a GGUF file, run directory or named weights into a Hugging Face safetensors folder"
+    p = add("convert", _cmd_convert, help)
+    p.add_argument(
+        "src", help="GGUF file, HF folder, run directory, or named weights (smollm2-135m-instruct)"
+    )
+    p.add_argument("dst", help="output folder (config.json, model.safetensors, tokenizer files)")
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["bfloat16", "float16", "float32"],
+        help="parameter dtype to write",
+    )
+
+    p = add("chat", _cmd_chat, "chat with a model (its chat template, streamed; /reset, /exit)")
+    p.add_argument(
+        "model", help="named weights (smollm2-135m-instruct), GGUF file, HF folder or run directory"
+    )
+    p.add_argument("--system", default=None, help="system prompt (default: the template's own)")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.2, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--seed", type=int, default=None)
     return parser
 
 
@@ -243,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     except ZeroforgeError as err:
         print(f"zeroforge {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except ImportError as err:  # a broken install or a missing dependency: say which, in one line
+        print(f"zeroforge {args.command}: error: cannot import what it needs ({err})", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"zeroforge {args.command}: interrupted", file=sys.stderr)
         return 130

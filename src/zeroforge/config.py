@@ -1,16 +1,24 @@
-"""Recipes: YAML with sections ``model``, ``data``, ``train``, ``distributed`` (later ``finetune``).
+"""Recipes: one YAML schema for every kind of training, one loader, one override syntax.
 
-Every section is a typed dataclass; unknown keys and bad values are one-line ``ConfigError``s that
-name the field (``train.lr: must be > 0, got -1.0``). Dotted CLI overrides (``train.lr=3e-4``) are
-parsed as YAML scalars and applied before validation.
+    model:        what to train: a registry preset from a random start (``name``) with its config
+                  fields inline (``n_layer: 6``), or pretrained weights (``pretrained``)
+    data:         where the examples come from and how they are cut (``source``, ``objective``...)
+    train:        the one training loop's settings (``lr``, ``max_steps``, ``batch_size``...)
+    distributed:  how the run spreads over torchrun's processes (optional)
+    finetune:     the fine-tuning task and method (optional: its presence makes a fine-tuning run)
+    clean:        a cleaning step run on ``data.source`` first (optional, ``zeroforge.data.clean``)
+
+Every section is a typed dataclass validated by ``zeroforge.schema.from_dict``; bad input is a one-line
+``ConfigError`` naming the file and field (``recipe.yaml: train.lr: must be > 0, got -1.0``). Dotted
+overrides (``train.lr=3e-4``) are parsed as YAML scalars and applied before validation.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -18,109 +26,101 @@ from typing import Any, Literal
 import yaml
 
 from zeroforge.errors import ConfigError
+from zeroforge.modules.lora import LoRAConfig
+from zeroforge.schema import from_dict, require
 
-# ----------------------------------------------------------------------------- generic validation
+DEFAULT_MODEL = "gpt-char-small"
+"""The model of a pretraining recipe without a ``model`` section (``zeroforge pretrain`` alone)."""
+DEFAULT_FINETUNE_MODEL = "all-minilm-l6-v2"
+DEFAULT_FINETUNE_SOURCE = "sms-spam"
 
-
-def _check_type(value: Any, hint: Any, where: str) -> Any:
-    """Coerce ``value`` to ``hint`` where YAML is loose (int -> float), else raise ConfigError."""
-    origin = typing.get_origin(hint)
-    if hint is Any:
-        return value
-    if origin is Literal:
-        choices = typing.get_args(hint)
-        if value not in choices:
-            raise ConfigError(f"{where}: expected one of {', '.join(map(str, choices))}, got {value!r}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _check_type(value, arg, where)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: unexpected value {value!r}")
-    if origin in (list, tuple):
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        (item,) = typing.get_args(hint)[:1] or (Any,)
-        return [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict or hint is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    if dataclasses.is_dataclass(hint):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return from_dict(hint, value, where)
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
-    if hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)  # YAML reads "3e-4" as a string
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
-    return value
+# ----------------------------------------------------------------------------- model
 
 
-def from_dict(cls: type, data: dict[str, Any] | None, where: str) -> Any:
-    """Build dataclass ``cls`` from ``data``; unknown keys and bad types raise ConfigError.
+@dataclass
+class ModelArgs:
+    """What to train: a registry preset from a random start, or pretrained weights."""
 
-    The dataclass's own ``__post_init__`` checks ranges; a ValueError it raises becomes a
-    ConfigError prefixed with ``where``.
-    """
-    data = dict(data or {})
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}: unknown key (expected one of: {', '.join(sorted(fields))})")
-    kwargs = {name: _check_type(value, hints[name], f"{where}.{name}") for name, value in data.items()}
-    try:
-        return cls(**kwargs)
-    except (ValueError, TypeError) as err:
-        msg = str(err)
-        raise ConfigError(msg if msg.startswith(where) else f"{where}.{msg}") from None
+    name: str | None = None
+    """A registry preset or family (``zeroforge models``), initialised at random."""
+    pretrained: str | None = None
+    """Named weights (``all-minilm-l6-v2``, ``smollm2-135m-instruct``), an HF folder, a GGUF file or a
+    run directory; its own tokenizer comes with it (fine-tuning)."""
+    tokenizer: str | None = None
+    """Fine-tuning a fresh ``name``: a tokenizer folder, or ``gpt2``. (Pretraining builds its tokenizer
+    from the corpus as ``data.tokenizer`` says.)"""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """The dtype pretrained weights are loaded in."""
+    config: dict[str, Any] = field(default_factory=dict)
+    """The family's config fields, written inline in the recipe (``n_layer: 6``, ``dropout: 0.1``)."""
+
+    def __post_init__(self) -> None:
+        require(
+            (self.pretrained is None) != (self.name is None),
+            "pretrained",
+            "set exactly one of model.pretrained (weights) and model.name (a fresh preset)",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The recipe's ``model`` section: the named keys, then the config fields inline."""
+        named = {k: getattr(self, k) for k in MODEL_KEYS if getattr(self, k) is not None}
+        return {**named, **self.config}
 
 
-def require(condition: bool, field_name: str, message: str) -> None:
-    """For ``__post_init__``: ``require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")``."""
-    if not condition:
-        raise ValueError(f"{field_name}: {message}")
+MODEL_KEYS = ("name", "pretrained", "tokenizer", "dtype")
 
 
-# ----------------------------------------------------------------------------- recipe sections
+def model_args(values: dict[str, Any], where: str = "model") -> ModelArgs:
+    """``model:`` mapping -> ModelArgs: the keys of MODEL_KEYS by name, every other key a config field."""
+    config = {k: v for k, v in values.items() if k not in MODEL_KEYS}
+    named = {k: v for k, v in values.items() if k in MODEL_KEYS}
+    return from_dict(ModelArgs, {**named, "config": config}, where)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class InstructionArgs:
+    """FLAN-style instruction rows from the labelled datasets (``data.source: instructions``)."""
+
+    tasks: list[str] = field(default_factory=lambda: ["sms-spam", "rotten-tomatoes", "bbc-news"])
+    """Tasks of ``zeroforge.data.instructions.TASKS``."""
+    train: int = 600
+    """Training rows per task (train phrasings, train-split examples)."""
+    val: int = 40
+    """Validation rows per task (held-out phrasings, val-split examples)."""
+    test: int = 200
+    """Test rows per task (held-out phrasings, test-split examples): the before/after accuracy."""
+
+    def __post_init__(self) -> None:
+        for name in ("train", "val", "test"):
+            require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        require(len(self.tasks) > 0, "tasks", "name at least one task")
 
 
 @dataclass
 class DataArgs:
-    """Where the training tokens come from."""
+    """Where the examples come from and how they are cut. Which fields apply depends on the run:
+    pretraining reads ``data.objective``, fine-tuning ``finetune.task``."""
 
+    # --- every run
     source: str = "shakespeare"
-    """A dataset name (``zeroforge.datasets``), a text file, or a folder of .txt files."""
+    """A dataset name (``zeroforge.datasets``; ``mnist``, ``fashion-mnist``, ``mnist-5k`` for images;
+    ``instructions`` for SFT rows built from the labelled datasets), a file, or a folder of .txt files."""
+    objective: Literal["clm", "mlm_nsp", "images"] = "clm"
+    """Pretraining: ``clm`` = next-token prediction; ``mlm_nsp`` = BERT's masked LM + next sentence
+    prediction; ``images`` = supervised image classification (MLP, LeNet, ResNet...)."""
+    val_fraction: float = 0.1
+    """``clm``: the last fraction of the text is validation (contiguous, like nanoGPT). ``mlm_nsp``: this
+    fraction of the documents (at least 2) is held out whole. ``images``: a random fraction of the
+    training split (``seed``) is held out."""
+    max_examples: int | None = None
+    """Use at most this many training examples (a stratified sample for tables), for quick runs."""
+    seed: int = 0
+    """Seed of the split (fixed apart from ``train.seed`` so runs with other training seeds share a test set)."""
+
+    # --- pretraining on text: the tokenizer built from the corpus and the prepared token files
     tokenizer: str = "char"
     """``char``, ``bpe`` (byte-level BPE trained on the corpus), ``gpt2`` (shipped GPT-2 BPE), ``wordpiece``
     (BERT's, trained on the training documents), or for ``mlm_nsp`` a vocab.txt / tokenizer.json path."""
@@ -128,33 +128,71 @@ class DataArgs:
     """Target vocabulary size when training a BPE or WordPiece tokenizer."""
     prepared_dir: str | None = None
     """Where ``prepare`` writes the token files; default ``<cache>/prepared/<source>-<tokenizer>``."""
-    val_fraction: float = 0.1
-    """``clm``: the last fraction of the text is validation (contiguous, like nanoGPT).
-    ``mlm_nsp``: this fraction of the documents (at least 2) is held out whole."""
-    objective: Literal["clm", "mlm_nsp"] = "clm"
-    """``clm`` = next-token prediction; ``mlm_nsp`` = BERT's masked LM + next sentence prediction."""
     lowercase: bool = True
     """WordPiece: lowercase and strip accents before tokenizing (an uncased model)."""
+
+    # --- mlm_nsp (BERT, Devlin et al. 2019)
     mask_prob: float = 0.15
-    """``mlm_nsp``: fraction of tokens selected for prediction (80% [MASK], 10% random, 10% kept)."""
+    """Fraction of tokens selected for prediction (80% [MASK], 10% random, 10% kept)."""
     eval_mask_prob: float | None = None
-    """``mlm_nsp``: the same for the held-out pairs; default ``mask_prob``. Training with more masking
-    (Wettig et al. 2023: 15% is not optimal) while scoring at BERT's 15% keeps runs comparable."""
+    """The same for the held-out pairs; default ``mask_prob``. Training with more masking (Wettig et
+    al. 2023: 15% is not optimal) while scoring at BERT's 15% keeps runs comparable."""
     whole_word_mask: bool = False
-    """``mlm_nsp``: select whole words (a token with its ``##`` pieces) instead of single tokens."""
+    """Select whole words (a token with its ``##`` pieces) instead of single tokens."""
     dupe_factor: int = 5
-    """``mlm_nsp``: differently cut and paired copies of the training documents (BERT's dupe_factor)."""
+    """Differently cut and paired copies of the training documents (BERT's dupe_factor)."""
+
+    # --- fine-tuning: labelled tables (classification), instruction rows (sft), a text corpus (clm)
+    format: Literal["auto", "csv", "tsv", "jsonl"] = "auto"
+    text_column: str = "text"
+    label_column: str = "label"
+    encoding: str = "utf-8"
+    header: bool = True
+    """CSV/TSV: the first row names the columns (else columns are ``0``, ``1``, ...)."""
+    labels: list[str] | None = None
+    """The label set and its order (ids); a row with another label is an error. Default: the sorted labels seen."""
+    splits: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    """train / val / test fractions (stratified by label for classification; clm: the last val+test of the text)."""
+    max_length: int = 128
+    """Tokens per example (longer ones are cut; for ``pack`` the length of a packed row)."""
+    drop_duplicates: bool = True
+    """Drop repeated texts (normalised) before splitting, so no text is in both train and test."""
+    eval_batch_size: int = 64
+    pack: bool = False
+    """sft: pack several examples per row (block-diagonal attention, no cross-example attention)."""
+    group_by_length: bool = False
+    """Training batches of similar-length examples (less padding; each epoch still sees every example once)."""
+    instructions: InstructionArgs = field(default_factory=InstructionArgs)
 
     def __post_init__(self) -> None:
         require(0 < self.val_fraction < 1, "val_fraction", f"must be in (0, 1), got {self.val_fraction}")
-        require(self.vocab_size >= 2, "vocab_size", f"must be >= 2, got {self.vocab_size}")
+        minimum = {
+            "vocab_size": 2,
+            "dupe_factor": 1,
+            "max_length": 3,
+            "eval_batch_size": 1,
+            "max_examples": 2,
+        }
+        for name, low in minimum.items():
+            value = getattr(self, name)  # max_examples None: all of them
+            require(value is None or value >= low, name, f"must be >= {low}, got {value}")
         require(0 < self.mask_prob < 1, "mask_prob", f"must be in (0, 1), got {self.mask_prob}")
         require(
             self.eval_mask_prob is None or 0 < self.eval_mask_prob < 1,
             "eval_mask_prob",
             f"must be in (0, 1) or null, got {self.eval_mask_prob}",
         )
-        require(self.dupe_factor >= 1, "dupe_factor", f"must be >= 1, got {self.dupe_factor}")
+        require(
+            2 <= len(self.splits) <= 3
+            and all(f >= 0 for f in self.splits)
+            and math.isclose(sum(self.splits), 1.0),
+            "splits",
+            f"expected 2 or 3 fractions (train, val[, test]) that sum to 1, got {self.splits}",
+        )
+        require(self.splits[1] > 0, "splits", f"the validation fraction must be > 0, got {self.splits}")
+
+
+# ----------------------------------------------------------------------------- train, distributed
 
 
 @dataclass
@@ -223,11 +261,11 @@ class TrainArgs:
             f"only applies with optimizer muon (got optimizer {self.optimizer}); leave it at 1.0",
         )
         require(self.min_lr is None or self.min_lr >= 0, "min_lr", f"must be >= 0, got {self.min_lr}")
-        require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
-        require(self.grad_accum >= 1, "grad_accum", f"must be >= 1, got {self.grad_accum}")
-        require(
-            self.max_steps is None or self.max_steps >= 1, "max_steps", f"must be >= 1, got {self.max_steps}"
-        )
+        for name in ("batch_size", "grad_accum", "max_steps", "eval_every", "eval_batches", "block_size"):
+            value = getattr(self, name)  # None (max_steps, block_size) means "not set"
+            require(value is None or value >= 1, name, f"must be >= 1, got {value}")
+        for name in ("warmup_steps", "weight_decay", "grad_clip"):
+            require(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
         require(
             self.max_minutes is None or self.max_minutes > 0,
             "max_minutes",
@@ -238,28 +276,15 @@ class TrainArgs:
             "max_steps",
             "set max_steps or max_minutes (both are null)",
         )
-        require(self.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {self.warmup_steps}")
         require(
             self.monitor == "val_loss" or self.monitor.startswith("val_"),
             "monitor",
             f"expected val_loss or a val_<metric> name, got {self.monitor!r}",
         )
-        require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
-        require(self.grad_clip >= 0, "grad_clip", f"must be >= 0, got {self.grad_clip}")
-        require(self.eval_every >= 1, "eval_every", f"must be >= 1, got {self.eval_every}")
-        require(self.eval_batches >= 1, "eval_batches", f"must be >= 1, got {self.eval_batches}")
-        require(
-            self.block_size is None or self.block_size >= 1,
-            "block_size",
-            f"must be >= 1, got {self.block_size}",
-        )
 
     @property
     def run_dir(self) -> Path:
         return Path(self.out_dir) if self.out_dir else Path("runs") / self.name
-
-
-DEFAULT_MODEL = "gpt-char-small"
 
 
 @dataclass
@@ -287,43 +312,124 @@ class DistributedArgs:
         )
 
 
+# ----------------------------------------------------------------------------- finetune
+
+
+@dataclass
+class FinetuneArgs:
+    """What changes in a pretrained model, and how it is judged (docs/finetuning.md)."""
+
+    task: Literal["classification", "clm", "sft"] = "classification"
+    """``classification``: a new Linear head on the pooled body; ``clm``: continued next-token training
+    on a corpus; ``sft``: instruction tuning with the loss on response tokens only."""
+    method: Literal["full", "head", "freeze", "lora"] = "full"
+    """``full`` (every weight), ``head`` (the new head alone), ``freeze`` (the top ``freeze_top_n``
+    blocks, the final norm and the head), ``lora`` (low-rank adapters, Hu et al. 2021)."""
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    freeze_top_n: int = 2
+    """method ``freeze``: the top N transformer blocks train (with the final norm and the head)."""
+    pooling: Literal["auto", "last", "mean", "cls"] = "auto"
+    """classification: ``last`` token (decoders), ``cls`` (BERT's pooler) or ``mean``; auto = last / cls."""
+    head_dropout: float = 0.1
+    epochs: float | None = None
+    """Train for this many passes over the training data (sets train.max_steps)."""
+    eval_before: bool = False
+    """sft with instructions: also score the model before training (the before/after comparison)."""
+    eval_batch_size: int = 16
+    """Prompts per batch when scoring instruction accuracy by generation."""
+    eval_max_new_tokens: int = 24
+    """Tokens a reply may take when scoring instructions (a chatty model names its answer late)."""
+
+    def __post_init__(self) -> None:
+        require(self.freeze_top_n >= 1, "freeze_top_n", f"must be >= 1, got {self.freeze_top_n}")
+        require(0.0 <= self.head_dropout < 1.0, "head_dropout", f"must be in [0, 1), got {self.head_dropout}")
+        require(self.epochs is None or self.epochs > 0, "epochs", f"must be > 0, got {self.epochs}")
+        require(
+            self.method != "head" or self.task == "classification", "method", "head needs task classification"
+        )
+        require(
+            self.pooling == "auto" or self.task == "classification",
+            "pooling",
+            f"only for task classification (task is {self.task})",
+        )
+
+
+# ----------------------------------------------------------------------------- the recipe
+
+
 @dataclass
 class Recipe:
-    """A whole run: ``model`` (a registry name plus config fields), ``data``, ``train``, ``distributed``."""
+    """A whole run. Without a ``finetune`` section it pretrains ``model.name`` from a random start on
+    ``data.objective``; with one it fine-tunes (``model.pretrained`` or a fresh ``model.name``)."""
 
-    model: dict[str, Any] = field(default_factory=lambda: {"name": DEFAULT_MODEL})
+    model: ModelArgs = field(default_factory=lambda: ModelArgs(name=DEFAULT_MODEL))
     data: DataArgs = field(default_factory=DataArgs)
     train: TrainArgs = field(default_factory=TrainArgs)
     distributed: DistributedArgs = field(default_factory=DistributedArgs)
+    finetune: FinetuneArgs | None = None
     clean: dict[str, Any] | None = None
-    """Optional cleaning step run on ``data.source`` first (``zeroforge.data.clean``'s config); the
-    cleaned file and its report go into the run directory."""
+    """Cleaning run on ``data.source`` first (``zeroforge.data.clean``'s options); the cleaned file and its
+    report go into the run directory."""
+
+    def __post_init__(self) -> None:
+        m, ft = self.model, self.finetune
+        if ft is None and m.pretrained is not None:
+            raise ConfigError("model.pretrained: training pretrained weights needs a finetune: section")
+        if ft is None and m.tokenizer is not None:
+            raise ConfigError("model.tokenizer: for fine-tuning; pretraining uses data.tokenizer")
+        if ft is not None and m.name is not None and m.tokenizer is None:
+            raise ConfigError("model.tokenizer: a fresh model.name needs model.tokenizer (a folder, or gpt2)")
+        if self.data.pack and (ft is None or ft.task == "classification"):
+            raise ConfigError("data.pack: packing is for sft and clm, not classification")
+        if self.clean is not None and ft is not None and ft.task != "classification":
+            raise ConfigError("clean: the clean step runs on labelled tables (task classification)")
 
     def model_config(self) -> Any:
+        """The typed config of ``model.name`` with the recipe's fields applied (validated)."""
         from zeroforge.registry import model_config
 
-        values = dict(self.model)
-        name = values.pop("name", None)
-        if not name:
+        if self.model.name is None:
             raise ConfigError("model.name: missing (e.g. name: gpt-char-small)")
-        return model_config(name, **values)
+        return model_config(self.model.name, **self.model.config)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The recipe as YAML writes it (run.yaml): model fields inline, no ``finetune`` when pretraining."""
+        out = {name: dataclasses.asdict(getattr(self, name)) for name in ("data", "train", "distributed")}
+        out = {"model": self.model.to_dict(), **out, "clean": self.clean}
+        if self.finetune is not None:
+            out["finetune"] = dataclasses.asdict(self.finetune)
+        return out
 
 
-SECTIONS = {"model", "data", "train", "distributed", "clean"}
+SECTIONS = ("model", "data", "train", "distributed", "finetune", "clean")
+
+
+def upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """Older spellings in their current form: ``data.dataset`` is ``data.source``, and ``model.config:``
+    (a mapping of config fields) is written inline in ``model``."""
+    data = dict(data)
+    values = data.get("data")
+    if isinstance(values, dict) and "dataset" in values:
+        if "source" in values:
+            raise ConfigError("data.dataset: renamed to data.source; give only data.source")
+        data["data"] = {("source" if k == "dataset" else k): v for k, v in values.items()}
+    model = data.get("model")
+    if isinstance(model, dict) and isinstance(model.get("config"), dict):
+        inline = model["config"]
+        clash = sorted(set(inline) & set(model))
+        if clash:
+            raise ConfigError(f"model.config.{clash[0]}: also set in model; write config fields inline only")
+        data["model"] = {**{k: v for k, v in model.items() if k != "config"}, **inline}
+    return data
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     """``["train.lr=3e-4", "model.n_layer=6"]`` -> nested dict, values parsed as YAML scalars."""
     nested: dict[str, Any] = {}
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected section.key=value, e.g. train.lr=3e-4")
-        key, raw = item.split("=", 1)
+        key, sep, raw = item.partition("=")
         parts = key.strip().split(".")
-        if len(parts) < 2 or not all(parts):
+        if not sep or len(parts) < 2 or not all(parts):
             raise ConfigError(f"override {item!r}: expected section.key=value, e.g. train.lr=3e-4")
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
@@ -338,13 +444,12 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     return nested
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` laid over ``base``, mappings merged key by key (overrides onto a recipe)."""
     out = dict(base)
     for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = merge(out[key], value) if both else value
     return out
 
 
@@ -364,43 +469,80 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
-def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
-    unknown = sorted(set(data) - SECTIONS)
+def recipe_from_dict(data: dict[str, Any], finetune: bool = False) -> Recipe:
+    """Validate a recipe mapping. ``finetune=True`` adds an empty ``finetune:`` section when it has none.
+
+    Sections left out take their defaults; a fine-tuning recipe defaults to all-MiniLM-L6-v2 on SMS spam.
+    """
+    unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
-        raise ConfigError(
-            f"{where}: unknown section {unknown[0]!r} (expected: {', '.join(sorted(SECTIONS))})"
-        )
-    model = data.get("model") or {"name": DEFAULT_MODEL}
-    if not isinstance(model, dict):
-        raise ConfigError(f"{where}: model: expected a mapping")
+        raise ConfigError(f"recipe: unknown section {unknown[0]!r} (expected: {', '.join(SECTIONS)})")
+    for name in SECTIONS:
+        value = data.get(name)
+        if value is not None and not isinstance(value, dict):
+            raise ConfigError(f"{name}: expected a mapping of fields, got {value!r}")
+    data = upgrade(data)
+    if finetune and data.get("finetune") is None:
+        data["finetune"] = {}
+    finetuning = data.get("finetune") is not None
+    model = data.get("model") or (
+        {"pretrained": DEFAULT_FINETUNE_MODEL} if finetuning else {"name": DEFAULT_MODEL}
+    )
+    data_values = dict(data.get("data") or {})
+    if finetuning:
+        data_values.setdefault("source", DEFAULT_FINETUNE_SOURCE)
     recipe = Recipe(
-        model=dict(model),
-        data=from_dict(DataArgs, data.get("data"), "data"),
+        model=model_args(model),
+        data=from_dict(DataArgs, data_values, "data"),
         train=from_dict(TrainArgs, data.get("train"), "train"),
         distributed=from_dict(DistributedArgs, data.get("distributed"), "distributed"),
+        finetune=from_dict(FinetuneArgs, data["finetune"], "finetune") if finetuning else None,
         clean=data.get("clean"),
     )
-    recipe.model_config()  # validate model keys now, not mid-run
+    if recipe.model.name is not None:
+        recipe.model_config()  # unknown model names and config fields fail now, not mid-run
     if recipe.clean is not None:
         from zeroforge.data.clean import load_clean_config
 
-        if not isinstance(recipe.clean, dict):
-            raise ConfigError(f"{where}: clean: expected a mapping of cleaning options")
         load_clean_config(recipe.clean)  # unknown cleaning keys fail now, not after the data step
     return recipe
 
 
-def load_recipe(path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> Recipe:
-    """Read a YAML recipe (or the built-in default when ``path`` is None), apply dotted overrides."""
-    data = read_yaml(path) if path else {"model": {"name": DEFAULT_MODEL}}
-    data = _merge(data, parse_overrides(overrides or []))
+def load_recipe(
+    source: str | os.PathLike[str] | dict[str, Any] | Recipe | None = None,
+    overrides: list[str] | None = None,
+    *,
+    finetune: bool = False,
+) -> Recipe:
+    """A recipe from a YAML file, a mapping, a Recipe or None (the defaults), with dotted overrides.
+
+    ``finetune=True`` (``zeroforge finetune``) makes it a fine-tuning recipe when it has no
+    ``finetune:`` section. Errors name the file: ``recipe.yaml: train.lr: must be > 0, got -1.0``.
+    """
+    path = None
+    if isinstance(source, Recipe):
+        if not overrides and (source.finetune is not None or not finetune):
+            return source
+        data = source.to_dict()
+    elif source is None:  # the built-in default: a small GPT on Shakespeare, or fine-tuning defaults
+        data = {} if finetune else {"model": {"name": DEFAULT_MODEL}}
+    elif isinstance(source, dict):
+        data = copy.deepcopy(source)
+    else:
+        path = source
+        data = read_yaml(path)
+    data = merge(data, parse_overrides(overrides or []))
     try:
-        return recipe_from_dict(data)
+        return recipe_from_dict(data, finetune=finetune)
     except ConfigError as err:
-        raise ConfigError(f"{path}: {err}" if path else str(err)) from None
+        if path is None:
+            raise
+        raise ConfigError(f"{path}: {str(err).removeprefix('recipe: ')}") from None
 
 
-def save_yaml(data: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    from zeroforge.io import atomic_write_text
-
-    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
+def read_run_recipe(run_dir: str | os.PathLike[str]) -> Recipe:
+    """The recipe a run directory was trained with (its ``run.yaml``)."""
+    run_yaml = Path(run_dir) / "run.yaml"
+    if not run_yaml.is_file():
+        raise ConfigError(f"{run_yaml}: missing (not a zeroforge run directory)")
+    return load_recipe(run_yaml)

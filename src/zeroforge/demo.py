@@ -16,8 +16,8 @@ def run_demo(minutes: float = 2.5, out_dir: str = "runs/demo") -> Path:
     from zeroforge.config import load_recipe
     from zeroforge.eval.evaluate import evaluate
     from zeroforge.generation import generate
-    from zeroforge.train.checkpoint import load_run
-    from zeroforge.train.loop import pretrain
+    from zeroforge.pretraining import pretrain
+    from zeroforge.weights import load
 
     recipe_path = DEMO_RECIPE if DEMO_RECIPE.is_file() else None
     overrides = [f"train.max_minutes={minutes}", "train.max_steps=null", f"train.out_dir={out_dir}"]
@@ -25,11 +25,11 @@ def run_demo(minutes: float = 2.5, out_dir: str = "runs/demo") -> Path:
     run_dir = Path(out_dir)
     if run_dir.exists():  # the demo's own folder from an earlier demo
         shutil.rmtree(run_dir)
-    print(f"== zeroforge demo: {recipe.model['name']} on {recipe.data.source}, {minutes} min budget ==")
+    print(f"== zeroforge demo: {recipe.model.name} on {recipe.data.source}, {minutes} min budget ==")
     pretrain(recipe)
     metrics = evaluate(run_dir)
     print(f"\nvalidation loss {metrics['val_loss']:.4f} (perplexity {metrics['val_perplexity']:.2f})")
-    model, tokenizer = load_run(run_dir)
+    model, tokenizer = load(run_dir)
     print("\n== sample (temperature 0.8) ==")
     print(generate(model, tokenizer, "ROMEO:", max_new_tokens=300, temperature=0.8, top_k=40, seed=0))
     print(f"\ncurves: {run_dir / 'loss.png'}   metrics: {run_dir / 'metrics.csv'}")

@@ -14,10 +14,7 @@ replace ``zeroforge.embed`` by the module as soon as anything imported it.)
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -103,29 +100,3 @@ def embed(
 
 
 # ----------------------------------------------------------------------------- CLI
-
-
-def _cmd_embed(args: argparse.Namespace) -> int:
-    texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    if not texts:
-        raise ZeroforgeError("embed: no text (use --text, or pipe one text per line)")
-    vectors = embed(args.model, texts, batch_size=args.batch_size)
-    result: dict[str, Any] = {
-        "dim": vectors.shape[1],
-        "embeddings": [[round(v, 6) for v in row] for row in vectors.tolist()],
-    }
-    if args.similarity:
-        result["cosine_similarity"] = [[round(v, 4) for v in row] for row in (vectors @ vectors.T).tolist()]
-    print(json.dumps(result))
-    return 0
-
-
-def add_cli(sub: Any) -> None:
-    """``zeroforge embed MODEL --text ... [--text ...]``: print a JSON object with the embeddings."""
-    help = "L2-normalised mean-pooled sentence embeddings from a BERT run or model directory"
-    p = sub.add_parser("embed", help=help, description=help)
-    p.add_argument("model", help="run or model directory")
-    p.add_argument("--text", action="append", help="a text to embed (repeatable; default: lines of stdin)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--similarity", action="store_true", help="also print the cosine similarity matrix")
-    p.set_defaults(func=_cmd_embed)

@@ -23,7 +23,7 @@ from typing import Any
 from torch import nn
 
 from zeroforge.errors import ConfigError
-from zeroforge.validation import from_dict
+from zeroforge.schema import from_dict
 
 FAMILIES: dict[str, str] = {
     "gpt": "zeroforge.models.gpt:GPT",

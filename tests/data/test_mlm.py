@@ -386,7 +386,7 @@ def test_prepare_bad_input(corpus, tmp_path):
 
 def test_pretrain_logs_mlm_and_nsp_metrics(corpus, tmp_path):
     from zeroforge.eval.plots import read_metrics_csv
-    from zeroforge.train.loop import pretrain
+    from zeroforge.pretraining import pretrain
 
     recipe = load_recipe(
         None,

@@ -194,10 +194,10 @@ class CharTok:
 
 @pytest.mark.network
 def test_encode_frames_bert_inputs_and_truncates():
+    from zeroforge.tokenizers import load_tokenizer
     from zeroforge.weights import resolve
-    from zeroforge.weights.tokenizer import load_pretrained_tokenizer
 
-    tok = load_pretrained_tokenizer(resolve("all-minilm-l6-v2"))
+    tok = load_tokenizer(resolve("all-minilm-l6-v2"))
     data = LabelledData(["Hello world", "a b c d e f g h"], np.array([0, 1]), ["x", "y"], source="m")
     enc = encode_texts(data, tok, max_length=6)
     assert enc.ids[0] == [101, 7592, 2088, 102]  # [CLS] hello world [SEP]

@@ -173,7 +173,7 @@ def test_adapter_errors(tmp_path):
     with pytest.raises(DataError, match="adapter_config.json: expected a JSON object"):
         load_adapter(tiny_llama(), tmp_path / "list")
     with pytest.raises(ConfigError, match="rank: must be >= 1"):
-        from zeroforge.config import from_dict
+        from zeroforge.schema import from_dict
 
         from_dict(LoRAConfig, {"rank": 0}, "finetune.lora")
 

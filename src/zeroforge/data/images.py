@@ -29,11 +29,13 @@ import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from zeroforge.data.builders import DataContext, TrainingData, register_data_builder
 from zeroforge.errors import DataError
 
 IMAGE_DATASETS = ("mnist", "fashion-mnist", "mnist-5k")
@@ -342,3 +344,42 @@ class Augment:
 
     def __repr__(self) -> str:
         return f"Augment(crop_padding={self.crop_padding}, flip={self.flip})"
+
+
+# ----------------------------------------------------------------------------- the recipe's data (objective images)
+
+
+@register_data_builder("images")
+def image_classification_data(recipe: Any, ctx: DataContext) -> TrainingData:
+    """``data.objective: images``: ``load_images(data.source)`` as float pixels normalised by the training
+    images' per-channel mean and std; a random ``data.val_fraction`` of the training split (drawn with
+    ``data.seed``) is held out for validation, and ``data.max_examples`` caps the training images."""
+    from zeroforge.data.arrays import ArrayBatches, iterate_batches
+
+    d, args = recipe.data, recipe.train
+    data = load_images(d.source, "train")
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(d.seed))
+    n_val = max(1, round(len(data) * d.val_fraction))
+    val_idx, train_idx = order[:n_val], order[n_val:][: d.max_examples]
+    pixels, labels = to_float(data.images), torch.as_tensor(data.labels)
+    mean, std = channel_stats(pixels[train_idx])
+    pixels = normalize(pixels, mean, std)
+    train = ArrayBatches(
+        {"pixel_values": pixels[train_idx], "labels": labels[train_idx]}, args.batch_size, seed=args.seed
+    )
+    val = list(
+        iterate_batches({"pixel_values": pixels[val_idx], "labels": labels[val_idx]}, d.eval_batch_size)
+    )
+    c, h, w = data.images.shape[1:]
+    fields = {
+        "in_channels": c,
+        "image_size": h,
+        "num_classes": data.num_classes,
+        "in_features": c * h * w,
+        "out_features": data.num_classes,
+    }
+    description = (
+        f"{d.source}: {len(train_idx)} train / {n_val} val images of {c}x{h}x{w}, {data.num_classes} classes "
+        f"(normalised with mean {[round(m, 4) for m in mean]}, std {[round(s, 4) for s in std]})"
+    )
+    return TrainingData(train, val, description, None, fields, train.steps_per_epoch, data.class_names)

@@ -19,12 +19,11 @@ import torch
 
 from zeroforge.data.collate import attention_mask, right_padded
 from zeroforge.errors import ConfigError, DataError
+from zeroforge.modules.losses import IGNORE_INDEX
 from zeroforge.tokenizers import WordPieceTokenizer
 
 if TYPE_CHECKING:
     from zeroforge.data.mlm import PairSet
-
-IGNORE_INDEX = -100
 
 
 @dataclass(frozen=True)

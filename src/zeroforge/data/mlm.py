@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from zeroforge import datasets
+from zeroforge.data.builders import DataContext, TrainingData, register_data_builder
 from zeroforge.data.cache import META_FILE, prepared_folder
 from zeroforge.data.masking import (
     MaskedPairBatches,
@@ -50,7 +51,6 @@ from zeroforge.data.masking import (
 from zeroforge.data.text import PretrainData, prepared_dir_for, token_dtype
 from zeroforge.errors import ConfigError, DataError
 from zeroforge.io import atomic_write_json
-from zeroforge.modules.losses import IGNORE_INDEX
 from zeroforge.tokenizers import WordPieceTokenizer, load_tokenizer, load_wordpiece, train_wordpiece
 
 SPLITS = ("train", "val")
@@ -437,3 +437,18 @@ def build_mlm_nsp_data(
         f"most-frequent-token MLM baseline {baseline:.4f} ({meta['baseline']['token']!r}))"
     )
     return PretrainData(train, val, tok, meta, description)
+
+
+# ----------------------------------------------------------------------------- the recipe's data (objective mlm_nsp)
+
+
+@register_data_builder("mlm_nsp")
+def mlm_nsp_objective_data(recipe: Any, ctx: DataContext) -> TrainingData:
+    """``data.objective: mlm_nsp``: ``build_mlm_nsp_data`` at the recipe's block size, batch size and seed."""
+    args = recipe.train
+    block = args.block_size or recipe.model_config().block_size
+    data = build_mlm_nsp_data(
+        recipe.data, block, args.batch_size, args.eval_batches, args.seed, ctx.rank, ctx.world_size
+    )
+    fields = {"vocab_size": data.tokenizer.vocab_size}
+    return TrainingData(data.train, data.val, data.description, data.tokenizer, fields)

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from zeroforge import datasets
+from zeroforge.data.builders import DataContext, TrainingData, register_data_builder
 from zeroforge.data.cache import META_FILE, prepared_folder
 from zeroforge.errors import ConfigError, DataError
 from zeroforge.io import atomic_write_json
@@ -347,3 +348,18 @@ def build_clm_data(
     )
     val = eval_batches(data_dir / "val.bin", dtype, block_size, batch_size, eval_batch_count, seed=0)
     return PretrainData(train, val, tokenizer, meta, f"{data_dir} ({meta.get('train_tokens')} train tokens)")
+
+
+# ----------------------------------------------------------------------------- the recipe's data (objective clm)
+
+
+@register_data_builder("clm")
+def clm_objective_data(recipe: Any, ctx: DataContext) -> TrainingData:
+    """``data.objective: clm``: ``build_clm_data`` at the recipe's block size, batch size and seed."""
+    args = recipe.train
+    block = args.block_size or recipe.model_config().block_size
+    data = build_clm_data(
+        recipe.data, block, args.batch_size, args.eval_batches, args.seed, ctx.rank, ctx.world_size
+    )
+    fields = {"vocab_size": data.tokenizer.vocab_size}
+    return TrainingData(data.train, data.val, data.description, data.tokenizer, fields)

@@ -30,24 +30,20 @@ def _load(model_or_run_dir: nn.Module | str | os.PathLike[str]) -> tuple[nn.Modu
         return model_or_run_dir, None
     import zeroforge.models.causal_lm  # noqa: F401  (registers the fine-tuning families)
     import zeroforge.models.classifier  # noqa: F401
-    from zeroforge.train.checkpoint import load_run
+    from zeroforge.weights import load
 
-    model, _tokenizer = load_run(model_or_run_dir)
+    model, _tokenizer = load(model_or_run_dir)
     return model, Path(model_or_run_dir)
 
 
 def _run_data_dir(run_dir: Path) -> Path:
     """The prepared token data a run trained on, from its run.yaml."""
-    import yaml
-
-    from zeroforge.config import recipe_from_dict
+    from zeroforge.config import read_run_recipe
     from zeroforge.data.text import ensure_prepared
 
-    run_yaml = run_dir / "run.yaml"
-    if not run_yaml.is_file():
-        raise DataError(f"{run_yaml}: missing; pass --data to say what to evaluate on")
-    recipe = recipe_from_dict(yaml.safe_load(run_yaml.read_text(encoding="utf-8")), where=str(run_yaml))
-    d = recipe.data
+    if not (run_dir / "run.yaml").is_file():
+        raise DataError(f"{run_dir / 'run.yaml'}: missing; pass --data to say what to evaluate on")
+    d = read_run_recipe(run_dir).data
     return ensure_prepared(
         d.source,
         tokenizer=d.tokenizer,
@@ -133,6 +129,8 @@ def evaluate(
                 "evaluate: a BERT pretraining model is evaluated on its run directory's held-out pairs"
             )
         return _evaluate_mlm_nsp_run(model, run_dir, batch_size, device)
+    if run_dir is not None and data is None and _is_image_run(run_dir):
+        return _evaluate_image_run(model, run_dir, device)
     split = split or "val"
     model.to(device)
     if data is None:
@@ -162,16 +160,11 @@ def evaluate(
 def _evaluate_mlm_nsp_run(model: nn.Module, run_dir: Path, batch_size: int, device: str) -> dict[str, Any]:
     """A BERT pretraining run on every held-out sentence pair (its run.yaml's prepared data), with the
     fixed validation masks: MLM loss and accuracy, NSP accuracy, and the most-frequent-token baseline."""
-    import yaml
-
-    from zeroforge.config import recipe_from_dict
+    from zeroforge.config import read_run_recipe
     from zeroforge.data.mlm import build_mlm_nsp_data
-    from zeroforge.train.loop import evaluate_batches
+    from zeroforge.train.runtime import evaluate_batches
 
-    run_yaml = run_dir / "run.yaml"
-    if not run_yaml.is_file():
-        raise DataError(f"{run_yaml}: missing (the held-out pairs are rebuilt from the run's recipe)")
-    recipe = recipe_from_dict(yaml.safe_load(run_yaml.read_text(encoding="utf-8")), where=str(run_yaml))
+    recipe = read_run_recipe(run_dir)  # the held-out pairs are rebuilt from the run's recipe
     block = recipe.train.block_size or model.config.block_size
     data = build_mlm_nsp_data(recipe.data, block, batch_size, None, recipe.train.seed)
     stats = evaluate_batches(model, data.val, torch.device(device), None)
@@ -185,6 +178,36 @@ def _evaluate_mlm_nsp_run(model: nn.Module, run_dir: Path, batch_size: int, devi
         mlm_accuracy_over_baseline=stats["mlm_accuracy"] / baseline["val_mlm_accuracy"],
         data=str(recipe.data.source),
     )
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _is_image_run(run_dir: Path) -> bool:
+    from zeroforge.config import read_run_recipe
+
+    if not (run_dir / "run.yaml").is_file():
+        return False
+    recipe = read_run_recipe(run_dir)
+    return recipe.finetune is None and recipe.data.objective == "images"
+
+
+def _evaluate_image_run(model: nn.Module, run_dir: Path, device: str) -> dict[str, Any]:
+    """An image-classification run on its held-out images, rebuilt from run.yaml as the run built
+    them (the same split, normalisation and batches, so the numbers are metrics.csv's last
+    validation): loss and accuracy -> ``metrics.json``."""
+    from zeroforge.config import read_run_recipe
+    from zeroforge.data.arrays import rename_input
+    from zeroforge.data.builders import DataContext
+    from zeroforge.data.images import image_classification_data
+    from zeroforge.train.runtime import evaluate_batches
+
+    recipe = read_run_recipe(run_dir)
+    data = image_classification_data(recipe, DataContext(run_dir))
+    rename_input(data.val, model)
+    stats = evaluate_batches(model.to(device), data.val, torch.device(device), None)
+    n = sum(len(b["labels"]) for b in data.val)
+    metrics = {f"val_{k}": v for k, v in stats.items()}
+    metrics.update(split="val", n=n, data=recipe.data.source)
     atomic_write_json(run_dir / "metrics.json", metrics)
     return metrics
 
@@ -261,11 +284,11 @@ def evaluate_classifier(
     """A classifier's metrics on ``data`` (``LabelledData`` whose label ids are the model's); with
     ``out_dir`` also ``confusion_matrix.png`` there. Returns the metrics (``split`` names the data)."""
     from zeroforge.data.tables import encode_texts
-    from zeroforge.finetuning import _pad_id
+    from zeroforge.data.tasks import pad_id_of
 
     device = next(model.parameters()).device
     encoded = encode_texts(data, tokenizer, max_length, int(model.backbone.config.vocab_size))
-    probs = classifier_probabilities(model, encoded, batch_size, _pad_id(tokenizer), device)
+    probs = classifier_probabilities(model, encoded, batch_size, pad_id_of(tokenizer), device)
     names = list(model.config.label_names) or [str(i) for i in range(model.config.n_labels)]
     metrics = {"split": split, **classification_metrics(np.asarray(data.labels), probs, names)}
     if out_dir is not None:
@@ -290,19 +313,20 @@ def _evaluate_classifier_run(
 ) -> dict[str, Any]:
     import json
 
+    from zeroforge.config import read_run_recipe
     from zeroforge.data.tables import load_labelled
-    from zeroforge.finetuning import labelled_splits, recipe_from_dict
-    from zeroforge.weights.tokenizer import load_pretrained_tokenizer
+    from zeroforge.data.tasks import labelled_splits
+    from zeroforge.tokenizers import load_tokenizer
 
-    recipe = _finetune_recipe(run_dir, recipe_from_dict)
-    tokenizer = load_pretrained_tokenizer(run_dir)
+    recipe = read_run_recipe(run_dir)
+    tokenizer = load_tokenizer(run_dir)
     names = list(model.config.label_names)
     d = recipe.data
     if data is None:
         parts = labelled_splits(recipe, run_dir)
         if split not in parts or not len(parts[split]):
             raise DataError(f"{run_dir}: the run has no {split} split (its data.splits are {d.splits})")
-        labelled, where = parts[split], f"{d.dataset} ({split} split)"
+        labelled, where = parts[split], f"{d.source} ({split} split)"
     else:
         labelled = load_labelled(
             data,
@@ -328,15 +352,6 @@ def _evaluate_classifier_run(
     metrics = {**keep, **metrics}
     atomic_write_json(run_dir / "metrics.json", metrics)
     return metrics
-
-
-def _finetune_recipe(run_dir: Path, parse: Any) -> Any:
-    import yaml
-
-    run_yaml = run_dir / "run.yaml"
-    if not run_yaml.is_file():
-        raise DataError(f"{run_yaml}: missing (not a zeroforge finetune run directory)")
-    return parse(yaml.safe_load(run_yaml.read_text(encoding="utf-8")), where=str(run_yaml))
 
 
 # ----------------------------------------------------------------------------- comparing runs

@@ -39,7 +39,7 @@ from zeroforge.modules.losses import IGNORE_INDEX
 from zeroforge.modules.masks import encoder_inputs
 from zeroforge.modules.mlp import MLP
 from zeroforge.modules.pooling import mean_pool
-from zeroforge.validation import preset_config, require, require_choices
+from zeroforge.schema import preset_config, require, require_choices
 
 
 @dataclass

@@ -31,7 +31,7 @@ from zeroforge.errors import ConfigError
 from zeroforge.models.output import ModelOutput
 from zeroforge.modules.pooling import mean_pool
 from zeroforge.registry import config_to_dict, create_model, family_for_model, family_of
-from zeroforge.validation import require
+from zeroforge.schema import require
 
 Pooling = Literal["last", "mean", "cls"]
 

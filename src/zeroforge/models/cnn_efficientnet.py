@@ -29,7 +29,7 @@ from torch import nn
 
 from zeroforge.errors import DataError
 from zeroforge.models.cnn import ImageClassifier
-from zeroforge.validation import require
+from zeroforge.schema import require
 
 # (repeats, kernel, stride, expand ratio, in channels, out channels) per stage: efficientnet_lite_builder.py
 LITE0_STAGES = [

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from zeroforge.models.cnn import ImageClassifier
-from zeroforge.validation import require
+from zeroforge.schema import require
 
 
 class BasicBlock(nn.Module):

@@ -16,7 +16,7 @@ from torch import nn
 
 from zeroforge.models.cnn import ImageClassifier
 from zeroforge.modules.init import init_weight_, init_weights
-from zeroforge.validation import require
+from zeroforge.schema import require
 
 
 @dataclass

@@ -30,7 +30,7 @@ from zeroforge.modules.kv_cache import KVCache
 from zeroforge.modules.losses import IGNORE_INDEX
 from zeroforge.modules.masks import decoder_inputs
 from zeroforge.modules.mlp import MLP
-from zeroforge.validation import preset_config, require, require_choices
+from zeroforge.schema import preset_config, require, require_choices
 
 
 @dataclass

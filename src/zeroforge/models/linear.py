@@ -23,7 +23,7 @@ from zeroforge.models.output import ModelOutput
 from zeroforge.modules.activations import ACTIVATIONS, ActivationName, make_activation
 from zeroforge.modules.init import INITS, InitName, init_weights
 from zeroforge.modules.losses import LOSSES, LossName, loss_and_metrics
-from zeroforge.validation import require
+from zeroforge.schema import require
 
 
 def flatten_features(features: torch.Tensor, in_features: int) -> torch.Tensor:

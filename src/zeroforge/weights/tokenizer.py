@@ -10,12 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from zeroforge.errors import DataError
-from zeroforge.tokenizers import PretrainedTokenizer, load_tokenizer
+from zeroforge.tokenizers import PretrainedTokenizer
 
-__all__ = ["PretrainedTokenizer", "gguf_bpe", "load_pretrained_tokenizer"]
-
-load_pretrained_tokenizer = load_tokenizer
-"""The same reader as ``zeroforge.tokenizers.load_tokenizer`` (the name older callers use)."""
+__all__ = ["PretrainedTokenizer", "gguf_bpe"]
 
 
 # ----------------------------------------------------------------------------- GGUF vocabularies

@@ -6,11 +6,10 @@
 
 Modules: ``config`` (CleanConfig), ``text`` (normalisation,
 language, spelling), ``dedup`` (exact + MinHash/LSH near duplicates), ``report`` (CleanReport),
-``pipeline`` (the rules in order, ``clean``, ``clean_step``), ``cli`` (``add_cli``). Files are read
+``pipeline`` (the rules in order, ``clean``, ``clean_step``); the ``clean`` subcommand is in ``zeroforge.cli``. Files are read
 and written by ``zeroforge.data.records``, the reader training uses too.
 """
 
-from zeroforge.data.clean.cli import add_cli
 from zeroforge.data.clean.config import CleanConfig, DedupArgs, LabelArgs, NormalizeArgs, load_clean_config
 from zeroforge.data.clean.pipeline import clean, clean_step, cleaned_path
 from zeroforge.data.clean.report import CleanReport
@@ -21,7 +20,6 @@ __all__ = [
     "DedupArgs",
     "LabelArgs",
     "NormalizeArgs",
-    "add_cli",
     "clean",
     "clean_step",
     "cleaned_path",

@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 import yaml
 
-from zeroforge.config import from_dict, require
 from zeroforge.errors import ConfigError
+from zeroforge.schema import from_dict, require
 
 # pandas.read_csv's default ``na_values``: the spellings of "no value" that real CSV files use.
 PANDAS_NA_VALUES = [

@@ -1,10 +1,10 @@
-"""Typed dataclass configs from plain dicts (YAML, JSON): the one validation helper every layer uses.
+"""Typed dataclass configs from YAML mappings: one validator for every config in the package.
 
-``from_dict(cls, data, where)`` builds a config dataclass, coercing YAML's loose scalars to the
-field's type and turning unknown keys and bad values into one-line ``ConfigError``s that name the
-field (``model.n_layer: expected an integer, got 'four'``). ``require`` is the range check a config's
-``__post_init__`` makes. This module imports nothing of zeroforge but its errors, so models,
-the registry and the recipe loader can all use it.
+``from_dict(TrainArgs, {"lr": "3e-4"}, "train")`` coerces each value to its field's type hint (YAML is
+loose: ``1`` for a float, ``"3e-4"`` for a number), refuses unknown keys, and turns a ``ValueError``
+from the dataclass's own ``__post_init__`` into a one-line ``ConfigError`` naming the field
+(``train.lr: must be > 0, got -1.0``). Recipes (``config.py``), model configs and the cleaning
+config all validate through it; it imports nothing of zeroforge but its errors, so every layer may use it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Literal
 from zeroforge.errors import ConfigError
 
 
-def _check_type(value: Any, hint: Any, where: str) -> Any:
+def check_type(value: Any, hint: Any, where: str) -> Any:
     """Coerce ``value`` to ``hint`` where YAML is loose (int -> float), else raise ConfigError."""
     origin = typing.get_origin(hint)
     if hint is Any:
@@ -36,7 +36,7 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _check_type(value, arg, where)
+                return check_type(value, arg, where)
             except ConfigError as err:
                 errors.append(str(err))
         raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: unexpected value {value!r}")
@@ -44,7 +44,7 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         (item,) = typing.get_args(hint)[:1] or (Any,)
-        return [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict or hint is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
@@ -93,7 +93,7 @@ def from_dict(cls: type, data: dict[str, Any] | None, where: str) -> Any:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(f"{where}.{unknown[0]}: unknown key (expected one of: {', '.join(sorted(fields))})")
-    kwargs = {name: _check_type(value, hints[name], f"{where}.{name}") for name, value in data.items()}
+    kwargs = {name: check_type(value, hints[name], f"{where}.{name}") for name, value in data.items()}
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as err:
