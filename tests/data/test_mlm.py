@@ -428,10 +428,11 @@ def test_pretrain_logs_mlm_and_nsp_metrics(corpus, tmp_path):
 
     metrics = zeroforge.evaluate(run, batch_size=8)
     # accuracies count the same predictions; the loss may differ in the last digits (metrics.csv keeps 6
-    # significant digits, and batch shapes change fp32 summation order on other CPUs)
+    # significant digits, and threaded fp32 reductions are summed in a varying order: 1-2e-5 relative
+    # seen). A different mask or model would move it by far more than 1e-4.
     for key in ("val_mlm_accuracy", "val_nsp_accuracy"):
         assert metrics[key] == pytest.approx(rows[-1][key], abs=1e-5), key
-    assert metrics["val_mlm_loss"] == pytest.approx(rows[-1]["val_mlm_loss"], rel=1e-5)
+    assert metrics["val_mlm_loss"] == pytest.approx(rows[-1]["val_mlm_loss"], rel=1e-4)
     assert 0 < metrics["baseline_mlm_accuracy"] < 1 and metrics["pairs"] > 8
     assert metrics["mlm_accuracy_over_baseline"] == pytest.approx(
         metrics["val_mlm_accuracy"] / metrics["baseline_mlm_accuracy"]

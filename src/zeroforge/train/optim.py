@@ -1,6 +1,6 @@
 """Optimizers and the learning-rate schedule of the one training loop.
 
-The seeds' update rules, as torch implements them (Muon: here, see ``Muon``):
+The update rules (SGD with momentum, Polyak 1964; Adam, Kingma & Ba 2015), as torch implements them (Muon: here, see ``Muon``):
   SGD with momentum   v <- mu*v + g;               w <- w - lr*v
   Adam                m <- b1*m + (1-b1)*g;  v <- b2*v + (1-b2)*g^2;  w <- w - lr*m_hat/(sqrt(v_hat)+eps)
   AdamW               Adam with decoupled weight decay: w <- w - lr*wd*w (Loshchilov & Hutter, 2019)

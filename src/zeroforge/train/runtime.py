@@ -72,8 +72,8 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     """The autocast dtype, or None for plain fp32.
 
     ``auto`` picks bf16 where the hardware runs it natively and faster than fp32: CUDA GPUs with bf16,
-    and CPUs with bf16 dot products (AVX512-BF16, or AMX tiles): on an AVX512-BF16 EPYC bf16 autocast
-    trains a GPT 1.4-1.7x faster than fp32 (docs/benchmarks.md). On other CPUs (AVX2 only, as AMD Zen 3)
+    and CPUs with bf16 dot products (AVX512-BF16, or AMX tiles): on an AMX Xeon bf16 autocast trains
+    a GPT 1.7-2.2x faster than fp32 (docs/benchmarks.md, GPT training). On other CPUs (AVX2 only, as AMD Zen 3)
     bf16 matmuls are emulated and slower, so fp32 stays.
     """
     if precision == "fp32":
