@@ -247,6 +247,8 @@ class BertPooler(nn.Module):
 class BertModel(nn.Module):
     """The encoder without heads: input ids -> last hidden states (B, T, C), plus the pooler."""
 
+    lora_targets = ("query", "value")  # LoRA's default targets (modules/lora.py)
+
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
         self.config = config
@@ -333,6 +335,8 @@ def _init_positions_and_attention(model: nn.Module, config: BertConfig) -> None:
 class BertWithHeads(nn.Module):
     """What the task models share: the encoder as ``self.bert`` (HF's parameter prefix), the context
     length, sentence embeddings and the model contract; each subclass adds its heads, then initialises."""
+
+    lora_targets = BertModel.lora_targets
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()

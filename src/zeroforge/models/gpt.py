@@ -125,6 +125,7 @@ class Block(nn.Module):
 
 class GPT(nn.Module):
     config_class = GPTConfig
+    lora_targets = ("c_attn",)  # LoRA's default targets (modules/lora.py): the query and value projections
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()

@@ -188,6 +188,7 @@ class LlamaBlock(nn.Module):
 
 class Llama(nn.Module):
     config_class = LlamaConfig
+    lora_targets = ("q_proj", "v_proj")  # LoRA's default targets (modules/lora.py): the query and value projections
 
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
