@@ -39,7 +39,7 @@ from zeroforge.modules.losses import IGNORE_INDEX
 from zeroforge.modules.masks import encoder_inputs
 from zeroforge.modules.mlp import MLP
 from zeroforge.modules.pooling import mean_pool
-from zeroforge.schema import preset_config, require, require_choices
+from zeroforge.schema import preset_config, require, require_choices, require_positive
 
 
 @dataclass
@@ -99,9 +99,7 @@ class BertConfig:
     def __post_init__(self) -> None:
         if self.intermediate_size is None:
             self.intermediate_size = 4 * self.n_embd
-        for name in ("n_layer", "n_head", "n_embd", "intermediate_size", "block_size", "vocab_size"):
-            value = getattr(self, name)
-            require(value >= 1, name, f"must be >= 1, got {value}")
+        require_positive(self, "n_layer", "n_head", "n_embd", "intermediate_size", "block_size", "vocab_size")
         require(
             self.n_embd % self.n_head == 0,
             "n_embd",

@@ -27,7 +27,7 @@ from zeroforge.modules.init import normal_init_
 from zeroforge.modules.kv_cache import KVCache
 from zeroforge.modules.masks import DecoderInputs
 from zeroforge.modules.mlp import MLP
-from zeroforge.schema import preset_config, require, require_choices
+from zeroforge.schema import preset_config, require, require_choices, require_positive
 
 
 @dataclass
@@ -52,9 +52,7 @@ class GPTConfig:
     a large vocabulary. The forward then returns ``logits=None`` whenever it returns a loss."""
 
     def __post_init__(self) -> None:
-        for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
-            value = getattr(self, name)
-            require(value >= 1, name, f"must be >= 1, got {value}")
+        require_positive(self, "n_layer", "n_head", "n_embd", "block_size", "vocab_size")
         require(
             self.n_embd % self.n_head == 0,
             "n_embd",

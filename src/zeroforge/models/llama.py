@@ -29,7 +29,7 @@ from zeroforge.modules.kv_cache import KVCache
 from zeroforge.modules.masks import DecoderInputs
 from zeroforge.modules.norm import RMSNorm
 from zeroforge.modules.rope import RotaryEmbedding, apply_rotary
-from zeroforge.schema import preset_config, require, require_choices
+from zeroforge.schema import preset_config, require, require_choices, require_positive
 
 
 @dataclass
@@ -58,17 +58,9 @@ class LlamaConfig:
     """``sdpa``: PyTorch's fused kernel; ``naive``: softmax(QK^T/sqrt(d_k))V written out (reference)."""
 
     def __post_init__(self) -> None:
-        for name in (
-            "n_layer",
-            "n_head",
-            "n_kv_head",
-            "n_embd",
-            "intermediate_size",
-            "vocab_size",
-            "block_size",
-        ):
-            value = getattr(self, name)
-            require(value >= 1, name, f"must be >= 1, got {value}")
+        require_positive(
+            self, "n_layer", "n_head", "n_kv_head", "n_embd", "intermediate_size", "vocab_size", "block_size"
+        )
         if self.head_dim is None:
             require(
                 self.n_embd % self.n_head == 0,
