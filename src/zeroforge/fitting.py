@@ -46,7 +46,7 @@ from zeroforge.data.arrays import (
     probe_model,
 )
 from zeroforge.errors import ConfigError, DataError
-from zeroforge.eval.evaluate import evaluate_arrays
+from zeroforge.eval.evaluate import evaluate_arrays  # Keras' evaluate, beside fit and predict
 from zeroforge.modules.losses import LossName
 
 ArrayLike = np.ndarray | torch.Tensor | list
