@@ -8,12 +8,13 @@ import io
 import pytest
 import torch
 
-from zeroforge.chat import ChatSession, chat_loop, render_chat
+from zeroforge.chat import ChatSession, chat_loop
 from zeroforge.cli import build_parser
 from zeroforge.errors import ZeroforgeError
 from zeroforge.generation import generate
 from zeroforge.registry import create_model
 from zeroforge.tokenizers import PretrainedTokenizer
+from zeroforge.tokenizers.chat_template import render_chat
 from zeroforge.weights import save_pretrained
 
 transformers = pytest.importorskip("transformers")

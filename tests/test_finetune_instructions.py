@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from zeroforge.data.instructions import TASKS, build_instructions, instruction_accuracy, parse_answer
+from zeroforge.data.instructions import TASKS, build_instructions
 from zeroforge.errors import ConfigError
+from zeroforge.eval.instructions import instruction_accuracy, parse_answer
 
 
 @pytest.fixture(scope="module")

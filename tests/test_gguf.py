@@ -195,7 +195,7 @@ def test_tiny_gguf_tokenizer_and_template_match_transformers(tiny_gguf, referenc
         assert tok.decode(tok.encode(text)) == text
     assert tok.eos_id == ref.eos_token_id and tok.token("bos") == ref.bos_token
     messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
-    from zeroforge.chat import render_chat
+    from zeroforge.tokenizers.chat_template import render_chat
 
     ours = render_chat(tok.chat_template, messages, add_generation_prompt=True)
     assert ours == ref.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -1,8 +1,11 @@
-"""The package's modules form a layered graph: no import cycles.
+"""The package's modules form a layered graph: no import cycles, and imports point down only.
 
 Every ``import``/``from ... import`` statement counts, at top level or inside a function (a lazy import
 is still a dependency); only ``if TYPE_CHECKING:`` blocks are exempt. A lower layer that must find an upper
 one (the registry finding model classes) names it by a "module:attribute" string instead.
+
+``LAYERS`` is the table of docs/architecture.md, lowest first: a module may import its own layer and the
+layers below it. A module belongs to the layer of the longest name in the table that it is or lies inside.
 """
 
 from __future__ import annotations
@@ -10,7 +13,23 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "zeroforge"
+
+LAYERS: list[tuple[str, ...]] = [
+    ("errors", "schema", "io"),  # leaves
+    ("modules",),  # building blocks
+    ("models", "registry"),
+    # tokens and data; the measures and figures of eval/ (its package file imports nothing)
+    ("tokenizers", "datasets", "data", "eval", "eval.metrics", "eval.plots"),
+    ("weights",),
+    ("config",),  # the recipe schema
+    ("train",),
+    ("generation", "decoding", "chat", "embedding", "eval.evaluate", "eval.instructions"),  # use
+    ("pretraining", "finetuning", "fitting", "training", "demo"),  # entry points
+    ("cli", "__main__", ""),  # front; "" is the package itself (zeroforge/__init__.py)
+]
 
 
 def module_name(path: Path) -> str:
@@ -109,6 +128,49 @@ def test_graph_sees_imports() -> None:
     graph = import_graph()
     assert "zeroforge.registry" in graph
     assert any(graph.values()), "the parser found no imports at all"
+
+
+def layer_of(module: str) -> int:
+    """The index in ``LAYERS`` of ``module`` (a dotted name such as ``zeroforge.data.text``)."""
+    name = module.removeprefix("zeroforge").removeprefix(".")
+    best: tuple[int, int] | None = None  # (length of the matched entry, layer)
+    for layer, entries in enumerate(LAYERS):
+        for entry in entries:
+            inside = name == entry or (entry != "" and name.startswith(entry + "."))
+            if inside and (best is None or len(entry) > best[0]):
+                best = (len(entry), layer)
+    assert best is not None, f"{module} is in no layer of LAYERS"
+    return best[1]
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Every edge that imports a module of a higher layer, as "a (layer) -> b (layer)"."""
+    return [
+        f"{name} ({layer_of(name)}) -> {dep} ({layer_of(dep)})"
+        for name, deps in sorted(graph.items())
+        for dep in sorted(deps)
+        if layer_of(dep) > layer_of(name)
+    ]
+
+
+def test_every_module_has_a_layer() -> None:
+    for name in import_graph():
+        layer_of(name)
+    assert layer_of("zeroforge") == len(LAYERS) - 1
+    assert layer_of("zeroforge.eval.plots") < layer_of("zeroforge.eval.evaluate")
+    assert layer_of("zeroforge.data.clean.text") == layer_of("zeroforge.data")
+    with pytest.raises(AssertionError, match="in no layer"):
+        layer_of("zeroforge.somewhere_new")
+
+
+def test_upward_import_is_found() -> None:
+    graph = {"zeroforge.modules.lora": {"zeroforge.registry", "zeroforge.errors"}}
+    assert upward_imports(graph) == ["zeroforge.modules.lora (1) -> zeroforge.registry (2)"]
+
+
+def test_imports_point_down_only() -> None:
+    upward = upward_imports(import_graph())
+    assert not upward, "imports of a higher layer:\n" + "\n".join(upward)
 
 
 def test_no_import_cycles() -> None:

@@ -6,51 +6,21 @@
     > /reset        (forget the conversation)      > /exit  (or Ctrl-D)
 
 The conversation is a list of ``{"role", "content"}`` messages. Every turn renders the whole list
-with the template the model ships (a Jinja2 program in tokenizer_config.json or the GGUF metadata),
-in the same sandboxed environment ``transformers.apply_chat_template`` uses, then generates until the
-model's end-of-turn token (its tokenizer's eos). Decoding is ``zeroforge.generation``'s.
+with the template the model ships (a Jinja2 program in tokenizer_config.json or the GGUF metadata,
+rendered as ``transformers.apply_chat_template`` does: ``tokenizers/chat_template.py``), then
+generates until the model's end-of-turn token (its tokenizer's eos). Decoding is
+``zeroforge.generation``'s.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
-from datetime import datetime
 from typing import Any
 
 from torch import nn
 
 from zeroforge.errors import ZeroforgeError
-
-Message = dict[str, str]
-
-
-def render_chat(
-    template: str, messages: list[Message], add_generation_prompt: bool = True, **variables: Any
-) -> str:
-    """The text a chat template makes of ``messages`` (then the assistant's opening when
-    ``add_generation_prompt``). ``variables`` reach the template too (``bos_token``, ``eos_token``)."""
-    try:
-        from jinja2 import TemplateError
-        from jinja2.ext import loopcontrols
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-    except ImportError:
-        raise ZeroforgeError("chat templates need jinja2 (pip install jinja2)") from None
-
-    def raise_exception(message: str) -> None:
-        raise ZeroforgeError(f"chat template: {message}")
-
-    # As transformers' chat template renderer: sandboxed, trim_blocks/lstrip_blocks, loop controls.
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
-    env.filters["tojson"] = lambda x, indent=None: json.dumps(x, ensure_ascii=False, indent=indent)
-    env.globals["raise_exception"] = raise_exception
-    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
-    try:
-        return env.from_string(template).render(
-            messages=messages, add_generation_prompt=add_generation_prompt, **variables
-        )
-    except TemplateError as err:
-        raise ZeroforgeError(f"chat template: {err}") from None
+from zeroforge.tokenizers.chat_template import Message, render_chat
 
 
 def chat_template_of(tokenizer: Any, where: str = "model") -> str:

@@ -118,10 +118,7 @@ def apply_method(model: nn.Module, args: FinetuneArgs) -> None:
         for name in head:
             _set_trainable(model.get_submodule(name), True)
     else:  # lora
-        from zeroforge.registry import family_of
-
-        family = family_of(model.config.backbone if classifier else model.config.base).name
-        apply_lora(body, args.lora, family)
+        apply_lora(body, args.lora)
         model.config.lora = dataclasses.asdict(args.lora)  # checkpoints rebuild the adapters
         mark_trainable(model, extra=head)
 
@@ -253,7 +250,7 @@ def _instruction_scores(
 ) -> dict[str, Any]:
     import contextlib
 
-    from zeroforge.data.instructions import instruction_accuracy
+    from zeroforge.eval.instructions import instruction_accuracy
     from zeroforge.models.causal_lm import FinetunedLM
 
     with model.plain_model() if isinstance(model, FinetunedLM) else contextlib.nullcontext(model) as lm:

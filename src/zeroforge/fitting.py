@@ -36,88 +36,22 @@ from torch import nn
 
 from zeroforge.config import TrainArgs
 from zeroforge.data.arrays import (
-    INPUT_KEYS,
     ArrayBatches,
     Transform,
+    WithLoss,
     accepts_labels,
-    input_key,
+    as_arrays,
     iterate_batches,
+    prepare_model,
+    probe_model,
 )
 from zeroforge.errors import ConfigError, DataError
-from zeroforge.models.output import ModelOutput
-from zeroforge.modules.losses import LOSSES, LossName, loss_and_metrics
+from zeroforge.eval.evaluate import evaluate_arrays  # Keras' evaluate, beside fit and predict
+from zeroforge.modules.losses import LossName
 
 ArrayLike = np.ndarray | torch.Tensor | list
 
 # ----------------------------------------------------------------------------- inputs
-
-
-def _as_tensor(value: Any, name: str) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        return value.detach()
-    arr = np.asarray(value)
-    if arr.dtype == object:
-        raise DataError(f"{name}: expected a numeric array, got objects of mixed types or ragged rows")
-    if arr.dtype.kind not in "biuf":
-        raise DataError(f"{name}: expected a numeric array, got dtype {arr.dtype}")
-    if arr.dtype == np.float64:
-        arr = arr.astype(np.float32)  # torch modules are float32; float64 inputs would fail in Linear
-    return torch.from_numpy(np.ascontiguousarray(arr))
-
-
-def _from_dataset(data: torch.utils.data.Dataset) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A map-style dataset of ``x``, ``(x, y)`` or ``{"features"|..., "labels"}`` items, read into memory."""
-    try:
-        n = len(data)  # type: ignore[arg-type]
-    except TypeError:
-        raise DataError("x: an iterable dataset has no length; pass a map-style Dataset or arrays") from None
-    if n == 0:
-        raise DataError("x: the dataset is empty")
-    xs, ys = [], []
-    for i in range(n):
-        item = data[i]
-        if isinstance(item, dict):
-            key = next((k for k in INPUT_KEYS if k in item), None)
-            if key is None:
-                raise DataError(
-                    f"x: dataset item {i} has keys {sorted(item)}, expected one of {', '.join(INPUT_KEYS)}"
-                )
-            xs.append(torch.as_tensor(item[key]))
-            if "labels" in item:
-                ys.append(torch.as_tensor(item["labels"]))
-        elif isinstance(item, tuple | list) and len(item) == 2:
-            xs.append(torch.as_tensor(item[0]))
-            ys.append(torch.as_tensor(item[1]))
-        else:
-            xs.append(torch.as_tensor(item))
-    if ys and len(ys) != len(xs):
-        raise DataError("x: some dataset items have labels and some do not")
-    return torch.stack(xs), (torch.stack(ys) if ys else None)
-
-
-def as_arrays(x: Any, y: Any = None, name: str = "x") -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(x, y) as tensors from numpy arrays, tensors, lists or a map-style Dataset, checked for the usual
-    mistakes: empty data, mismatched lengths, NaN or inf values."""
-    if isinstance(x, torch.utils.data.Dataset):
-        if y is not None:
-            raise DataError(f"{name}: pass labels inside the dataset, not as y")
-        xt, yt = _from_dataset(x)
-    else:
-        xt = _as_tensor(x, name)
-        yt = None if y is None else _as_tensor(y, "y" if name == "x" else f"{name} labels")
-    if xt.dim() == 0 or len(xt) == 0:
-        raise DataError(f"{name}: no samples (shape {tuple(xt.shape)})")
-    if yt is not None and (yt.dim() == 0 or len(yt) != len(xt)):
-        got = 1 if yt.dim() == 0 else len(yt)
-        raise DataError(f"{name} and its labels differ in length: {len(xt)} samples vs {got} labels")
-    for tensor, what in ((xt, name), (yt, "y" if name == "x" else f"{name} labels")):
-        if tensor is not None and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            bad = (~torch.isfinite(tensor)).reshape(len(tensor), -1).any(dim=1).nonzero()[0, 0].item()
-            kind = "NaN" if bool(torch.isnan(tensor).any()) else "inf"
-            raise DataError(
-                f"{what}: contains {kind} values (first in sample {bad}); clean or impute them first"
-            )
-    return xt, yt
 
 
 def _val_pair(val: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -126,78 +60,6 @@ def _val_pair(val: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     if isinstance(val, tuple | list) and len(val) == 2:
         return as_arrays(val[0], val[1], name="val")
     raise DataError("val: expected (x_val, y_val) or a Dataset of (x, y) items")
-
-
-# ----------------------------------------------------------------------------- models
-
-
-class WithLoss(nn.Module):
-    """Adapts a plain module (tensor in, tensor out) or a contract model to a named loss.
-
-    forward(features, labels) -> ModelOutput(logits, loss, metrics); accuracy for classification losses.
-    """
-
-    def __init__(self, module: nn.Module, loss: LossName | Callable[..., torch.Tensor]) -> None:
-        super().__init__()
-        self.module = module
-        self.loss = loss
-        self.contract_key = input_key(module) if accepts_labels(module) else None
-
-    def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None) -> ModelOutput:
-        if self.contract_key is not None:
-            logits = self.module(**{self.contract_key: features}).logits
-        else:
-            logits = self.module(features)
-            if isinstance(logits, ModelOutput):
-                logits = logits.logits
-        if logits.dim() == 2 and logits.size(1) == 1 and (labels is None or labels.dim() == 1):
-            logits = logits.squeeze(1)  # (N, 1) -> (N,) like the labels of a single target
-        if labels is None:
-            return ModelOutput(logits=logits)
-        if callable(self.loss):
-            return ModelOutput(logits=logits, loss=self.loss(logits, labels))
-        loss, metrics = loss_and_metrics(logits, labels, self.loss)
-        return ModelOutput(logits=logits, loss=loss, metrics=metrics)
-
-
-def _prepare_model(
-    model: nn.Module, loss: LossName | Callable[..., torch.Tensor] | None
-) -> tuple[nn.Module, str]:
-    """(the module the trainer runs, the batch key of its input)."""
-    if not isinstance(model, nn.Module):
-        raise ConfigError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(loss, str) and loss not in LOSSES:
-        raise ConfigError(f"loss: expected one of {', '.join(LOSSES)} or a callable, got {loss!r}")
-    if loss is None and accepts_labels(model):
-        return model, input_key(model)
-    return WithLoss(model, loss or "mse"), "features"
-
-
-def _probe(
-    trained: nn.Module, key: str, x: torch.Tensor, y: torch.Tensor | None, device: torch.device
-) -> None:
-    """One forward on two samples: a wrong input shape fails here, before training, with the model's
-    own message; integer labels are checked against the number of output classes."""
-    was_training = trained.training
-    trained.eval()
-    sample = x[:2]
-    try:
-        with torch.no_grad():
-            logits = trained(**{key: sample.to(device)}).logits
-    except DataError as err:
-        # the model saw a 2-sample slice; report the shape the caller passed
-        raise DataError(str(err).replace(str(tuple(sample.shape)), str(tuple(x.shape)))) from None
-    finally:
-        trained.train(was_training)
-    if y is None or y.is_floating_point() or logits.dim() != y.dim() + 1:
-        return
-    num_classes = logits.size(-1)
-    labels = y[y != -100]
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
-        raise DataError(
-            f"y: label {bad} is out of range for the model's {num_classes} outputs (expected 0..{num_classes - 1})"
-        )
 
 
 # ----------------------------------------------------------------------------- History
@@ -293,14 +155,14 @@ def fit(
     xt, yt = as_arrays(x, y)
     if yt is None:
         raise DataError("y: fit needs labels (pass y, or a Dataset of (x, y) items)")
-    trained, key = _prepare_model(model, loss)
+    trained, key = prepare_model(model, loss)
     if run_dir is not None and trained is not model:
         raise ConfigError(
             "run_dir: checkpoints need a zeroforge model (create_model) trained on its own loss"
         )
     dev = resolve_device(device)
     trained.to(dev)
-    _probe(trained, key, xt, yt, dev)
+    probe_model(trained, key, xt, yt, dev)
 
     source = ArrayBatches({key: xt, "labels": yt}, batch_size or len(xt), shuffle, seed, augment, key)
     val_batches = None
@@ -308,7 +170,7 @@ def fit(
         xv, yv = _val_pair(val)
         if yv is None:
             raise DataError("val: needs labels")
-        _probe(trained, key, xv, yv, dev)
+        probe_model(trained, key, xv, yv, dev)
         val_batches = list(iterate_batches({key: xv, "labels": yv}, val_batch_size))
     spe = source.steps_per_epoch
     args = TrainArgs(
@@ -349,7 +211,7 @@ def predict(
     numpy in -> numpy out; a tensor or Dataset in -> a CPU tensor out.
     """
     xt, _ = as_arrays(x)
-    run, key = _prepare_model(model, None if accepts_labels(model) else "mse")
+    run, key = prepare_model(model, None if accepts_labels(model) else "mse")
     dev = torch.device(device) if device else next(model.parameters(), torch.empty(0)).device
     was_training = model.training
     run.eval()
@@ -360,49 +222,6 @@ def predict(
     finally:
         run.train(was_training)
     return _restore_type(torch.cat(outs), x)
-
-
-@torch.no_grad()
-def evaluate_arrays(
-    model: nn.Module,
-    x: Any,
-    y: Any = None,
-    *,
-    loss: LossName | Callable[..., torch.Tensor] | None = None,
-    batch_size: int = 1024,
-    device: str | None = None,
-) -> dict[str, float]:
-    """Mean loss and metrics (``accuracy`` for classification) over every sample of (x, y), each sample
-    weighted equally (a smaller last batch counts for its size). ``x`` may also be an (x, y) pair or a
-    Dataset of (x, y) items."""
-    if y is None and isinstance(x, tuple) and len(x) == 2:
-        x, y = x
-    xt, yt = as_arrays(x, y)
-    if yt is None:
-        raise DataError("y: evaluation needs labels")
-    run, key = _prepare_model(model, loss)
-    dev = torch.device(device) if device else next(model.parameters(), torch.empty(0)).device
-    _probe(run, key, xt, yt, dev)
-    was_training = model.training
-    run.eval()
-    sums: dict[str, list[float]] = {}
-    try:
-        for batch in iterate_batches({key: xt, "labels": yt}, batch_size):
-            out = run(**{k: v.to(dev) for k, v in batch.items()})
-            n = len(batch["labels"])
-            _add(sums, "loss", float(out.loss) * n, n)
-            for name, value in out.metrics.items():
-                num, den = value if isinstance(value, tuple) else (float(value) * n, n)
-                _add(sums, name, float(num), float(den))
-    finally:
-        run.train(was_training)
-    return {name: num / den for name, (num, den) in sums.items()}
-
-
-def _add(sums: dict[str, list[float]], name: str, num: float, den: float) -> None:
-    acc = sums.setdefault(name, [0.0, 0.0])
-    acc[0] += num
-    acc[1] += den
 
 
 __all__ = [

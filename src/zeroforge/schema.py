@@ -107,6 +107,13 @@ def require(condition: bool, field_name: str, message: str) -> None:
         raise ValueError(f"{field_name}: {message}")
 
 
+def require_positive(config: Any, *names: str) -> None:
+    """For ``__post_init__``: every named field of ``config`` (a size or a count) is >= 1."""
+    for name in names:
+        value = getattr(config, name)
+        require(value >= 1, name, f"must be >= 1, got {value}")
+
+
 def require_choices(config: Any) -> None:
     """For ``__post_init__``: every ``Literal``-typed field of dataclass ``config`` holds one of its
     values (``from_dict`` checks this too; a config built directly is checked here)."""

@@ -9,7 +9,6 @@ import json
 import pytest
 import torch
 
-from zeroforge.chat import render_chat
 from zeroforge.data.sft import (
     IGNORE_INDEX,
     PLAIN_TEMPLATE,
@@ -30,6 +29,7 @@ from zeroforge.data.sft import (
 from zeroforge.errors import DataError
 from zeroforge.models.causal_lm import FinetunedLM
 from zeroforge.registry import create_model
+from zeroforge.tokenizers.chat_template import render_chat
 
 CHATML = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"

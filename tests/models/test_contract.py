@@ -90,3 +90,39 @@ def test_without_output_layer_keeps_the_body(name):
         torch.testing.assert_close(body.hidden_states(IDS, MASK), before)
     with pytest.raises(ZeroforgeError, match="output layer was removed"):
         body(IDS)
+
+
+@pytest.mark.parametrize("name", DECODERS)
+def test_new_cache_holds_the_key_value_heads_of_every_layer(name):
+    model = randomized(name)
+    cache = model.new_cache(batch_size=2, max_length=16)
+    kv_heads, head_size = model.cache_layout()
+    assert (
+        tuple(cache.keys[0].shape) == (2, kv_heads, 16, head_size) and len(cache.keys) == model.config.n_layer
+    )
+    if name == "llama-tiny":  # grouped-query attention: fewer key/value heads than query heads
+        assert kv_heads == model.config.n_kv_head < model.config.n_head
+    with pytest.raises(ZeroforgeError, match="exceeds model block_size"):
+        model.new_cache(1, model.context_length + 1)
+
+
+@pytest.mark.parametrize(("name", "float32_loss"), [("gpt-tiny", False), ("llama-tiny", True)])
+def test_loss_dtype_with_bf16_weights(name, float32_loss):
+    """GPT takes the cross-entropy of its logits as they are; Llama of float32 logits (HF's
+    LlamaForCausalLM); the two agree for float32 weights and differ only for bf16 ones."""
+    model = randomized(name).bfloat16()
+    labels = torch.randint(0, 60, IDS.shape, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        out = model(IDS, labels=labels)
+        reference = torch.nn.functional.cross_entropy(
+            (out.logits.float() if float32_loss else out.logits).view(-1, out.logits.size(-1)),
+            labels.view(-1),
+        )
+    assert out.loss.dtype == (torch.float32 if float32_loss else torch.bfloat16)
+    assert torch.equal(out.loss, reference)
+
+
+def test_bert_body_checks_its_input_shape():
+    body = create_model("bert-test").without_output_layer()
+    with pytest.raises(ZeroforgeError, match=r"input_ids: expected shape \(batch, seq_len\), got \(9,\)"):
+        body.hidden_states(IDS[0])

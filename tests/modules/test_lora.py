@@ -87,6 +87,24 @@ def test_merged_equals_unmerged_and_unmerge_restores_the_base(targets):
         torch.testing.assert_close(restored[key], value, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("gpt-tiny", ["c_attn"]), ("bert-test", ["query", "value"]), ("llama-tiny", ["q_proj", "v_proj"])],
+)
+def test_default_targets_are_the_model_class_lora_targets(name, expected):
+    model = create_model(name)
+    body = model.without_output_layer()  # BERT: the encoder a classifier adapts
+    names = apply_lora(body, LoRAConfig(rank=2))
+    assert sorted({n.split(".")[-1] for n in names}) == expected
+    assert len(names) == len(expected) * model.config.n_layer
+
+
+def test_a_model_without_lora_targets_needs_target_modules():
+    with pytest.raises(ConfigError, match="lora.target_modules: no default for model Sequential"):
+        apply_lora(nn.Sequential(nn.Linear(4, 4)), LoRAConfig())
+    assert apply_lora(nn.Sequential(nn.Linear(4, 4)), LoRAConfig(target_modules=["0"])) == ["0"]
+
+
 def test_all_linear_skips_the_output_layer():
     model = tiny_llama()
     names = apply_lora(model, LoRAConfig(target_modules=["all-linear"]))

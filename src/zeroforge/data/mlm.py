@@ -48,7 +48,7 @@ from zeroforge.data.masking import (
     fixed_batches,
     most_frequent_token_baseline,
 )
-from zeroforge.data.text import PretrainData, prepared_dir_for, token_dtype
+from zeroforge.data.text import PretrainData, prepared_dir_for, pretrain_objective_data, token_dtype
 from zeroforge.errors import ConfigError, DataError
 from zeroforge.io import atomic_write_json
 from zeroforge.tokenizers import WordPieceTokenizer, load_tokenizer, load_wordpiece, train_wordpiece
@@ -445,10 +445,4 @@ def build_mlm_nsp_data(
 @register_data_builder("mlm_nsp")
 def mlm_nsp_objective_data(recipe: Any, ctx: DataContext) -> TrainingData:
     """``data.objective: mlm_nsp``: ``build_mlm_nsp_data`` at the recipe's block size, batch size and seed."""
-    args = recipe.train
-    block = args.block_size or recipe.model_config().block_size
-    data = build_mlm_nsp_data(
-        recipe.data, block, args.batch_size, args.eval_batches, args.seed, ctx.rank, ctx.world_size
-    )
-    fields = {"vocab_size": data.tokenizer.vocab_size}
-    return TrainingData(data.train, data.val, data.description, data.tokenizer, fields)
+    return pretrain_objective_data(recipe, ctx, build_mlm_nsp_data)

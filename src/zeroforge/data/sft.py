@@ -6,7 +6,7 @@ A row of a JSONL file is either
 - ``{"messages": [{"role": "system"|"user"|"assistant", "content": ...}, ...]}`` (several turns).
 
 Both become a list of chat messages, rendered with the model's own chat template (the Jinja program
-its tokenizer ships, ``zeroforge.chat.render_chat``) or, for a tokenizer without one, a plain
+its tokenizer ships, ``zeroforge.tokenizers.chat_template.render_chat``) or, for a tokenizer without one, a plain
 ``### User:`` / ``### Assistant:`` layout. The loss is on the assistant's tokens only: the text is
 cut at every turn boundary by rendering the conversation up to each turn, each piece is tokenized
 on its own, and only the pieces an assistant wrote (its answer and the template's end-of-turn
@@ -32,8 +32,8 @@ from zeroforge.data.records import read_records
 from zeroforge.data.sampler import BatchPlan
 from zeroforge.errors import DataError
 from zeroforge.modules.losses import IGNORE_INDEX
+from zeroforge.tokenizers.chat_template import Message, render_chat
 
-Message = dict[str, str]
 ROLES = ("system", "user", "assistant")
 
 # For tokenizers without a chat template (a char or BPE tokenizer trained here).
@@ -116,8 +116,6 @@ def chat_template(tokenizer: Any) -> str:
 
 
 def _render(template: str, tokenizer: Any, messages: list[Message], add_generation_prompt: bool) -> str:
-    from zeroforge.chat import render_chat
-
     specials = dict(getattr(tokenizer, "specials", {}) or {})
     eos = getattr(tokenizer, "eos_token", None) or specials.get("eos") or ""
     variables = {f"{role}_token": token for role, token in specials.items()}

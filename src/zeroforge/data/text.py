@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -353,13 +353,19 @@ def build_clm_data(
 # ----------------------------------------------------------------------------- the recipe's data (objective clm)
 
 
+def pretrain_objective_data(
+    recipe: Any, ctx: DataContext, build: Callable[..., PretrainData]
+) -> TrainingData:
+    """A pretraining objective's data: ``build`` (``build_clm_data``, ``build_mlm_nsp_data``) at the
+    recipe's block size (default the model's), batch size, evaluation batches and seed, for this rank."""
+    args = recipe.train
+    block = args.block_size or recipe.model_config().block_size
+    data = build(recipe.data, block, args.batch_size, args.eval_batches, args.seed, ctx.rank, ctx.world_size)
+    fields = {"vocab_size": data.tokenizer.vocab_size}
+    return TrainingData(data.train, data.val, data.description, data.tokenizer, fields)
+
+
 @register_data_builder("clm")
 def clm_objective_data(recipe: Any, ctx: DataContext) -> TrainingData:
     """``data.objective: clm``: ``build_clm_data`` at the recipe's block size, batch size and seed."""
-    args = recipe.train
-    block = args.block_size or recipe.model_config().block_size
-    data = build_clm_data(
-        recipe.data, block, args.batch_size, args.eval_batches, args.seed, ctx.rank, ctx.world_size
-    )
-    fields = {"vocab_size": data.tokenizer.vocab_size}
-    return TrainingData(data.train, data.val, data.description, data.tokenizer, fields)
+    return pretrain_objective_data(recipe, ctx, build_clm_data)

@@ -8,12 +8,16 @@ and F1 (per class, macro and weighted averages; for two classes also those of th
 label id 1, and the ROC-AUC of its probability), a confusion-matrix PNG and ``metrics.json``, on the
 run's own test split (rebuilt from its run.yaml) or on any labelled file or dataset (``data=``).
 ``compare_runs`` lines several runs' ``metrics.json`` up in one table.
+
+Arrays held in memory (``evaluate_arrays``, Keras' ``evaluate``): any module's loss and metrics, each
+sample weighted equally.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +25,58 @@ import numpy as np
 import torch
 from torch import nn
 
+from zeroforge.data.arrays import as_arrays, iterate_batches, prepare_model, probe_model
 from zeroforge.errors import DataError
 from zeroforge.io import atomic_write_json
+from zeroforge.modules.losses import LossName
+
+# ----------------------------------------------------------------------------- arrays
+
+
+@torch.no_grad()
+def evaluate_arrays(
+    model: nn.Module,
+    x: Any,
+    y: Any = None,
+    *,
+    loss: LossName | Callable[..., torch.Tensor] | None = None,
+    batch_size: int = 1024,
+    device: str | None = None,
+) -> dict[str, float]:
+    """Mean loss and metrics (``accuracy`` for classification) over every sample of (x, y), each sample
+    weighted equally (a smaller last batch counts for its size). ``x`` may also be an (x, y) pair or a
+    Dataset of (x, y) items."""
+    if y is None and isinstance(x, tuple) and len(x) == 2:
+        x, y = x
+    xt, yt = as_arrays(x, y)
+    if yt is None:
+        raise DataError("y: evaluation needs labels")
+    run, key = prepare_model(model, loss)
+    dev = torch.device(device) if device else next(model.parameters(), torch.empty(0)).device
+    probe_model(run, key, xt, yt, dev)
+    was_training = model.training
+    run.eval()
+    sums: dict[str, list[float]] = {}
+    try:
+        for batch in iterate_batches({key: xt, "labels": yt}, batch_size):
+            out = run(**{k: v.to(dev) for k, v in batch.items()})
+            n = len(batch["labels"])
+            _add(sums, "loss", float(out.loss) * n, n)
+            for name, value in out.metrics.items():
+                num, den = value if isinstance(value, tuple) else (float(value) * n, n)
+                _add(sums, name, float(num), float(den))
+    finally:
+        run.train(was_training)
+    return {name: num / den for name, (num, den) in sums.items()}
+
+
+def _add(sums: dict[str, list[float]], name: str, num: float, den: float) -> None:
+    acc = sums.setdefault(name, [0.0, 0.0])
+    acc[0] += num
+    acc[1] += den
+
+
+# ----------------------------------------------------------------------------- run directories
 
 
 def _load(model_or_run_dir: nn.Module | str | os.PathLike[str]) -> tuple[nn.Module, Path | None]:
@@ -95,7 +149,7 @@ def evaluate(
     """Evaluate a model -> metrics dict.
 
     - ``evaluate(model, (x, y))`` (arrays, tensors or a Dataset): the model's loss and metrics over the
-      samples, each sample weighted equally (``zeroforge.fitting.evaluate_arrays``);
+      samples, each sample weighted equally (``evaluate_arrays``);
     - ``evaluate(classifier_run_dir, data=None)``: a fine-tuned classifier on its run's ``split``
       (default test), or on ``data`` (a labelled file or dataset name) -> accuracy, P/R/F1, ROC-AUC,
       confusion matrix (``metrics.json`` and ``confusion_matrix.png`` in the run directory);
@@ -108,8 +162,6 @@ def evaluate(
     if isinstance(model_or_run_dir, nn.Module) and isinstance(
         data, tuple | list | np.ndarray | torch.Tensor | torch.utils.data.Dataset
     ):
-        from zeroforge.fitting import evaluate_arrays
-
         return evaluate_arrays(model_or_run_dir, data, batch_size=batch_size, device=device)
 
     model, run_dir = _load(model_or_run_dir)

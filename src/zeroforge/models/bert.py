@@ -39,7 +39,7 @@ from zeroforge.modules.losses import IGNORE_INDEX
 from zeroforge.modules.masks import encoder_inputs
 from zeroforge.modules.mlp import MLP
 from zeroforge.modules.pooling import mean_pool
-from zeroforge.schema import preset_config, require, require_choices
+from zeroforge.schema import preset_config, require, require_choices, require_positive
 
 
 @dataclass
@@ -99,9 +99,7 @@ class BertConfig:
     def __post_init__(self) -> None:
         if self.intermediate_size is None:
             self.intermediate_size = 4 * self.n_embd
-        for name in ("n_layer", "n_head", "n_embd", "intermediate_size", "block_size", "vocab_size"):
-            value = getattr(self, name)
-            require(value >= 1, name, f"must be >= 1, got {value}")
+        require_positive(self, "n_layer", "n_head", "n_embd", "intermediate_size", "block_size", "vocab_size")
         require(
             self.n_embd % self.n_head == 0,
             "n_embd",
@@ -244,25 +242,26 @@ class BertPooler(nn.Module):
         return torch.tanh(self.dense(hidden[:, 0]))  # (B, C)
 
 
-class BertModel(nn.Module):
-    """The encoder without heads: input ids -> last hidden states (B, T, C), plus the pooler."""
+class BertBase(nn.Module):
+    """The model contract as BERT's encoder (``BertModel``) and the task models on it (``BertWithHeads``)
+    both expose it, computed by ``encoder_model``, the ``BertModel`` itself or the one a task model holds."""
 
-    def __init__(self, config: BertConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.embeddings = BertEmbeddings(config)
-        self.encoder = BertEncoder(config)
-        self.pooler = BertPooler(config)
+    config: BertConfig
+    lora_targets = ("query", "value")  # LoRA's default targets (modules/lora.py)
+    final_norm = None  # post-LN: every block ends in its own LayerNorm (``blocks[-1].ln_2``)
+
+    @property
+    def encoder_model(self) -> BertModel:
+        raise NotImplementedError
+
+    @property
+    def context_length(self) -> int:
+        return self.config.block_size
 
     @property
     def blocks(self) -> nn.ModuleList:
         """The encoder layers, bottom to top."""
-        return self.encoder.layer
-
-    @property
-    def final_norm(self) -> None:
-        """None: a post-LN block ends in its own LayerNorm (``blocks[-1].ln_2``)."""
-        return None
+        return self.encoder_model.encoder.layer
 
     def hidden_states(
         self,
@@ -278,6 +277,8 @@ class BertModel(nn.Module):
         segment_ids (B, T): packed rows, 1, 2, ... per example and 0 = padding (modules/masks.py);
         not BERT's sentence A/B ids, which are ``token_type_ids`` (default all 0, sentence A).
         """
+        if input_ids.dim() != 2:
+            raise ZeroforgeError(f"input_ids: expected shape (batch, seq_len), got {tuple(input_ids.shape)}")
         T = input_ids.size(1)
         if T > self.config.block_size:
             raise ZeroforgeError(
@@ -287,8 +288,34 @@ class BertModel(nn.Module):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)  # (B, T) all sentence A
         positions, mask = encoder_inputs(input_ids, attention_mask, segment_ids, position_ids)
-        x = self.embeddings(input_ids, token_type_ids, positions)  # (B, T, C)
-        return self.encoder(x, mask)  # (B, T, C)
+        bert = self.encoder_model
+        x = bert.embeddings(input_ids, token_type_ids, positions)  # (B, T, C)
+        return bert.encoder(x, mask)  # (B, T, C)
+
+    def sentence_embedding(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Mean-pooled last hidden states (B, C) over the attention mask, not normalised
+        (``zeroforge.embed`` normalises)."""
+        return mean_pool(self.encoder_model(input_ids, attention_mask, token_type_ids), attention_mask)
+
+
+class BertModel(BertBase):
+    """The encoder without heads: input ids -> last hidden states (B, T, C), plus the pooler."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = BertEncoder(config)
+        self.pooler = BertPooler(config)
+
+    @property
+    def encoder_model(self) -> BertModel:
+        return self
 
     def forward(
         self,
@@ -301,15 +328,6 @@ class BertModel(nn.Module):
         return self.hidden_states(
             input_ids, attention_mask, position_ids=position_ids, token_type_ids=token_type_ids
         )
-
-    def sentence_embedding(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Mean-pooled last hidden states (B, C), not normalised (``zeroforge.embed`` normalises)."""
-        return mean_pool(self(input_ids, attention_mask, token_type_ids), attention_mask)
 
 
 @torch.no_grad()
@@ -330,9 +348,9 @@ def _init_positions_and_attention(model: nn.Module, config: BertConfig) -> None:
             key[:rows].copy_(query[:rows])  # W_k = W_q for these heads, then trained apart
 
 
-class BertWithHeads(nn.Module):
-    """What the task models share: the encoder as ``self.bert`` (HF's parameter prefix), the context
-    length, sentence embeddings and the model contract; each subclass adds its heads, then initialises."""
+class BertWithHeads(BertBase):
+    """What the task models share: the encoder as ``self.bert`` (HF's parameter prefix) and the model
+    contract (``BertBase``); each subclass adds its heads, then initialises."""
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
@@ -340,18 +358,8 @@ class BertWithHeads(nn.Module):
         self.bert = BertModel(config)
 
     @property
-    def context_length(self) -> int:
-        return self.config.block_size
-
-    @property
-    def blocks(self) -> nn.ModuleList:
-        """The encoder layers, bottom to top."""
-        return self.bert.blocks
-
-    @property
-    def final_norm(self) -> None:
-        """None: a post-LN block ends in its own LayerNorm (``blocks[-1].ln_2``)."""
-        return None
+    def encoder_model(self) -> BertModel:
+        return self.bert
 
     def without_output_layer(self) -> BertModel:
         """The encoder (``self.bert``, its pooler included) as the body of a new task head."""
@@ -362,28 +370,6 @@ class BertWithHeads(nn.Module):
         call it once their heads exist."""
         self.apply(functools.partial(normal_init_, std=self.config.initializer_range))
         _init_positions_and_attention(self, self.config)
-
-    def sentence_embedding(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Mean-pooled last hidden states (B, C) over the attention mask."""
-        return self.bert.sentence_embedding(input_ids, attention_mask, token_type_ids)
-
-    def hidden_states(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        segment_ids: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """input_ids (B, T), checked to be 2-D -> last hidden states (B, T, C) (``BertModel.hidden_states``)."""
-        if input_ids.dim() != 2:
-            raise ZeroforgeError(f"input_ids: expected shape (batch, seq_len), got {tuple(input_ids.shape)}")
-        return self.bert.hidden_states(input_ids, attention_mask, position_ids, segment_ids, token_type_ids)
 
 
 # ----------------------------------------------------------------------------- pretraining heads

@@ -67,7 +67,7 @@ class FinetunedLM(nn.Module):
         if config.lora is not None:
             from zeroforge.modules.lora import LoRAConfig, apply_lora
 
-            apply_lora(self.model, LoRAConfig(**config.lora), family)
+            apply_lora(self.model, LoRAConfig(**config.lora))
         self.register_load_state_dict_pre_hook(_output_layer_inside_model)
 
     @classmethod

@@ -143,7 +143,7 @@ class SequenceClassifier(nn.Module):
         if config.lora is not None:
             from zeroforge.modules.lora import LoRAConfig, apply_lora
 
-            apply_lora(self.backbone, LoRAConfig(**config.lora), family)
+            apply_lora(self.backbone, LoRAConfig(**config.lora))
 
     @classmethod
     def from_body(

@@ -29,11 +29,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from zeroforge.errors import DataError
+from zeroforge.models.linear import check_hidden_layers
 from zeroforge.models.output import ModelOutput
-from zeroforge.modules.activations import ACTIVATIONS, ActivationName, make_activation
+from zeroforge.modules.activations import ActivationName, make_activation
 from zeroforge.modules.init import INITS, InitName, init_weights
 from zeroforge.modules.losses import loss_and_metrics
-from zeroforge.schema import require
+from zeroforge.schema import require, require_positive
 
 # ----------------------------------------------------------------------------- the formula
 
@@ -185,24 +186,14 @@ class ConvNetConfig:
     """``formula`` computes every convolution with ``conv2d_formula`` (slow; for teaching and tests)."""
 
     def __post_init__(self) -> None:
-        for name in ("in_channels", "image_size", "num_classes", "kernel_size"):
-            require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "in_channels", "image_size", "num_classes", "kernel_size")
         require(self.padding >= 0, "padding", f"must be >= 0, got {self.padding}")
         require(
             len(self.channels) >= 1 and min(self.channels) >= 1,
             "channels",
             f"need >= 1 stage of >= 1 channels, got {self.channels}",
         )
-        require(
-            all(h >= 1 for h in self.hidden_sizes),
-            "hidden_sizes",
-            f"must all be >= 1, got {self.hidden_sizes}",
-        )
-        require(
-            self.activation in ACTIVATIONS,
-            "activation",
-            f"expected one of {', '.join(ACTIVATIONS)}, got {self.activation!r}",
-        )
+        check_hidden_layers(self.hidden_sizes, self.activation)
         require(self.init in INITS, "init", f"expected one of {', '.join(INITS)}, got {self.init!r}")
         require(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
         require(self.conv in ("torch", "formula"), "conv", f"expected torch or formula, got {self.conv!r}")

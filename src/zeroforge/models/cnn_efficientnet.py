@@ -29,7 +29,7 @@ from torch import nn
 
 from zeroforge.errors import DataError
 from zeroforge.models.cnn import ImageClassifier
-from zeroforge.schema import require
+from zeroforge.schema import require, require_positive
 
 # (repeats, kernel, stride, expand ratio, in channels, out channels) per stage: efficientnet_lite_builder.py
 LITE0_STAGES = [
@@ -112,8 +112,7 @@ class EfficientNetLiteConfig:
     """Stochastic-depth rate of the last block; block i uses drop_connect * i / n_blocks."""
 
     def __post_init__(self) -> None:
-        for name in ("in_channels", "num_classes", "image_size"):
-            require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "in_channels", "num_classes", "image_size")
         require(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
         require(0.0 <= self.drop_connect < 1.0, "drop_connect", f"must be in [0, 1), got {self.drop_connect}")
 

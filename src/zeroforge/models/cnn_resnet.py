@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from zeroforge.models.cnn import ImageClassifier
-from zeroforge.schema import require
+from zeroforge.schema import require, require_positive
 
 
 class BasicBlock(nn.Module):
@@ -57,8 +57,7 @@ class ResNetConfig:
     """A 3x3 stride-1 stem without max-pool (CIFAR/MNIST-sized images), instead of 7x7/2 + pool."""
 
     def __post_init__(self) -> None:
-        for name in ("in_channels", "num_classes", "image_size", "width"):
-            require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "in_channels", "num_classes", "image_size", "width")
         require(
             len(self.layers) >= 1 and min(self.layers) >= 1,
             "layers",

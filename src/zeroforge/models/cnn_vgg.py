@@ -16,7 +16,7 @@ from torch import nn
 
 from zeroforge.models.cnn import ImageClassifier
 from zeroforge.modules.init import init_weight_, init_weights
-from zeroforge.schema import require
+from zeroforge.schema import require, require_positive
 
 
 @dataclass
@@ -32,8 +32,7 @@ class VGGConfig:
     dropout: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("in_channels", "num_classes", "image_size", "hidden_size"):
-            require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "in_channels", "num_classes", "image_size", "hidden_size")
         require(
             len(self.stages) >= 1 and all(len(s) >= 1 and min(s) >= 1 for s in self.stages),
             "stages",

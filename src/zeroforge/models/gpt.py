@@ -6,7 +6,8 @@ GPT2LMHeadModel (whose c_attn/c_proj/c_fc are Conv1D: their weights are our Line
 
 What heads, fine-tuning and packed batches use (the model contract shared with Llama and BERT):
 ``hidden_states(...)`` -> the final normed states (B, T, C), ``output_layer`` (``lm_head``), ``blocks``
-(bottom to top) and ``final_norm``; ``forward`` is ``hidden_states`` + output layer (+ loss).
+(bottom to top) and ``final_norm``; ``forward`` is ``hidden_states`` + output layer (+ loss). What GPT
+and Llama share as decoders (those members, the KV cache, the loss) is ``DecoderLM`` (models/decoder_lm.py).
 
 References: Radford et al. 2019 (GPT-2); Karpathy's nanoGPT model.py.
 """
@@ -18,19 +19,15 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from zeroforge.errors import ZeroforgeError
-from zeroforge.models.output import ModelOutput
+from zeroforge.models.decoder_lm import DecoderLM
 from zeroforge.modules.attention import attention, merge_heads, split_heads
-from zeroforge.modules.fused_ce import linear_cross_entropy
 from zeroforge.modules.init import normal_init_
 from zeroforge.modules.kv_cache import KVCache
-from zeroforge.modules.losses import IGNORE_INDEX
-from zeroforge.modules.masks import decoder_inputs
+from zeroforge.modules.masks import DecoderInputs
 from zeroforge.modules.mlp import MLP
-from zeroforge.schema import preset_config, require, require_choices
+from zeroforge.schema import preset_config, require, require_choices, require_positive
 
 
 @dataclass
@@ -55,9 +52,7 @@ class GPTConfig:
     a large vocabulary. The forward then returns ``logits=None`` whenever it returns a loss."""
 
     def __post_init__(self) -> None:
-        for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
-            value = getattr(self, name)
-            require(value >= 1, name, f"must be >= 1, got {value}")
+        require_positive(self, "n_layer", "n_head", "n_embd", "block_size", "vocab_size")
         require(
             self.n_embd % self.n_head == 0,
             "n_embd",
@@ -85,19 +80,16 @@ class CausalSelfAttention(nn.Module):
         self.impl = config.attention
 
     def forward(
-        self,
-        x: torch.Tensor,
-        mask: torch.Tensor | None,
-        is_causal: bool,
-        cache: KVCache | None = None,
-        layer: int = 0,
+        self, x: torch.Tensor, inputs: DecoderInputs, cache: KVCache | None, layer: int
     ) -> torch.Tensor:
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # 3 x (B, T, C)
         q, k, v = (split_heads(t, self.n_head) for t in (q, k, v))  # 3 x (B, nh, T, hs)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, nh, L+T, hs)
         dropout_p = self.dropout if self.training else 0.0
-        y = attention(q, k, v, mask=mask, is_causal=is_causal, dropout_p=dropout_p, impl=self.impl)
+        y = attention(
+            q, k, v, mask=inputs.mask, is_causal=inputs.is_causal, dropout_p=dropout_p, impl=self.impl
+        )
         return self.resid_dropout(self.c_proj(merge_heads(y)))  # (B, T, C)
 
 
@@ -112,19 +104,16 @@ class Block(nn.Module):
         self.mlp = MLP(config.n_embd, 4 * config.n_embd, config.bias, config.dropout, "gelu_tanh")
 
     def forward(
-        self,
-        x: torch.Tensor,
-        mask: torch.Tensor | None,
-        is_causal: bool,
-        cache: KVCache | None = None,
-        layer: int = 0,
+        self, x: torch.Tensor, inputs: DecoderInputs, cache: KVCache | None, layer: int
     ) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), mask, is_causal, cache, layer)
+        x = x + self.attn(self.ln_1(x), inputs, cache, layer)
         return x + self.mlp(self.ln_2(x))
 
 
-class GPT(nn.Module):
+class GPT(DecoderLM):
     config_class = GPTConfig
+    lora_targets = ("c_attn",)  # LoRA's default targets (modules/lora.py): q, k and v in one Linear
+    loss_in_float32 = False  # cross-entropy in the logits' dtype, as GPT-2 (DecoderLM.loss_in_float32)
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -148,30 +137,22 @@ class GPT(nn.Module):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
     @property
-    def context_length(self) -> int:
-        """The most tokens one forward can attend to (generation slides a window beyond it)."""
-        return self.config.block_size
+    def fused_loss(self) -> bool:
+        """``GPTConfig.fused_loss``: with labels, ``forward`` returns the loss and ``logits=None``."""
+        return self.config.fused_loss
 
     @property
     def blocks(self) -> nn.ModuleList:
-        """The transformer blocks, bottom to top."""
         return self.transformer.h
 
     @property
     def final_norm(self) -> nn.Module:
-        """The LayerNorm after the last block (``hidden_states`` ends with it)."""
+        """The final LayerNorm ``ln_f``."""
         return self.transformer.ln_f
 
-    @property
-    def output_layer(self) -> nn.Linear | None:
-        """The LM head, (B, T, C) -> (B, T, vocab_size); None once ``without_output_layer`` ran."""
-        return self.lm_head
-
-    def without_output_layer(self) -> GPT:
-        """This model as the body of a new task head, in place: the LM head is removed (its tied weight
-        stays with the token embedding), ``hidden_states`` is unchanged and ``forward`` no longer runs."""
-        self.lm_head = None
-        return self
+    def cache_layout(self) -> tuple[int, int]:
+        """(n_head, head size): every head keeps its keys and values."""
+        return self.config.n_head, self.config.n_embd // self.config.n_head
 
     def num_parameters(self, non_embedding: bool = True) -> int:
         """Parameter count; ``non_embedding`` drops the position embeddings (nanoGPT's convention:
@@ -187,93 +168,15 @@ class GPT(nn.Module):
         T = seq_len or cfg.block_size
         return 6.0 * self.num_parameters() + 12.0 * cfg.n_layer * cfg.n_head * (cfg.n_embd // cfg.n_head) * T
 
-    def new_cache(
-        self,
-        batch_size: int,
-        max_length: int,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-        static: bool = False,
-    ) -> KVCache:
-        """A preallocated KV cache for ``batch_size`` sequences of up to ``max_length`` tokens
-        (``static``: fixed shapes for a compiled decode step, see modules/kv_cache.py)."""
-        if max_length > self.config.block_size:
-            raise ZeroforgeError(
-                f"cache max_length {max_length} exceeds model block_size {self.config.block_size}"
-            )
-        # the activations' dtype: the output layer's weight may be stored in bf16 (modules/weight_only.py)
-        weight = self.transformer.ln_f.weight
-        cfg = self.config
-        return KVCache(
-            cfg.n_layer,
-            batch_size,
-            cfg.n_head,
-            cfg.n_embd // cfg.n_head,
-            max_length,
-            device=device or weight.device,
-            dtype=dtype or weight.dtype,
-            static=static,
-        )
-
-    def hidden_states(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        segment_ids: torch.Tensor | None = None,
-        cache: KVCache | None = None,
+    def run_layers(
+        self, input_ids: torch.Tensor, inputs: DecoderInputs, cache: KVCache | None
     ) -> torch.Tensor:
-        """input_ids (B, T) -> the final LayerNorm's output (B, T, C).
-
-        attention_mask (B, T): 1 = real token, 0 = padding; positions then count real tokens only.
-        segment_ids (B, T): packed rows, 1, 2, ... per example and 0 = padding (modules/masks.py).
-        cache: from ``new_cache``; the new tokens are appended to it and attend over all of it.
-        """
-        T = input_ids.size(1)
-        if T > self.config.block_size:
-            raise ZeroforgeError(f"sequence length {T} exceeds model block_size {self.config.block_size}")
-        positions, mask, is_causal = decoder_inputs(
-            input_ids, attention_mask, segment_ids, position_ids, cache
-        )
         tok_emb = self.transformer.wte(input_ids)  # (B, T, C)
-        pos_emb = self.transformer.wpe(positions)  # (1 or B, T, C)
+        pos_emb = self.transformer.wpe(inputs.positions)  # (1 or B, T, C)
         x = self.transformer.drop(tok_emb + pos_emb)
         for i, block in enumerate(self.transformer.h):
-            x = block(x, mask, is_causal, cache, i)
-        x = self.transformer.ln_f(x)  # (B, T, C)
-        if cache is not None:
-            cache.advance(T)
-        return x
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        cache: KVCache | None = None,
-        segment_ids: torch.Tensor | None = None,
-    ) -> ModelOutput:
-        """input_ids (B, T) -> logits (B, T, vocab_size); the other inputs as ``hidden_states``.
-
-        labels (B, T): the already-shifted next tokens (-100 = ignore) -> mean cross-entropy loss
-        (and ``logits=None`` when the config sets ``fused_loss``).
-        """
-        if self.lm_head is None:
-            raise ZeroforgeError(
-                "GPT: this model's output layer was removed (a task head's body); use hidden_states"
-            )
-        x = self.hidden_states(input_ids, attention_mask, position_ids, segment_ids, cache)  # (B, T, C)
-        logits, loss = None, None
-        if labels is not None and self.config.fused_loss:
-            loss = linear_cross_entropy(x, self.lm_head.weight, labels)  # no (B, T, vocab_size) tensor
-        else:
-            logits = self.lm_head(x)  # (B, T, vocab_size)
-            if labels is not None:
-                loss = F.cross_entropy(
-                    logits.view(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE_INDEX
-                )
-        return ModelOutput(logits=logits, loss=loss, cache=cache)
+            x = block(x, inputs, cache, i)
+        return self.transformer.ln_f(x)  # (B, T, C)
 
 
 # ----------------------------------------------------------------------------- presets

@@ -44,6 +44,20 @@ def _check_common(in_features: int, init: str) -> None:
     require(init in INITS, "init", f"expected one of {', '.join(INITS)}, got {init!r}")
 
 
+def check_hidden_layers(hidden_sizes: list[int], activation: str) -> None:
+    """The hidden Linear layers of an MLP (here, or a ConvNet's head): their widths and activation."""
+    require(
+        all(h >= 1 for h in hidden_sizes),
+        "hidden_sizes",
+        f"must all be >= 1, got {hidden_sizes}",
+    )
+    require(
+        activation in ACTIVATIONS,
+        "activation",
+        f"expected one of {', '.join(ACTIVATIONS)}, got {activation!r}",
+    )
+
+
 # ----------------------------------------------------------------------------- linear regression
 
 
@@ -153,16 +167,7 @@ class MLPConfig:
     def __post_init__(self) -> None:
         _check_common(self.in_features, self.init)
         require(self.out_features >= 1, "out_features", f"must be >= 1, got {self.out_features}")
-        require(
-            all(h >= 1 for h in self.hidden_sizes),
-            "hidden_sizes",
-            f"must all be >= 1, got {self.hidden_sizes}",
-        )
-        require(
-            self.activation in ACTIVATIONS,
-            "activation",
-            f"expected one of {', '.join(ACTIVATIONS)}, got {self.activation!r}",
-        )
+        check_hidden_layers(self.hidden_sizes, self.activation)
         require(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
         require(self.loss in LOSSES, "loss", f"expected one of {', '.join(LOSSES)}, got {self.loss!r}")
         require(

@@ -6,7 +6,8 @@ when ``tie_word_embeddings``). No biases and no learned positions.
 
 Parameter names are Hugging Face's ``LlamaForCausalLM`` ones (``model.layers.0.self_attn.q_proj``...),
 so HF checkpoints map one to one; ``zeroforge.weights`` also maps GGUF (llama.cpp) names onto them.
-The model contract is GPT's (models/gpt.py): ``hidden_states``, ``output_layer``, ``blocks``, ``final_norm``.
+The model contract is GPT's (models/gpt.py): ``hidden_states``, ``output_layer``, ``blocks``, ``final_norm``;
+what the two decoders share (those members, the KV cache, the loss) is ``DecoderLM`` (models/decoder_lm.py).
 
 References: Touvron et al. 2023 (Llama, Llama 2); Su et al. 2021 (RoPE); Shazeer 2020 (SwiGLU);
 Ainslie et al. 2023 (grouped-query attention); Allal et al. 2025 (SmolLM2).
@@ -21,16 +22,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zeroforge.errors import ZeroforgeError
-from zeroforge.models.output import ModelOutput
+from zeroforge.models.decoder_lm import DecoderLM
 from zeroforge.modules.attention import attention, merge_heads, split_heads
 from zeroforge.modules.init import normal_init_
 from zeroforge.modules.kv_cache import KVCache
-from zeroforge.modules.losses import IGNORE_INDEX
-from zeroforge.modules.masks import decoder_inputs
+from zeroforge.modules.masks import DecoderInputs
 from zeroforge.modules.norm import RMSNorm
 from zeroforge.modules.rope import RotaryEmbedding, apply_rotary
-from zeroforge.schema import preset_config, require, require_choices
+from zeroforge.schema import preset_config, require, require_choices, require_positive
 
 
 @dataclass
@@ -59,17 +58,9 @@ class LlamaConfig:
     """``sdpa``: PyTorch's fused kernel; ``naive``: softmax(QK^T/sqrt(d_k))V written out (reference)."""
 
     def __post_init__(self) -> None:
-        for name in (
-            "n_layer",
-            "n_head",
-            "n_kv_head",
-            "n_embd",
-            "intermediate_size",
-            "vocab_size",
-            "block_size",
-        ):
-            value = getattr(self, name)
-            require(value >= 1, name, f"must be >= 1, got {value}")
+        require_positive(
+            self, "n_layer", "n_head", "n_kv_head", "n_embd", "intermediate_size", "vocab_size", "block_size"
+        )
         if self.head_dim is None:
             require(
                 self.n_embd % self.n_head == 0,
@@ -96,6 +87,10 @@ class LlamaConfig:
         return preset_config(cls, PRESETS, name, **overrides)
 
 
+# RoPE's (cos, sin) tables for the batch's positions, (B|1, T, hs) each (modules/rope.py)
+Rotation = tuple[torch.Tensor, torch.Tensor]
+
+
 class LlamaAttention(nn.Module):
     """Causal self-attention with RoPE on q and k, and ``n_kv_head`` key/value heads (GQA)."""
 
@@ -114,15 +109,9 @@ class LlamaAttention(nn.Module):
         self.split_sizes = [config.n_head * hs, config.n_kv_head * hs, config.n_kv_head * hs]
 
     def forward(
-        self,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        mask: torch.Tensor | None,
-        is_causal: bool,
-        cache: KVCache | None = None,
-        layer: int = 0,
+        self, x: torch.Tensor, rope: Rotation, inputs: DecoderInputs, cache: KVCache | None, layer: int
     ) -> torch.Tensor:
+        cos, sin = rope
         if self.qkv_proj is None:
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         else:
@@ -133,12 +122,13 @@ class LlamaAttention(nn.Module):
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, nkv, L+T, hs): keys are cached already rotated
         B, nh, T, hs = q.shape
-        if T == 1 and mask is None and nh != self.n_kv_head:
+        if T == 1 and inputs.mask is None and nh != self.n_kv_head:
             # one query per head attending every key (a decode step): the query heads sharing a K/V
             # head become that head's rows, so K and V are read as they are, not repeated per group
             q = q.reshape(B, self.n_kv_head, nh // self.n_kv_head, hs)  # (B, nkv, groups, hs)
             y = attention(q, k, v, impl=self.impl).view(B, nh, 1, hs)  # (B, nh, 1, hs)
         else:
+            mask, is_causal = inputs.mask, inputs.is_causal
             y = attention(q, k, v, mask=mask, is_causal=is_causal, impl=self.impl)  # (B, nh, T, hs)
         return self.o_proj(merge_heads(y))  # (B, T, C)
 
@@ -173,21 +163,15 @@ class LlamaBlock(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(
-        self,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        mask: torch.Tensor | None,
-        is_causal: bool,
-        cache: KVCache | None = None,
-        layer: int = 0,
+        self, x: torch.Tensor, rope: Rotation, inputs: DecoderInputs, cache: KVCache | None, layer: int
     ) -> torch.Tensor:
-        x = x + self.dropout(self.self_attn(self.input_layernorm(x), cos, sin, mask, is_causal, cache, layer))
+        x = x + self.dropout(self.self_attn(self.input_layernorm(x), rope, inputs, cache, layer))
         return x + self.dropout(self.mlp(self.post_attention_layernorm(x)))
 
 
-class Llama(nn.Module):
+class Llama(DecoderLM):
     config_class = LlamaConfig
+    lora_targets = ("q_proj", "v_proj")  # LoRA's default targets (modules/lora.py)
 
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
@@ -222,116 +206,27 @@ class Llama(nn.Module):
             attn.q_proj = attn.k_proj = attn.v_proj = mlp.gate_proj = mlp.up_proj = None
 
     @property
-    def context_length(self) -> int:
-        """The most tokens one forward can attend to (generation slides a window beyond it)."""
-        return self.config.block_size
-
-    @property
     def blocks(self) -> nn.ModuleList:
-        """The transformer blocks, bottom to top."""
         return self.model.layers
 
     @property
     def final_norm(self) -> nn.Module:
-        """The RMSNorm after the last block (``hidden_states`` ends with it)."""
+        """The final RMSNorm ``model.norm``."""
         return self.model.norm
 
-    @property
-    def output_layer(self) -> nn.Linear | None:
-        """The LM head, (B, T, C) -> (B, T, vocab_size); None once ``without_output_layer`` ran."""
-        return self.lm_head
+    def cache_layout(self) -> tuple[int, int]:
+        """(n_kv_head, head_dim): grouped-query attention shrinks the cache by n_head / n_kv_head."""
+        assert self.config.head_dim is not None  # set by __post_init__
+        return self.config.n_kv_head, self.config.head_dim
 
-    def without_output_layer(self) -> Llama:
-        """This model as the body of a new task head, in place: the LM head is removed (a tied weight
-        stays with the token embedding), ``hidden_states`` is unchanged and ``forward`` no longer runs."""
-        self.lm_head = None
-        return self
-
-    def new_cache(
-        self,
-        batch_size: int,
-        max_length: int,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-        static: bool = False,
-    ) -> KVCache:
-        """A preallocated KV cache for ``batch_size`` sequences of up to ``max_length`` tokens
-        (``static``: fixed shapes for a compiled decode step, see modules/kv_cache.py).
-
-        It holds ``n_kv_head`` heads per layer: grouped-query attention shrinks it by n_head / n_kv_head.
-        """
-        if max_length > self.config.block_size:
-            raise ZeroforgeError(
-                f"cache max_length {max_length} exceeds model block_size {self.config.block_size}"
-            )
-        cfg = self.config
-        assert cfg.head_dim is not None
-        weight = self.model.norm.weight  # the activations' dtype (a decoding copy may store matrices in bf16)
-        return KVCache(
-            cfg.n_layer,
-            batch_size,
-            cfg.n_kv_head,
-            cfg.head_dim,
-            max_length,
-            device=device or weight.device,
-            dtype=dtype or weight.dtype,
-            static=static,
-        )
-
-    def hidden_states(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        segment_ids: torch.Tensor | None = None,
-        cache: KVCache | None = None,
+    def run_layers(
+        self, input_ids: torch.Tensor, inputs: DecoderInputs, cache: KVCache | None
     ) -> torch.Tensor:
-        """input_ids (B, T) -> the final RMSNorm's output (B, T, C).
-
-        attention_mask (B, T): 1 = real token, 0 = padding (left); positions then count real tokens only.
-        segment_ids (B, T): packed rows, 1, 2, ... per example and 0 = padding (modules/masks.py).
-        cache: from ``new_cache``; the new tokens are appended to it and attend over all of it.
-        """
-        T = input_ids.size(1)
-        if T > self.config.block_size:
-            raise ZeroforgeError(f"sequence length {T} exceeds model block_size {self.config.block_size}")
-        positions, mask, is_causal = decoder_inputs(
-            input_ids, attention_mask, segment_ids, position_ids, cache
-        )
         x = self.model.embed_tokens(input_ids)  # (B, T, C)
-        cos, sin = self.rotary(positions, x.dtype)  # (B|1, T, hs) each, shared by every layer
+        rope = self.rotary(inputs.positions, x.dtype)  # cos, sin (B|1, T, hs) each, shared by every layer
         for i, block in enumerate(self.model.layers):
-            x = block(x, cos, sin, mask, is_causal, cache, i)
-        x = self.model.norm(x)  # (B, T, C)
-        if cache is not None:
-            cache.advance(T)
-        return x
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        cache: KVCache | None = None,
-        segment_ids: torch.Tensor | None = None,
-    ) -> ModelOutput:
-        """input_ids (B, T) -> logits (B, T, vocab_size); the other inputs as ``hidden_states``.
-
-        labels (B, T): the already-shifted next tokens (-100 = ignore) -> mean cross-entropy loss.
-        """
-        if self.lm_head is None:
-            raise ZeroforgeError(
-                "Llama: this model's output layer was removed (a task head's body); use hidden_states"
-            )
-        x = self.hidden_states(input_ids, attention_mask, position_ids, segment_ids, cache)  # (B, T, C)
-        logits = self.lm_head(x)  # (B, T, vocab_size)
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(
-                logits.float().view(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE_INDEX
-            )
-        return ModelOutput(logits=logits, loss=loss, cache=cache)
+            x = block(x, rope, inputs, cache, i)
+        return self.model.norm(x)  # (B, T, C)
 
 
 def _concat_linear(*layers: nn.Linear) -> nn.Linear:

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zeroforge.models.output import ModelOutput
-from zeroforge.schema import require
+from zeroforge.schema import require, require_positive
 
 CellName = Literal["rnn", "lstm", "gru"]
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}  # rows of W per hidden unit
@@ -192,8 +192,7 @@ class RNNLMConfig:
 
     def __post_init__(self) -> None:
         require(self.cell in GATES, "cell", f"expected rnn, lstm or gru, got {self.cell!r}")
-        for name in ("vocab_size", "n_embd", "hidden_size", "n_layer", "block_size"):
-            require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "vocab_size", "n_embd", "hidden_size", "n_layer", "block_size")
         require(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
         require(self.impl in ("fused", "cells"), "impl", f"expected fused or cells, got {self.impl!r}")
 

@@ -39,15 +39,6 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 PEFT_PREFIX = "base_model.model."
 
-# Where LoRA goes when ``target_modules`` is not given: the query and value projections, as in the
-# paper's GPT-3 experiments and peft's defaults per architecture.
-DEFAULT_TARGETS = {
-    "llama": ["q_proj", "v_proj"],
-    "gpt": ["c_attn"],
-    "bert": ["query", "value"],
-    "bert-classifier": ["query", "value"],
-}
-
 
 @dataclass
 class LoRAConfig:
@@ -62,7 +53,8 @@ class LoRAConfig:
     target_modules: list[str] | None = None
     """Names of the Linear modules to adapt, matched against the last parts of each module's name
     (``q_proj`` matches ``model.layers.3.self_attn.q_proj``); ``all-linear`` adapts every Linear but
-    the output layer; default: the family's query and value projections (``DEFAULT_TARGETS``)."""
+    the output layer; default: the model class's ``lora_targets``, its query and value projections
+    (as in the paper's GPT-3 experiments and peft's defaults per architecture)."""
 
     def __post_init__(self) -> None:
         require(self.rank >= 1, "rank", f"must be >= 1, got {self.rank}")
@@ -145,15 +137,6 @@ class LoRALinear(nn.Module):
 # ----------------------------------------------------------------------------- applying
 
 
-def _family(model: nn.Module) -> str | None:
-    from zeroforge.registry import family_for_model
-
-    try:
-        return family_for_model(model).name
-    except ConfigError:
-        return None
-
-
 def _matches(name: str, targets: list[str]) -> bool:
     """peft's rule: a target names the module's whole path or its last dotted parts."""
     return any(name == t or name.endswith("." + t) for t in targets)
@@ -166,17 +149,20 @@ def _output_layers(model: nn.Module) -> set[str]:
     }
 
 
-def target_names(model: nn.Module, config: LoRAConfig, family: str | None = None) -> list[str]:
-    """The names of the Linear modules of ``model`` that ``config`` adapts (ConfigError if none)."""
+def target_names(model: nn.Module, config: LoRAConfig) -> list[str]:
+    """The names of the Linear modules of ``model`` that ``config`` adapts (ConfigError if none).
+
+    Without ``target_modules`` the model class names its defaults as ``lora_targets`` (GPT, Llama, BERT).
+    """
     targets = config.target_modules
     if targets is None:
-        family = family or _family(model)
-        if family not in DEFAULT_TARGETS:
+        default: tuple[str, ...] | None = getattr(type(model), "lora_targets", None)
+        if default is None:
             raise ConfigError(
                 f"lora.target_modules: no default for model {type(model).__name__}; "
                 "name the Linear modules to adapt (e.g. [q_proj, v_proj] or [all-linear])"
             )
-        targets = DEFAULT_TARGETS[family]
+        targets = list(default)
     linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear) and name]
     if targets == ["all-linear"]:
         skip = _output_layers(model)
@@ -192,13 +178,13 @@ def target_names(model: nn.Module, config: LoRAConfig, family: str | None = None
     return found
 
 
-def apply_lora(model: nn.Module, config: LoRAConfig, family: str | None = None) -> list[str]:
+def apply_lora(model: nn.Module, config: LoRAConfig) -> list[str]:
     """Replace every targeted ``nn.Linear`` of ``model`` by a ``LoRALinear`` around it, in place.
 
     Returns the adapted module names. Freezing is separate (``mark_trainable``), so a model rebuilt
     from a checkpoint gets the same structure without touching ``requires_grad``.
     """
-    names = target_names(model, config, family)
+    names = target_names(model, config)
     for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
@@ -371,7 +357,6 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike[str], apply: boo
 
 
 __all__ = [
-    "DEFAULT_TARGETS",
     "LoRAConfig",
     "LoRALinear",
     "adapter_state_dict",

@@ -16,14 +16,21 @@ The mask conventions (bool, True = may attend, (B|1, 1, T, S)) are those of ``mo
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from zeroforge.errors import ZeroforgeError
 from zeroforge.modules.attention import causal_mask, padding_mask
 from zeroforge.modules.kv_cache import KVCache
 
-# (position ids (1|B, T), attention mask or None, is_causal)
-DecoderInputs = tuple[torch.Tensor, torch.Tensor | None, bool]
+
+class DecoderInputs(NamedTuple):
+    """What every layer of a decoder needs besides its input: positions and how to attend."""
+
+    positions: torch.Tensor  # (1|B, T)
+    mask: torch.Tensor | None  # bool (B|1, 1, T, S), True = attend; None with is_causal or one query
+    is_causal: bool  # SDPA's fused causal path (no mask materialised)
 
 
 def segment_mask(segment_ids: torch.Tensor, causal: bool = True) -> torch.Tensor:
@@ -80,7 +87,7 @@ def decoder_inputs(
         positions = torch.arange(T, device=input_ids.device)[None]  # (1, T)
     if position_ids is not None:
         positions = position_ids
-    return positions, mask, is_causal
+    return DecoderInputs(positions, mask, is_causal)
 
 
 def encoder_inputs(
