@@ -28,7 +28,7 @@ _API = {
     "finetune": "zeroforge.finetuning:finetune",
     "fit": "zeroforge.fitting:fit",
     "predict": "zeroforge.fitting:predict",
-    "evaluate_arrays": "zeroforge.fitting:evaluate_arrays",
+    "evaluate_arrays": "zeroforge.eval.evaluate:evaluate_arrays",
     "prepare": "zeroforge.data.text:prepare",
     "generate": "zeroforge.generation:generate",
     "embed": "zeroforge.embedding:embed",
