@@ -279,9 +279,15 @@ class Tensor:
         index = index.data if isinstance(index, Tensor) else index
         shape, dtype = self.shape, self.data.dtype
 
+        parts = index if isinstance(index, tuple) else (index,)
+        basic = all(isinstance(p, int | slice | None | type(Ellipsis)) for p in parts)
+
         def backward(g: np.ndarray) -> tuple[np.ndarray]:
             grad = np.zeros(shape, dtype=dtype)
-            np.add.at(grad, index, g)  # a repeated index receives the sum of its gradients
+            if basic:  # slices and integers select each element at most once
+                grad[index] = g
+            else:
+                np.add.at(grad, index, g)  # a repeated index receives the sum of its gradients
             return (grad,)
 
         return Tensor._result(self.data[index], (self,), backward)
@@ -322,7 +328,10 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     def backward(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         g = g.reshape(out.shape)
         grad_a = unbroadcast(g @ np.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
-        grad_b = unbroadcast(np.swapaxes(a2, -1, -2) @ g, b2.shape).reshape(b.shape)
+        if b2.ndim == 2 and a2.ndim > 2:  # a shared weight: fold the batch into one matmul, sum_i x_i^T g_i
+            grad_b = (a2.reshape(-1, a2.shape[-1]).T @ g.reshape(-1, g.shape[-1])).reshape(b.shape)
+        else:
+            grad_b = unbroadcast(np.swapaxes(a2, -1, -2) @ g, b2.shape).reshape(b.shape)
         return grad_a, grad_b
 
     if a.ndim == 1:
