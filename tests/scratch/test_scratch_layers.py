@@ -27,6 +27,7 @@ ACTIVATIONS = {
     "relu": (F.relu, torch.relu),
     "leaky_relu": (lambda x: F.leaky_relu(x, 0.1), lambda x: tF.leaky_relu(x, 0.1)),
     "gelu": (F.gelu, lambda x: tF.gelu(x, approximate="tanh")),
+    "gelu_exact": (lambda x: F.gelu(x, approximate="none"), tF.gelu),
     "softmax": (lambda x: F.softmax(x, axis=-1), lambda x: torch.softmax(x, dim=-1)),
     "softmax_axis0": (lambda x: F.softmax(x, axis=0), lambda x: torch.softmax(x, dim=0)),
     "log_softmax": (lambda x: F.log_softmax(x, axis=-1), lambda x: torch.log_softmax(x, dim=-1)),

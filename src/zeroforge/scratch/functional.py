@@ -38,9 +38,22 @@ def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:
 _GELU_C = math.sqrt(2.0 / math.pi)
 
 
-def gelu(x: Tensor) -> Tensor:
-    """GELU, tanh form (Hendrycks & Gimpel): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+_erf = np.vectorize(math.erf, otypes=[np.float64])  # exact to double precision; NumPy has no erf
+
+
+def gelu(x: Tensor, approximate: str = "tanh") -> Tensor:
+    """GELU (Hendrycks & Gimpel, 2016): x Phi(x), Phi the standard normal CDF.
+
+    ``approximate="tanh"`` (GPT-2's, fast): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)));
+    ``approximate="none"``: 0.5 x (1 + erf(x / sqrt(2))), d/dx = Phi(x) + x phi(x).
+    """
     a = x.data
+    if approximate == "none":
+        cdf = (0.5 * (1 + _erf(a / math.sqrt(2.0)))).astype(a.dtype)
+        pdf = np.exp(-0.5 * a * a) / math.sqrt(2 * math.pi)
+        return Tensor._result(a * cdf, (x,), lambda g: (g * (cdf + a * pdf),))
+    if approximate != "tanh":
+        raise ZeroforgeError(f"gelu: approximate must be 'tanh' or 'none', got {approximate!r}")
     inner = _GELU_C * (a + 0.044715 * (a * a * a))  # a * a * a: np.power is slow
     t = np.tanh(inner)
 

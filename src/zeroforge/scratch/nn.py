@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+import zeroforge.scratch.functional as F
 from zeroforge.errors import ZeroforgeError
-from zeroforge.scratch import functional as F
 from zeroforge.scratch.tensor import Tensor, stack
 
 # ----------------------------------------------------------------------------- initialisers
