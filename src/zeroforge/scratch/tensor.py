@@ -237,7 +237,8 @@ class Tensor:
         return Tensor._result(self.data.sum(axis=axis, keepdims=keepdims), (self,), backward)
 
     def mean(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
-        count = self.data.size // max(np.sum(self.data, axis=axis).size, 1)
+        axes = range(self.ndim) if axis is None else (axis if isinstance(axis, tuple) else (axis,))
+        count = int(np.prod([self.shape[a] for a in axes]))
         return self.sum(axis, keepdims) * (1.0 / count)  # mean = sum / n: dy/dx_i = 1/n
 
     def max(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
