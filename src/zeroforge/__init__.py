@@ -41,6 +41,7 @@ _API = {
     "ZeroforgeError": "zeroforge.errors:ZeroforgeError",
     "datasets": "zeroforge.datasets:",
     "tokenizers": "zeroforge.tokenizers:",
+    "scratch": "zeroforge.scratch:",
 }
 
 __all__ = sorted(_API)
