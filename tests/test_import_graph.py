@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "zeroforge"
 
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "schema", "io"),  # leaves
-    ("modules",),  # building blocks
+    ("modules", "scratch"),  # building blocks; scratch is the NumPy engine (no torch)
     ("models", "registry"),
     # tokens and data; the measures and figures of eval/ (its package file imports nothing)
     ("tokenizers", "datasets", "data", "eval", "eval.metrics", "eval.plots"),
