@@ -17,15 +17,50 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
 from zeroforge.errors import ZeroforgeError
+from zeroforge.io import check_input_file, check_output_dir, check_output_file
+
+DEBUG_ENV = "ZEROFORGE_DEBUG"
+"""Set to 1 (or pass ``--debug``) for the traceback behind an error."""
+
+# ----------------------------------------------------------------------------- paths, checked first
+# Every path a command reads or writes is checked before it starts, so a bad one fails at once and
+# nothing is half-done. A missing recipe is left to the recipe loader, whose message names it.
+
+
+def _check_config(path: str | None) -> None:
+    if path is not None and Path(path).exists():
+        check_input_file(path, "--config")
+
+
+def _check_clean_paths(args: argparse.Namespace) -> None:
+    _check_config(args.config)
+    out = check_output_file(args.out, "--out")
+    report = check_output_file(args.report, "--report") if args.report else None
+    source = Path(args.input)
+    if source.is_file() and source.resolve() in {p.resolve() for p in (out, report) if p is not None}:
+        raise ZeroforgeError(f"{args.input}: is the input; write the cleaned file and report elsewhere")
+    if report is not None and report.resolve() == out.resolve():
+        raise ZeroforgeError(f"--report: {report} is also --out; give the report its own path")
+
+
+def _check_demo_dir(run_dir: Path) -> None:
+    """The demo replaces its own folder from an earlier demo, and nothing else."""
+    check_output_dir(run_dir, "the demo's run directory")
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / "run.yaml").is_file():
+        raise ZeroforgeError(f"{run_dir}: holds files that are not a demo run; move them away first")
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from zeroforge.data.text import prepare
 
+    _check_config(args.config)
+    if args.out is not None:
+        check_output_dir(args.out, "--out")
     if args.config:
         return _prepare_recipe(args)
     if not args.input:
@@ -92,18 +127,21 @@ def _print_run_dir(run_dir: Path) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from zeroforge.training import run_recipe
 
+    _check_config(args.config)
     return _print_run_dir(run_recipe(args.config, args.overrides))
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from zeroforge.pretraining import pretrain
 
+    _check_config(args.config)
     return _print_run_dir(pretrain(args.config, args.overrides))
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from zeroforge.finetuning import finetune
 
+    _check_config(args.config)
     return _print_run_dir(finetune(args.config, args.overrides))
 
 
@@ -161,8 +199,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from zeroforge.demo import run_demo
+    from zeroforge.demo import DEMO_DIR, run_demo
 
+    _check_demo_dir(Path(DEMO_DIR))
     run_demo(minutes=args.minutes)
     return 0
 
@@ -170,6 +209,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_clean(args: argparse.Namespace) -> int:
     from zeroforge.data.clean import clean, load_clean_config
 
+    _check_clean_paths(args)
     config = load_clean_config(args.config, args.overrides)
     report = clean(
         args.input,
@@ -244,11 +284,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zeroforge", description="Develop and fine-tune large models from zero."
     )
+    debug_help = f"print the traceback behind an error (or set {DEBUG_ENV}=1)"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.set_defaults(func=func)
+        # SUPPRESS: absent here, the top-level --debug's value stands
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
         return p
 
     p = add("prepare", _cmd_prepare, "tokenize a corpus into train/val token files")
@@ -371,20 +415,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines() if line.strip()) or "(no message)"
+
+
+def _os_error(err: OSError) -> str:
+    """``PATH: Permission denied`` (and ``-> PATH2`` for a rename): what the system refused, and where."""
+    where = "" if err.filename is None else f"{os.fsdecode(err.filename)}: "
+    if err.filename2 is not None:
+        where = f"{os.fsdecode(err.filename)} -> {os.fsdecode(err.filename2)}: "
+    return where + (err.strerror or str(err))
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand. Bad input is one line on stderr and exit status 2; anything unexpected is
+    one line and status 1, with the traceback only under ``--debug`` or ``ZEROFORGE_DEBUG=1``."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = bool(args.debug) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+    def fail(message: str, status: int) -> int:
+        if debug:
+            traceback.print_exc()
+        print(f"zeroforge {args.command}: error: {message}", file=sys.stderr)
+        return status
+
     try:
         return int(args.func(args) or 0)
     except ZeroforgeError as err:
-        print(f"zeroforge {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return fail(_one_line(str(err)), 2)
     except ImportError as err:  # a broken install or a missing dependency: say which, in one line
-        print(f"zeroforge {args.command}: error: cannot import what it needs ({err})", file=sys.stderr)
-        return 1
+        return fail(f"cannot import what it needs ({_one_line(str(err))})", 1)
+    except OSError as err:  # the system refused a file (permissions, a full disk, a file for a folder)
+        return fail(_os_error(err), 2)
     except KeyboardInterrupt:
         print(f"zeroforge {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # a bug in zeroforge: still one line, unless the traceback is asked for
+        hint = "" if debug else " (run with --debug for the traceback)"
+        return fail(f"unexpected {type(err).__name__}: {_one_line(str(err))}{hint}", 1)
 
 
 if __name__ == "__main__":

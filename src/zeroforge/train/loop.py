@@ -145,6 +145,7 @@ def _train(
                 print(f"resumed from step {start_step} ({run_path})")
         if is_main:
             run_path.mkdir(parents=True, exist_ok=True)
+            ckpt.remove_partial_writes(run_path)  # what a killed earlier start left half-written
     if resumed is None and ctx.world_size > 1:
         torch.manual_seed(args.seed + ctx.rank)  # own dropout masks per rank; the weights are rank 0's
 
