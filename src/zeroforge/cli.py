@@ -48,6 +48,14 @@ def _check_clean_paths(args: argparse.Namespace) -> None:
         raise ZeroforgeError(f"--report: {report} is also --out; give the report its own path")
 
 
+def _check_run_dirs(paths: list[str], what: str) -> None:
+    """Every run directory exists before the first is evaluated (evaluate writes its metrics.json)."""
+    for path in paths:
+        if not Path(path).is_dir():
+            state = "is a file" if Path(path).exists() else "not found"
+            raise ZeroforgeError(f"{what}: {path} {state}, expected a run directory")
+
+
 def _check_demo_dir(run_dir: Path) -> None:
     """The demo replaces its own folder from an earlier demo, and nothing else."""
     check_output_dir(run_dir, "the demo's run directory")
@@ -182,6 +190,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from zeroforge.eval.evaluate import compare_runs, evaluate
 
     if args.compare:
+        _check_run_dirs(args.compare, "--compare")
         print(compare_runs(([args.run_dir] if args.run_dir else []) + args.compare))
         return 0
     if args.run_dir is None:

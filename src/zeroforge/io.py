@@ -128,6 +128,20 @@ def check_output_dir(path: str | os.PathLike[str], what: str) -> Path:
     return path
 
 
+def check_readable(path: str | os.PathLike[str], what: str) -> Path:
+    """An existing ``path`` this process can read: a file it can open, a folder it can list."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            os.listdir(path)
+        else:
+            with open(path, "rb"):
+                pass
+    except OSError as err:
+        raise DataError(f"{what}: cannot read {path} ({err.strerror})") from None
+    return path
+
+
 def check_input_file(path: str | os.PathLike[str], what: str) -> Path:
     """``path`` is a file this process can read."""
     path = Path(path)
@@ -135,9 +149,4 @@ def check_input_file(path: str | os.PathLike[str], what: str) -> Path:
         raise DataError(f"{what}: {path} not found")
     if path.is_dir():
         raise DataError(f"{what}: {path} is a directory, expected a file")
-    try:
-        with open(path, "rb"):
-            pass
-    except OSError as err:
-        raise DataError(f"{what}: cannot read {path} ({err.strerror})") from None
-    return path
+    return check_readable(path, what)

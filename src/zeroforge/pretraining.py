@@ -26,7 +26,7 @@ from zeroforge.config import Recipe, load_recipe
 from zeroforge.data.arrays import rename_input
 from zeroforge.data.builders import DataContext, TrainingData, data_builder
 from zeroforge.errors import ConfigError
-from zeroforge.io import check_output_dir
+from zeroforge.io import check_output_dir, check_readable
 from zeroforge.train.checkpoint import check_run_dir
 from zeroforge.train.distributed import DistContext, failures, rank_zero_first, session
 from zeroforge.train.loop import train
@@ -45,16 +45,19 @@ def pretrain(
     recipe = load_recipe(config, overrides)
     if recipe.finetune is not None:
         raise ConfigError("finetune: this recipe fine-tunes; run it with zeroforge finetune (or train)")
-    check_output_paths(recipe)
+    check_paths(recipe)
     with session(recipe.distributed, resolve_device(recipe.train.device)) as ctx, failures(ctx):
         _pretrain(recipe, ctx)
     return recipe.train.run_dir
 
 
-def check_output_paths(recipe: Recipe) -> None:
-    """Before any data work: the run directory and ``data.prepared_dir`` (when set) can be written,
-    and the run directory holds no earlier run unless resuming."""
+def check_paths(recipe: Recipe) -> None:
+    """Before any data work: a ``data.source`` on disk can be read, the run directory and
+    ``data.prepared_dir`` (when set) can be written, and the run directory holds no earlier run
+    unless resuming."""
     args = recipe.train
+    if Path(recipe.data.source).exists():
+        check_readable(recipe.data.source, "data.source")
     check_run_dir(args.run_dir, args.resume, "train.out_dir" if args.out_dir else "train.name")
     if recipe.data.prepared_dir is not None:
         check_output_dir(recipe.data.prepared_dir, "data.prepared_dir")
