@@ -87,6 +87,7 @@ def ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_run: Path) -> Path:
     (tmp_path / "afile").write_text("not a folder\n")
     (tmp_path / "adir").mkdir()
     (tmp_path / "adir" / "keep.txt").write_text("mine\n")
+    (tmp_path / "rep" / "o.csv.report.json").mkdir(parents=True)
     (tmp_path / "t.csv").write_text("text,label\nAll,0\nSpeak,1\nFirst,0\nResolved,1\n")
     (tmp_path / "tiny.txt").write_text(TINY_TEXT)
     shutil.copytree(tiny_run, tmp_path / "run", ignore=shutil.ignore_patterns("checkpoints"))
@@ -104,6 +105,8 @@ PATH_CASES = {
     "prepare --input missing": (["prepare", "--input", "nope.txt"], "nope.txt: no such file or dataset"),
     "prepare --out a file": (["prepare", "--input", "tiny.txt", "--out", "afile"], "--out: afile is a file, expected a folder"),
     "prepare --out under a file": (["prepare", "--input", "tiny.txt", "--out", "afile/x"], "--out: cannot create afile/x: afile is a file"),
+    "prepare --out a folder of other files": (["prepare", "--input", "tiny.txt", "--out", "adir"], "--out: adir holds other files and is not a prepared data folder"),
+    "pretrain data.prepared_dir a folder of other files": (["pretrain", *TINY, *SRC, "data.prepared_dir=adir"], "data.prepared_dir: adir holds other files"),
     "prepare --config missing": (["prepare", "--config", "nope.yaml"], "nope.yaml: recipe file not found"),
     "prepare --config a folder": (["prepare", "--config", "adir"], "--config: adir is a directory, expected a file"),
     # train / pretrain / finetune: the recipe file and the recipe's paths
@@ -154,6 +157,7 @@ PATH_CASES = {
     "clean --out the input": (["clean", "t.csv", "--out", "t.csv"], "t.csv: is the input"),
     "clean --report a folder": (["clean", "t.csv", "--out", "o.csv", "--report", "adir"], "--report: adir is a directory"),
     "clean --report under a file": (["clean", "t.csv", "--out", "o.csv", "--report", "afile/r.json"], "--report: cannot create afile/r.json"),
+    "clean default report a folder": (["clean", "t.csv", "--out", "rep/o.csv"], "--report (default OUT.report.json): rep/o.csv.report.json is a directory"),
     "clean --report the input": (["clean", "t.csv", "--out", "o.csv", "--report", "t.csv"], "t.csv: is the input"),
     "clean --config missing": (["clean", "t.csv", "--out", "o.csv", "--config", "nope.yaml"], "nope.yaml: clean config file not found"),
     "clean --config a folder": (["clean", "t.csv", "--out", "o.csv", "--config", "adir"], "--config: adir is a directory, expected a file"),

@@ -37,14 +37,21 @@ def _check_config(path: str | None) -> None:
         check_input_file(path, "--config")
 
 
+def _default_report(out: str) -> Path:
+    return Path(out).with_name(Path(out).name + ".report.json")
+
+
 def _check_clean_paths(args: argparse.Namespace) -> None:
     _check_config(args.config)
     out = check_output_file(args.out, "--out")
-    report = check_output_file(args.report, "--report") if args.report else None
+    if args.report:
+        report = check_output_file(args.report, "--report")
+    else:
+        report = check_output_file(_default_report(args.out), "--report (default OUT.report.json)")
     source = Path(args.input)
-    if source.is_file() and source.resolve() in {p.resolve() for p in (out, report) if p is not None}:
+    if source.is_file() and source.resolve() in (out.resolve(), report.resolve()):
         raise ZeroforgeError(f"{args.input}: is the input; write the cleaned file and report elsewhere")
-    if report is not None and report.resolve() == out.resolve():
+    if report.resolve() == out.resolve():
         raise ZeroforgeError(f"--report: {report} is also --out; give the report its own path")
 
 
@@ -65,10 +72,11 @@ def _check_demo_dir(run_dir: Path) -> None:
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from zeroforge.data.text import prepare
+    from zeroforge.pretraining import check_prepared_dir
 
     _check_config(args.config)
     if args.out is not None:
-        check_output_dir(args.out, "--out")
+        check_prepared_dir(args.out, "--out")
     if args.config:
         return _prepare_recipe(args)
     if not args.input:
@@ -229,9 +237,7 @@ def _cmd_clean(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print(report.summary(), end="")
-    json_path = (
-        Path(args.report) if args.report else Path(args.out).with_name(Path(args.out).name + ".report.json")
-    )
+    json_path = Path(args.report) if args.report else _default_report(args.out)
     print(f"cleaned: {args.out}\nreport:  {json_path} (+ {json_path.with_suffix('.txt').name})")
     return 0
 

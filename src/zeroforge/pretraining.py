@@ -25,7 +25,8 @@ import torch
 from zeroforge.config import Recipe, load_recipe
 from zeroforge.data.arrays import rename_input
 from zeroforge.data.builders import DataContext, TrainingData, data_builder
-from zeroforge.errors import ConfigError
+from zeroforge.data.cache import META_FILE
+from zeroforge.errors import ConfigError, DataError
 from zeroforge.io import check_output_dir, check_readable
 from zeroforge.train.checkpoint import check_run_dir
 from zeroforge.train.distributed import DistContext, failures, rank_zero_first, session
@@ -60,7 +61,17 @@ def check_paths(recipe: Recipe) -> None:
         check_readable(recipe.data.source, "data.source")
     check_run_dir(args.run_dir, args.resume, "train.out_dir" if args.out_dir else "train.name")
     if recipe.data.prepared_dir is not None:
-        check_output_dir(recipe.data.prepared_dir, "data.prepared_dir")
+        check_prepared_dir(recipe.data.prepared_dir, "data.prepared_dir")
+
+
+def check_prepared_dir(path: str | os.PathLike[str], what: str) -> None:
+    """A folder ``prepare`` may write: new, empty, or prepared data (meta.json) it may rebuild; never
+    a folder of other files."""
+    folder = check_output_dir(path, what)
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / META_FILE).is_file():
+        raise DataError(
+            f"{what}: {folder} holds other files and is not a prepared data folder (no {META_FILE})"
+        )
 
 
 def clean_source(recipe: Recipe, ctx: DistContext) -> Path:
