@@ -266,7 +266,10 @@ READ_ONLY_CASES = {
     "pretrain data.source unreadable": (["pretrain", *TINY, *SRC, "data.source=locked.txt"], "data.source: cannot read locked.txt (Permission denied)"),
     "finetune data.source unreadable": (["finetune", *FT, "data.source=locked.csv"], "locked.csv: Permission denied"),
     "clean INPUT unreadable": (["clean", "locked.csv", "--out", "o.csv"], "locked.csv: Permission denied"),
-    "generate MODEL unreadable": (["generate", "run"], "run/config.json: Permission denied"),
+    **{
+        f"{cmd} MODEL unreadable": ([cmd, "run", *extra], "run/config.json: Permission denied")
+        for cmd, extra in [("generate", []), ("chat", []), ("embed", ["--text", "hi"]), ("evaluate", [])]
+    },
     "convert SRC unreadable": (["convert", "run", "out"], "run/config.json: Permission denied"),
     "pretrain train.out_dir read-only": (["pretrain", *TINY, *SRC, "train.out_dir=ro/run"], "train.out_dir: cannot create ro/run: ro is not writable"),
     "pretrain data.prepared_dir read-only": (["pretrain", *TINY, *SRC, "data.prepared_dir=ro/p"], "data.prepared_dir: cannot create ro/p: ro is not writable"),
@@ -284,7 +287,7 @@ def test_unreadable_input_or_read_only_output_is_one_line(ws, capsys, argv, expe
     (ws / "locked.csv").write_text("text,label\na,0\nb,1\n")
     for name in ("r.yaml", "locked.txt", "locked.csv"):
         _locked(ws / name)
-    if argv[0] in ("generate", "convert") and "ro/out" not in argv:
+    if "run" in argv and "ro/out" not in argv:
         _locked(ws / "run" / "config.json")
     (ws / "ro").mkdir()
     os.chmod(ws / "ro", 0o555)

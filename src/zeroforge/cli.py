@@ -9,7 +9,10 @@
 Every subcommand is registered here, explicitly; the parser is built without importing torch (each
 handler imports its implementation), so ``zeroforge --help`` is fast and lists every command even when
 one command's module fails to import, which is then an error when that command runs.
-User errors (``ZeroforgeError``) print one line and exit 2; nothing is left looking complete.
+Every path a command reads or writes is checked before it starts. Bad input (``ZeroforgeError``, or a
+file the system refuses) prints one line, ``zeroforge CMD: error: ...``, and exits 2; anything else is a
+bug and prints one line too, exit 1, with the traceback under ``--debug`` or ``ZEROFORGE_DEBUG=1``.
+Nothing is left looking complete, and no existing file is changed by a command that fails.
 """
 
 from __future__ import annotations
