@@ -474,6 +474,25 @@ def test_a_real_process_prints_one_line_for_a_bad_path_and_for_a_bug(tmp_path: P
     assert proc.returncode == 1 and proc.stderr.startswith("Traceback") and "in list_models" in proc.stderr
 
 
+def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """``zeroforge ... | head -1``: the reader stops early; no error line, no "Exception ignored"."""
+    many = """
+        import zeroforge.registry
+        zeroforge.registry.list_models = lambda: [f"model-{i}" for i in range(200_000)]
+        from zeroforge.cli import main
+        raise SystemExit(main(["models"]))
+    """
+    env = {k: v for k, v in os.environ.items() if k != "ZEROFORGE_DEBUG"}
+    writer = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(many)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    assert writer.stdout is not None and writer.stderr is not None
+    assert writer.stdout.readline() == b"model-0\n"
+    writer.stdout.close()
+    assert writer.wait(timeout=120) == 141
+    assert writer.stderr.read() == b""
+
+
 # ----------------------------------------------------------------------------- the defects, one by one
 
 

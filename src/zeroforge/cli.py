@@ -462,6 +462,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except ZeroforgeError as err:
         return fail(_one_line(str(err)), 2)
+    except BrokenPipeError:  # the reader went away (``zeroforge generate ... | head``): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit does not fail a second time
+        return 141  # 128 + SIGPIPE, as a shell reports a command a closed pipe stopped
     except ImportError as err:  # a broken install or a missing dependency: say which, in one line
         return fail(f"cannot import what it needs ({_one_line(str(err))})", 1)
     except OSError as err:  # the system refused a file (permissions, a full disk, a file for a folder)
