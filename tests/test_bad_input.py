@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import io
 import os
 import shutil
 import subprocess
@@ -54,9 +55,13 @@ def tree(folder: Path) -> dict[str, bytes | None]:
     }
 
 
-def error_line(code: int, capsys: pytest.CaptureFixture[str], command: str) -> str:
-    """The one stderr line of a failed command, after checking the rule's form."""
-    err = capsys.readouterr().err
+def error_line(
+    code: int, capsys: pytest.CaptureFixture[str], command: str, printed_nothing: bool = False
+) -> str:
+    """The one stderr line of a failed command, after checking the rule's form (and, with
+    ``printed_nothing``, that nothing reached stdout first)."""
+    out, err = capsys.readouterr()
+    assert not (printed_nothing and out), out
     assert code != 0, err
     assert "Traceback" not in err, err
     lines = err.strip().splitlines()
@@ -178,7 +183,7 @@ def test_bad_path_is_one_line_and_changes_nothing(
     ws: Path, capsys: pytest.CaptureFixture[str], argv: list[str], expected: str
 ) -> None:
     before = tree(ws)
-    line = error_line(main(argv), capsys, argv[0])
+    line = error_line(main(argv), capsys, argv[0], printed_nothing=True)
     assert expected in line, line
     assert tree(ws) == before
 
@@ -210,9 +215,40 @@ def _demo_dir_someone_elses(ws: Path) -> None:
 def test_demo_never_replaces_what_is_not_its_own_run(ws, capsys, setup, expected) -> None:
     setup(ws)
     before = tree(ws)
-    line = error_line(main(["demo", "--minutes", "0.01"]), capsys, "demo")
+    line = error_line(main(["demo", "--minutes", "0.01"]), capsys, "demo", printed_nothing=True)
     assert expected in line, line
     assert tree(ws) == before
+
+
+# ----------------------------------------------------------------------------- flag values
+FLAG_CASES = {
+    "generate --max-new-tokens -5": (["generate", "run", "--prompt", "A", "--max-new-tokens", "-5"], "--max-new-tokens: must be >= 0, got -5"),
+    "generate --temperature -1": (["generate", "run", "--prompt", "A", "--temperature", "-1"], "--temperature: must be >= 0 (0 = greedy), got -1.0"),
+    "generate --temperature nan": (["generate", "run", "--prompt", "A", "--temperature", "nan"], "--temperature: must be >= 0 (0 = greedy), got nan"),
+    "generate --top-k 0": (["generate", "run", "--prompt", "A", "--top-k", "0"], "--top-k: must be >= 1, got 0"),
+    "generate --top-p 2": (["generate", "run", "--prompt", "A", "--top-p", "2"], "--top-p: must be in (0, 1], got 2.0"),
+    "chat --top-p 0": (["chat", "run", "--top-p", "0"], "--top-p: must be in (0, 1], got 0.0"),
+    "chat --max-new-tokens -1": (["chat", "run", "--max-new-tokens", "-1"], "--max-new-tokens: must be >= 0, got -1"),
+    "demo --minutes -1": (["demo", "--minutes", "-1"], "--minutes: must be > 0, got -1.0"),
+    "demo --minutes inf": (["demo", "--minutes", "inf"], "--minutes: must be > 0, got inf"),
+    "clean --chunk-size 0": (["clean", "t.csv", "--out", "o.csv", "--chunk-size", "0"], "chunk_size: must be >= 1, got 0"),
+    "prepare --val-fraction 2": (["prepare", "--input", "tiny.txt", "--val-fraction", "2", "--out", "p"], "val_fraction: must be in (0, 1), got 2.0"),
+    "prepare --vocab-size 1": (["prepare", "--input", "tiny.txt", "--tokenizer", "bpe", "--vocab-size", "1", "--out", "p"], "vocab_size: must be >= 2, got 1"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("argv", "expected"), list(FLAG_CASES.values()), ids=list(FLAG_CASES))
+def test_bad_flag_value_is_one_line_before_any_output(ws, capsys, argv, expected) -> None:
+    before = tree(ws)
+    line = error_line(main(argv), capsys, argv[0], printed_nothing=True)
+    assert expected in line, line
+    assert tree(ws) == before
+
+
+def test_text_on_stdin_that_is_not_utf8_is_one_line(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"fine\nab\xff\n"), encoding="utf-8"))
+    line = error_line(main(["embed", "some-model"]), capsys, "embed")
+    assert line.startswith("zeroforge embed: error: stdin: not valid utf-8 text (invalid start byte)"), line
 
 
 # ----------------------------------------------------------------------------- unreadable, read-only
@@ -295,7 +331,7 @@ def test_unreadable_input_or_read_only_output_is_one_line(ws, capsys, argv, expe
     before = tree(ws)
     with permission_bits_apply():
         code = main(argv)
-    line = error_line(code, capsys, argv[0])
+    line = error_line(code, capsys, argv[0], printed_nothing=True)
     assert expected in line, line
     assert tree(ws) == before
 

@@ -18,6 +18,7 @@ Nothing is left looking complete, and no existing file is changed by a command t
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import traceback
@@ -64,6 +65,29 @@ def _check_run_dirs(paths: list[str], what: str) -> None:
         if not Path(path).is_dir():
             state = "is a file" if Path(path).exists() else "not found"
             raise ZeroforgeError(f"{what}: {path} {state}, expected a run directory")
+
+
+def _check_sampling_flags(args: argparse.Namespace) -> None:
+    """generate/chat: the sampling flags, checked before anything is printed."""
+    checks = [
+        ("--max-new-tokens", args.max_new_tokens, args.max_new_tokens >= 0, "must be >= 0"),
+        ("--temperature", args.temperature, 0 <= args.temperature < math.inf, "must be >= 0 (0 = greedy)"),
+        ("--top-k", args.top_k, args.top_k is None or args.top_k >= 1, "must be >= 1"),
+        ("--top-p", args.top_p, args.top_p is None or 0 < args.top_p <= 1, "must be in (0, 1]"),
+    ]
+    for flag, value, ok, expected in checks:
+        if not ok:
+            raise ZeroforgeError(f"{flag}: {expected}, got {value}")
+
+
+def _stdin_lines() -> list[str]:
+    """The non-blank lines piped in, as one line of error when they are not text."""
+    try:
+        return [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    except UnicodeDecodeError as err:
+        raise ZeroforgeError(
+            f"stdin: not valid {err.encoding} text ({err.reason}); pipe one text per line"
+        ) from None
 
 
 def _check_demo_dir(run_dir: Path) -> None:
@@ -169,6 +193,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from zeroforge.tokenizers import require_tokenizer
     from zeroforge.weights import load
 
+    _check_sampling_flags(args)
     model, tokenizer = load(args.model)
     tokenizer = require_tokenizer(tokenizer, args.model, "generate")
     prompts = args.prompt or [""]
@@ -221,6 +246,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from zeroforge.demo import DEMO_DIR, run_demo
 
+    if not 0 < args.minutes < math.inf:
+        raise ZeroforgeError(f"--minutes: must be > 0, got {args.minutes}")
     _check_demo_dir(Path(DEMO_DIR))
     run_demo(minutes=args.minutes)
     return 0
@@ -250,7 +277,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
     from zeroforge.embedding import embed
 
-    texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    texts = args.text or _stdin_lines()
     if not texts:
         raise ZeroforgeError("embed: no text (use --text, or pipe one text per line)")
     vectors = embed(args.model, texts, batch_size=args.batch_size)
@@ -276,6 +303,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     from zeroforge.tokenizers import require_tokenizer
     from zeroforge.weights import load
 
+    _check_sampling_flags(args)
     model, tokenizer = load(args.model)
     chat_template_of(require_tokenizer(tokenizer, args.model, "chat"), args.model)
     session = ChatSession(
