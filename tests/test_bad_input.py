@@ -128,6 +128,8 @@ PATH_CASES = {
     "pretrain train.out_dir a file": (["pretrain", *TINY, *SRC, "train.out_dir=afile"], "train.out_dir: afile is a file, expected a folder"),
     "pretrain train.out_dir under a file": (["pretrain", *TINY, *SRC, "train.out_dir=afile/x"], "train.out_dir: cannot create afile/x: afile is a file"),
     "pretrain train.out_dir a finished run": (["pretrain", *TINY, *SRC, "train.out_dir=run"], "run: already holds a run; set train.resume=true"),
+    "pretrain train.name a path": (["pretrain", *TINY, *SRC, "train.name=../x"], "train.name: '../x' is a name, not a path"),
+    "finetune train.name a path": (["finetune", *FT, "train.name=a/b"], "train.name: 'a/b' is a name, not a path"),
     "train train.out_dir a file": (["train", *TINY, *SRC, "train.out_dir=afile"], "train.out_dir: afile is a file, expected a folder"),
     "pretrain data.prepared_dir a file": (["pretrain", *TINY, *SRC, "data.prepared_dir=afile"], "data.prepared_dir: afile is a file, expected a folder"),
     "pretrain data.prepared_dir under a file": (["pretrain", *TINY, *SRC, "data.prepared_dir=afile/x"], "data.prepared_dir: cannot create afile/x"),

@@ -158,8 +158,7 @@ def finetune(
     args, ft = recipe.train, recipe.finetune
     assert ft is not None
     rank, world = rank_and_world()
-    run_dir = args.run_dir
-    check_run_dir(run_dir, args.resume, "train.out_dir" if args.out_dir else "train.name")
+    run_dir = check_run_dir(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)  # the new head's initial weights and the adapters' A

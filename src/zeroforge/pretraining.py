@@ -56,10 +56,9 @@ def check_paths(recipe: Recipe) -> None:
     """Before any data work: a ``data.source`` on disk can be read, the run directory and
     ``data.prepared_dir`` (when set) can be written, and the run directory holds no earlier run
     unless resuming."""
-    args = recipe.train
     if Path(recipe.data.source).exists():
         check_readable(recipe.data.source, "data.source")
-    check_run_dir(args.run_dir, args.resume, "train.out_dir" if args.out_dir else "train.name")
+    check_run_dir(recipe.train)
     if recipe.data.prepared_dir is not None:
         check_prepared_dir(recipe.data.prepared_dir, "data.prepared_dir")
 

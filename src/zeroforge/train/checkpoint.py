@@ -32,6 +32,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from zeroforge.config import TrainArgs
 from zeroforge.errors import ConfigError, DataError
 from zeroforge.io import DIR_MODE, FILE_MODE, atomic_write_json, atomic_write_text, check_output_dir
 from zeroforge.weights import load
@@ -227,15 +228,22 @@ def publish_final(run_dir: Path, checkpoint: Path, model: nn.Module, tokenizer: 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def check_run_dir(run_dir: Path, resume: bool, field: str = "train.out_dir") -> None:
-    """Before any work: ``run_dir`` can be a folder this process writes, and holds no earlier run
-    unless ``resume`` (training into it would mix two runs). ``field`` names the recipe field."""
-    check_output_dir(run_dir, field)
-    if not resume and (is_complete(run_dir) or latest_checkpoint(run_dir) is not None):
+def check_run_dir(args: TrainArgs) -> Path:
+    """Before any work: the run directory (``train.out_dir``, else ``runs/<train.name>``) can be a
+    folder this process writes, and holds no earlier run unless ``train.resume`` (training into it
+    would mix two runs). Returns it."""
+    if not args.out_dir and (Path(args.name).name != args.name or args.name in ("", ".", "..")):
+        raise ConfigError(
+            f"train.name: {args.name!r} is a name, not a path; set train.out_dir for a folder elsewhere"
+        )
+    run_dir = args.run_dir
+    check_output_dir(run_dir, "train.out_dir" if args.out_dir else "train.name")
+    if not args.resume and (is_complete(run_dir) or latest_checkpoint(run_dir) is not None):
         raise ConfigError(
             f"{run_dir}: already holds a run; set train.resume=true to continue it, "
             "or choose another train.name / train.out_dir"
         )
+    return run_dir
 
 
 # What a write killed midway (kill -9, power loss) leaves: a checkpoint or best copy being assembled,
