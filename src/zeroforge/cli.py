@@ -9,23 +9,101 @@
 Every subcommand is registered here, explicitly; the parser is built without importing torch (each
 handler imports its implementation), so ``zeroforge --help`` is fast and lists every command even when
 one command's module fails to import, which is then an error when that command runs.
-User errors (``ZeroforgeError``) print one line and exit 2; nothing is left looking complete.
+Every path a command reads or writes is checked before it starts. Bad input (``ZeroforgeError``, or a
+file the system refuses) prints one line, ``zeroforge CMD: error: ...``, and exits 2; anything else is a
+bug and prints one line too, exit 1, with the traceback under ``--debug`` or ``ZEROFORGE_DEBUG=1``.
+Nothing is left looking complete, and no existing file is changed by a command that fails.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
 from zeroforge.errors import ZeroforgeError
+from zeroforge.io import check_input_file, check_output_dir, check_output_file
+
+DEBUG_ENV = "ZEROFORGE_DEBUG"
+"""Set to 1 (or pass ``--debug``) for the traceback behind an error."""
+
+# ----------------------------------------------------------------------------- paths, checked first
+# Every path a command reads or writes is checked before it starts, so a bad one fails at once and
+# nothing is half-done. A missing recipe is left to the recipe loader, whose message names it.
+
+
+def _check_config(path: str | None) -> None:
+    if path is not None and Path(path).exists():
+        check_input_file(path, "--config")
+
+
+def _default_report(out: str) -> Path:
+    return Path(out).with_name(Path(out).name + ".report.json")
+
+
+def _check_clean_paths(args: argparse.Namespace) -> None:
+    _check_config(args.config)
+    out = check_output_file(args.out, "--out")
+    if args.report:
+        report = check_output_file(args.report, "--report")
+    else:
+        report = check_output_file(_default_report(args.out), "--report (default OUT.report.json)")
+    source = Path(args.input)
+    if source.is_file() and source.resolve() in (out.resolve(), report.resolve()):
+        raise ZeroforgeError(f"{args.input}: is the input; write the cleaned file and report elsewhere")
+    if report.resolve() == out.resolve():
+        raise ZeroforgeError(f"--report: {report} is also --out; give the report its own path")
+
+
+def _check_run_dirs(paths: list[str], what: str) -> None:
+    """Every run directory exists before the first is evaluated (evaluate writes its metrics.json)."""
+    for path in paths:
+        if not Path(path).is_dir():
+            state = "is a file" if Path(path).exists() else "not found"
+            raise ZeroforgeError(f"{what}: {path} {state}, expected a run directory")
+
+
+def _check_sampling_flags(args: argparse.Namespace) -> None:
+    """generate/chat: the sampling flags, checked before anything is printed."""
+    checks = [
+        ("--max-new-tokens", args.max_new_tokens, args.max_new_tokens >= 0, "must be >= 0"),
+        ("--temperature", args.temperature, 0 <= args.temperature < math.inf, "must be >= 0 (0 = greedy)"),
+        ("--top-k", args.top_k, args.top_k is None or args.top_k >= 1, "must be >= 1"),
+        ("--top-p", args.top_p, args.top_p is None or 0 < args.top_p <= 1, "must be in (0, 1]"),
+    ]
+    for flag, value, ok, expected in checks:
+        if not ok:
+            raise ZeroforgeError(f"{flag}: {expected}, got {value}")
+
+
+def _stdin_lines() -> list[str]:
+    """The non-blank lines piped in, as one line of error when they are not text."""
+    try:
+        return [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    except UnicodeDecodeError as err:
+        raise ZeroforgeError(
+            f"stdin: not valid {err.encoding} text ({err.reason}); pipe one text per line"
+        ) from None
+
+
+def _check_demo_dir(run_dir: Path) -> None:
+    """The demo replaces its own folder from an earlier demo, and nothing else."""
+    check_output_dir(run_dir, "the demo's run directory")
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / "run.yaml").is_file():
+        raise ZeroforgeError(f"{run_dir}: holds files that are not a demo run; move them away first")
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from zeroforge.data.text import prepare
+    from zeroforge.pretraining import check_prepared_dir
 
+    _check_config(args.config)
+    if args.out is not None:
+        check_prepared_dir(args.out, "--out")
     if args.config:
         return _prepare_recipe(args)
     if not args.input:
@@ -92,18 +170,21 @@ def _print_run_dir(run_dir: Path) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from zeroforge.training import run_recipe
 
+    _check_config(args.config)
     return _print_run_dir(run_recipe(args.config, args.overrides))
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from zeroforge.pretraining import pretrain
 
+    _check_config(args.config)
     return _print_run_dir(pretrain(args.config, args.overrides))
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from zeroforge.finetuning import finetune
 
+    _check_config(args.config)
     return _print_run_dir(finetune(args.config, args.overrides))
 
 
@@ -112,6 +193,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from zeroforge.tokenizers import require_tokenizer
     from zeroforge.weights import load
 
+    _check_sampling_flags(args)
     model, tokenizer = load(args.model)
     tokenizer = require_tokenizer(tokenizer, args.model, "generate")
     prompts = args.prompt or [""]
@@ -144,6 +226,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from zeroforge.eval.evaluate import compare_runs, evaluate
 
     if args.compare:
+        _check_run_dirs(args.compare, "--compare")
         print(compare_runs(([args.run_dir] if args.run_dir else []) + args.compare))
         return 0
     if args.run_dir is None:
@@ -161,8 +244,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from zeroforge.demo import run_demo
+    from zeroforge.demo import DEMO_DIR, run_demo
 
+    if not 0 < args.minutes < math.inf:
+        raise ZeroforgeError(f"--minutes: must be > 0, got {args.minutes}")
+    _check_demo_dir(Path(DEMO_DIR))
     run_demo(minutes=args.minutes)
     return 0
 
@@ -170,6 +256,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_clean(args: argparse.Namespace) -> int:
     from zeroforge.data.clean import clean, load_clean_config
 
+    _check_clean_paths(args)
     config = load_clean_config(args.config, args.overrides)
     report = clean(
         args.input,
@@ -180,9 +267,7 @@ def _cmd_clean(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print(report.summary(), end="")
-    json_path = (
-        Path(args.report) if args.report else Path(args.out).with_name(Path(args.out).name + ".report.json")
-    )
+    json_path = Path(args.report) if args.report else _default_report(args.out)
     print(f"cleaned: {args.out}\nreport:  {json_path} (+ {json_path.with_suffix('.txt').name})")
     return 0
 
@@ -192,7 +277,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
     from zeroforge.embedding import embed
 
-    texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    texts = args.text or _stdin_lines()
     if not texts:
         raise ZeroforgeError("embed: no text (use --text, or pipe one text per line)")
     vectors = embed(args.model, texts, batch_size=args.batch_size)
@@ -218,6 +303,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     from zeroforge.tokenizers import require_tokenizer
     from zeroforge.weights import load
 
+    _check_sampling_flags(args)
     model, tokenizer = load(args.model)
     chat_template_of(require_tokenizer(tokenizer, args.model, "chat"), args.model)
     session = ChatSession(
@@ -244,11 +330,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zeroforge", description="Develop and fine-tune large models from zero."
     )
+    debug_help = f"print the traceback behind an error (or set {DEBUG_ENV}=1)"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.set_defaults(func=func)
+        # SUPPRESS: absent here, the top-level --debug's value stands
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
         return p
 
     p = add("prepare", _cmd_prepare, "tokenize a corpus into train/val token files")
@@ -371,20 +461,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines() if line.strip()) or "(no message)"
+
+
+def _os_error(err: OSError) -> str:
+    """``PATH: Permission denied`` (and ``-> PATH2`` for a rename): what the system refused, and where."""
+    where = "" if err.filename is None else f"{os.fsdecode(err.filename)}: "
+    if err.filename2 is not None:
+        where = f"{os.fsdecode(err.filename)} -> {os.fsdecode(err.filename2)}: "
+    return where + (err.strerror or str(err))
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand. Bad input is one line on stderr and exit status 2; anything unexpected is
+    one line and status 1, with the traceback only under ``--debug`` or ``ZEROFORGE_DEBUG=1``."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = bool(args.debug) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+    def fail(message: str, status: int) -> int:
+        if debug:
+            traceback.print_exc()
+        print(f"zeroforge {args.command}: error: {message}", file=sys.stderr)
+        return status
+
     try:
         return int(args.func(args) or 0)
     except ZeroforgeError as err:
-        print(f"zeroforge {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return fail(_one_line(str(err)), 2)
+    except BrokenPipeError:  # the reader went away (``zeroforge generate ... | head``): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit does not fail a second time
+        return 141  # 128 + SIGPIPE, as a shell reports a command a closed pipe stopped
     except ImportError as err:  # a broken install or a missing dependency: say which, in one line
-        print(f"zeroforge {args.command}: error: cannot import what it needs ({err})", file=sys.stderr)
-        return 1
+        return fail(f"cannot import what it needs ({_one_line(str(err))})", 1)
+    except OSError as err:  # the system refused a file (permissions, a full disk, a file for a folder)
+        return fail(_os_error(err), 2)
     except KeyboardInterrupt:
         print(f"zeroforge {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # a bug in zeroforge: still one line, unless the traceback is asked for
+        hint = "" if debug else " (run with --debug for the traceback)"
+        return fail(f"unexpected {type(err).__name__}: {_one_line(str(err))}{hint}", 1)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,10 @@ import shutil
 from pathlib import Path
 
 DEMO_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "gpt-char-shakespeare.yaml"
+DEMO_DIR = "runs/demo"
 
 
-def run_demo(minutes: float = 2.5, out_dir: str = "runs/demo") -> Path:
+def run_demo(minutes: float = 2.5, out_dir: str = DEMO_DIR) -> Path:
     from zeroforge.config import load_recipe
     from zeroforge.eval.evaluate import evaluate
     from zeroforge.generation import generate

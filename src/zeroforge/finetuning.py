@@ -46,7 +46,7 @@ from zeroforge.data.builders import DataContext, TrainingData, data_builder
 from zeroforge.errors import ConfigError
 from zeroforge.io import atomic_write_json
 from zeroforge.modules.lora import parameter_summary
-from zeroforge.train.checkpoint import is_complete, latest_checkpoint
+from zeroforge.train.checkpoint import check_run_dir
 from zeroforge.train.loop import train
 from zeroforge.train.runtime import rank_and_world
 
@@ -155,11 +155,7 @@ def finetune(
     args, ft = recipe.train, recipe.finetune
     assert ft is not None
     rank, world = rank_and_world()
-    run_dir = args.run_dir
-    if not args.resume and (is_complete(run_dir) or latest_checkpoint(run_dir) is not None):
-        raise ConfigError(
-            f"{run_dir}: already holds a run; set train.resume=true to continue it, or choose another train.name"
-        )
+    run_dir = check_run_dir(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)  # the new head's initial weights and the adapters' A

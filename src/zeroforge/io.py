@@ -71,3 +71,82 @@ def read_json_object(path: Path, missing: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise DataError(f"{path}: expected a JSON object")
     return obj
+
+
+# ----------------------------------------------------------------------------- paths checked before any work
+# A command checks every path it will read or write before it starts, so a bad path fails at once, in
+# one line naming the argument, and leaves every existing file as it was.
+
+
+def _writable(folder: Path) -> bool:
+    """This process may create files in ``folder`` (its effective ids, as a write would be judged;
+    a read-only mount counts as not writable)."""
+    return os.access(folder, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids)
+
+
+def _nearest_existing(path: Path) -> Path:
+    """``path`` or its closest ancestor that exists (the folder a new ``path`` would be created in)."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path(".")
+
+
+def _check_creatable(path: Path, what: str) -> None:
+    """``path`` does not exist yet: its nearest existing ancestor must be a writable folder."""
+    base = _nearest_existing(path.absolute())
+    shown = base if path.is_absolute() else Path(os.path.relpath(base))
+    if not base.is_dir():
+        raise DataError(f"{what}: cannot create {path}: {shown} is a file, not a folder")
+    if not _writable(base):
+        raise DataError(f"{what}: cannot create {path}: {shown} is not writable")
+
+
+def check_output_file(path: str | os.PathLike[str], what: str) -> Path:
+    """``path`` can be written as a file: not a folder, and in (or creatable in) a writable folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{what}: {path} is a directory, expected a file path")
+    if path.exists():
+        if not _writable(path.parent.absolute()):
+            raise DataError(f"{what}: cannot replace {path}: its folder is not writable")
+    else:
+        _check_creatable(path, what)
+    return path
+
+
+def check_output_dir(path: str | os.PathLike[str], what: str) -> Path:
+    """``path`` can be a folder to write into: an existing writable folder, or creatable."""
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            raise DataError(f"{what}: {path} is a file, expected a folder")
+        if not _writable(path):
+            raise DataError(f"{what}: {path} is not writable")
+    else:
+        _check_creatable(path, what)
+    return path
+
+
+def check_readable(path: str | os.PathLike[str], what: str) -> Path:
+    """An existing ``path`` this process can read: a file it can open, a folder it can list."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            os.listdir(path)
+        else:
+            with open(path, "rb"):
+                pass
+    except OSError as err:
+        raise DataError(f"{what}: cannot read {path} ({err.strerror})") from None
+    return path
+
+
+def check_input_file(path: str | os.PathLike[str], what: str) -> Path:
+    """``path`` is a file this process can read."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{what}: {path} not found")
+    if path.is_dir():
+        raise DataError(f"{what}: {path} is a directory, expected a file")
+    return check_readable(path, what)

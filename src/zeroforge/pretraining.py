@@ -25,7 +25,10 @@ import torch
 from zeroforge.config import Recipe, load_recipe
 from zeroforge.data.arrays import rename_input
 from zeroforge.data.builders import DataContext, TrainingData, data_builder
-from zeroforge.errors import ConfigError
+from zeroforge.data.cache import META_FILE
+from zeroforge.errors import ConfigError, DataError
+from zeroforge.io import check_output_dir, check_readable
+from zeroforge.train.checkpoint import check_run_dir
 from zeroforge.train.distributed import DistContext, failures, rank_zero_first, session
 from zeroforge.train.loop import train
 from zeroforge.train.runtime import resolve_device
@@ -43,9 +46,31 @@ def pretrain(
     recipe = load_recipe(config, overrides)
     if recipe.finetune is not None:
         raise ConfigError("finetune: this recipe fine-tunes; run it with zeroforge finetune (or train)")
+    check_paths(recipe)
     with session(recipe.distributed, resolve_device(recipe.train.device)) as ctx, failures(ctx):
         _pretrain(recipe, ctx)
     return recipe.train.run_dir
+
+
+def check_paths(recipe: Recipe) -> None:
+    """Before any data work: a ``data.source`` on disk can be read, the run directory and
+    ``data.prepared_dir`` (when set) can be written, and the run directory holds no earlier run
+    unless resuming."""
+    if Path(recipe.data.source).exists():
+        check_readable(recipe.data.source, "data.source")
+    check_run_dir(recipe.train)
+    if recipe.data.prepared_dir is not None:
+        check_prepared_dir(recipe.data.prepared_dir, "data.prepared_dir")
+
+
+def check_prepared_dir(path: str | os.PathLike[str], what: str) -> None:
+    """A folder ``prepare`` may write: new, empty, or prepared data (meta.json) it may rebuild; never
+    a folder of other files."""
+    folder = check_output_dir(path, what)
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / META_FILE).is_file():
+        raise DataError(
+            f"{what}: {folder} holds other files and is not a prepared data folder (no {META_FILE})"
+        )
 
 
 def clean_source(recipe: Recipe, ctx: DistContext) -> Path:

@@ -32,8 +32,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from zeroforge.errors import DataError
-from zeroforge.io import DIR_MODE, FILE_MODE, atomic_write_json, atomic_write_text
+from zeroforge.config import TrainArgs
+from zeroforge.errors import ConfigError, DataError
+from zeroforge.io import DIR_MODE, FILE_MODE, atomic_write_json, atomic_write_text, check_output_dir
 from zeroforge.weights import load
 from zeroforge.weights.files import (
     BEST,
@@ -64,6 +65,7 @@ __all__ = [
     "STATE_TENSORS",
     "WEIGHTS_FILE",
     "best_checkpoint",
+    "check_run_dir",
     "checkpoints_dir",
     "flatten_state",
     "is_complete",
@@ -74,6 +76,7 @@ __all__ = [
     "load_trainer_state",
     "mark_complete",
     "publish_final",
+    "remove_partial_writes",
     "save_checkpoint",
     "save_model_files",
     "unflatten_state",
@@ -223,6 +226,54 @@ def publish_final(run_dir: Path, checkpoint: Path, model: nn.Module, tokenizer: 
             os.replace(tmp / name, run_dir / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_run_dir(args: TrainArgs) -> Path:
+    """Before any work: the run directory (``train.out_dir``, else ``runs/<train.name>``) can be a
+    folder this process writes, and holds no earlier run unless ``train.resume`` (training into it
+    would mix two runs). Returns it."""
+    if not args.out_dir and (Path(args.name).name != args.name or args.name in ("", ".", "..")):
+        raise ConfigError(
+            f"train.name: {args.name!r} is a name, not a path; set train.out_dir for a folder elsewhere"
+        )
+    run_dir = args.run_dir
+    check_output_dir(run_dir, "train.out_dir" if args.out_dir else "train.name")
+    if not args.resume and (is_complete(run_dir) or latest_checkpoint(run_dir) is not None):
+        raise ConfigError(
+            f"{run_dir}: already holds a run; set train.resume=true to continue it, "
+            "or choose another train.name / train.out_dir"
+        )
+    return run_dir
+
+
+# What a write killed midway (kill -9, power loss) leaves: a checkpoint or best copy being assembled,
+# the final model being written, a file being replaced atomically. Nothing reads them; the next start
+# of the run removes them.
+PARTIAL_WRITES = (
+    "checkpoints/.tmp-*",
+    "checkpoints/.*.tmp",
+    ".model-*",
+    ".publish-*",
+    ".*.tmp",
+    "data/.*.tmp",
+)
+
+
+def remove_partial_writes(run_dir: Path) -> list[Path]:
+    """Delete the temp files and folders of writes that never finished; returns what was removed."""
+    removed = []
+    for pattern in PARTIAL_WRITES:
+        for path in sorted(run_dir.glob(pattern)):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    # save_pretrained assembles a folder beside the one it replaces
+    for path in sorted(run_dir.absolute().parent.glob(f".{run_dir.absolute().name}.tmp-*")):
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
 
 
 def mark_complete(run_dir: Path, summary: dict[str, Any]) -> None:

@@ -145,6 +145,7 @@ def _train(
                 print(f"resumed from step {start_step} ({run_path})")
         if is_main:
             run_path.mkdir(parents=True, exist_ok=True)
+            ckpt.remove_partial_writes(run_path)  # what a killed earlier start left half-written
     if resumed is None and ctx.world_size > 1:
         torch.manual_seed(args.seed + ctx.rank)  # own dropout masks per rank; the weights are rank 0's
 
@@ -295,7 +296,7 @@ def _train(
         periodic = args.save_every and step % args.save_every == 0 and saved_step != step
         if run_path is not None and periodic and not stop_early:
             last_checkpoint, saved_step = save(step, elapsed), step
-            if is_main:
+            if is_main and history:  # a checkpoint may come before the first logged row
                 plot_curves(run_path, history)
             t_last = time.perf_counter()
         if stop_early:
@@ -330,7 +331,8 @@ def _train(
             final = ckpt.load_model_files(last_checkpoint) if wrapped.sharded else model
             ckpt.publish_final(run_path, best_path or last_checkpoint, final, tokenizer)
             write_metrics_csv(run_path / "metrics.csv", history)
-            plot_curves(run_path, history)
+            if history:  # a time budget can end a run before its first logged row
+                plot_curves(run_path, history)
             ckpt.mark_complete(
                 run_path,
                 {

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from zeroforge.errors import DataError, ZeroforgeError
+from zeroforge.io import check_output_dir
 from zeroforge.tokenizers import Tokenizer, has_tokenizer, load_tokenizer
 from zeroforge.weights.files import load_model_files, model_folder
 from zeroforge.weights.hf import save_pretrained
@@ -121,7 +122,18 @@ def _efficientnet_lite0(path: Path, family: str | None, overrides: dict[str, Any
 def convert(
     src: str | os.PathLike[str], dst: str | os.PathLike[str], dtype: torch.dtype | str | None = None
 ) -> Path:
-    """Load any checkpoint ``load`` reads and write it as an HF folder at ``dst``."""
+    """Load any checkpoint ``load`` reads and write it as an HF folder at ``dst``.
+
+    ``dst`` is checked before anything is loaded: a new folder, an empty one, or a model folder (its
+    model files are replaced); a folder that holds other files, or ``src`` itself, is refused.
+    """
+    dst = check_output_dir(dst, "dst")
+    if dst.is_dir() and any(dst.iterdir()) and not (dst / "config.json").is_file():
+        raise DataError(
+            f"dst: {dst} holds other files and no config.json; convert into a new or empty folder"
+        )
+    if Path(src).exists() and Path(src).resolve() == dst.resolve():
+        raise DataError(f"dst: {dst} is the source itself; convert into another folder")
     model, tokenizer = load(src, dtype=dtype)
     return save_pretrained(model, tokenizer, dst)
 

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from zeroforge.errors import ConfigError, DataError, ZeroforgeError
-from zeroforge.io import DIR_MODE, read_json_object
+from zeroforge.io import DIR_MODE, check_output_dir, read_json_object
 from zeroforge.weights.keymaps import KeyMap, family_for_hf, keymap_for, tied_keys
 
 CONFIG_FILE = "config.json"
@@ -372,7 +372,7 @@ def save_pretrained(model: nn.Module, tokenizer: Any | None, directory: str | os
     only once all of them are complete (each by an atomic rename), so a failure leaves nothing
     half-written. Files of an earlier save that this one does not write stay as they were.
     """
-    directory = Path(directory)
+    directory = check_output_dir(directory, "save_pretrained: directory")
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
     try:
