@@ -334,8 +334,9 @@ def test_training_flag_is_restored_and_gradients_are_off():
 
 def test_bad_arguments_are_clear_errors():
     model, tok = CountingLM(26), CharTokenizer()
-    with pytest.raises(ZeroforgeError, match="temperature"):
-        generate(model, tok, "a", temperature=-1)
+    for temperature in (-1, float("nan")):
+        with pytest.raises(ZeroforgeError, match="temperature"):
+            generate(model, tok, "a", temperature=temperature)
     with pytest.raises(ZeroforgeError, match="top_p"):
         generate(model, tok, "a", top_p=0)
     with pytest.raises(ZeroforgeError, match="top_k"):

@@ -172,7 +172,7 @@ def make_generator(seed: int | None, device: torch.device | str) -> torch.Genera
 def _check_sampling(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
     if max_new_tokens < 0:
         raise ZeroforgeError(f"generation: max_new_tokens must be >= 0, got {max_new_tokens}")
-    if temperature < 0:
+    if not temperature >= 0:  # NaN fails this too
         raise ZeroforgeError(f"generation: temperature must be >= 0 (0 = greedy), got {temperature}")
     if top_k is not None and top_k < 1:
         raise ZeroforgeError(f"generation: top_k must be >= 1, got {top_k}")

@@ -159,7 +159,7 @@ def target_names(model: nn.Module, config: LoRAConfig) -> list[str]:
         default: tuple[str, ...] | None = getattr(type(model), "lora_targets", None)
         if default is None:
             raise ConfigError(
-                f"lora.target_modules: no default for model {type(model).__name__}; "
+                f"finetune.lora.target_modules: no default for model {type(model).__name__}; "
                 "name the Linear modules to adapt (e.g. [q_proj, v_proj] or [all-linear])"
             )
         targets = list(default)
@@ -172,7 +172,7 @@ def target_names(model: nn.Module, config: LoRAConfig) -> list[str]:
     if not found:
         examples = sorted({n.split(".")[-1] for n in linears})[:12]
         raise ConfigError(
-            f"lora.target_modules: {targets} match no Linear module of {type(model).__name__} "
+            f"finetune.lora.target_modules: {targets} match no Linear module of {type(model).__name__} "
             f"(its Linear modules end in: {', '.join(examples)})"
         )
     return found
