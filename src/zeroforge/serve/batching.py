@@ -166,6 +166,7 @@ class BatchScheduler:
         self.generated_tokens = 0  # all tokens sampled since start
         self.recent: deque[tuple[float, int]] = deque()  # (time, tokens) per step, the last 10 s
         self.steps = 0  # forward passes of the running batch
+        self.shifts = 0  # times the rows were moved to make room in the cache
         self._stop = False
         self._thread = threading.Thread(target=self._loop, name="zeroforge-batching", daemon=True)
         self._thread.start()
@@ -310,6 +311,7 @@ class BatchScheduler:
         if used + steps > self.max_length:
             return False
         self._shift(used - L)
+        self.shifts += 1
         return True
 
     def _shift(self, delta: int) -> None:
