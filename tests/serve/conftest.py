@@ -28,6 +28,7 @@ def encoder_dir(tmp_path_factory) -> Path:
 
     model, tokenizer = bert_parts()
     path = tmp_path_factory.mktemp("models") / "tiny-encoder"
+    path.mkdir()
     save_model_files(path, model, tokenizer)
     return path
 
@@ -41,5 +42,6 @@ def classifier_dir(tmp_path_factory) -> Path:
     model = SequenceClassifier.from_body(body, 3, label_names=["neg", "neu", "pos"])
     randomized(model, seed=3)
     path = tmp_path_factory.mktemp("models") / "tiny-classifier"
+    path.mkdir()
     save_model_files(path, model, tokenizer)
     return path

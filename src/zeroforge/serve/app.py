@@ -33,6 +33,18 @@ from typing import Any, Literal
 from torch import nn
 
 from zeroforge.errors import ZeroforgeError
+
+try:
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+except ImportError as err:
+    raise ZeroforgeError(f"serve needs the [serve] extra (pip install 'zeroforge[serve]'): {err}") from None
+
+import zeroforge.serve.protocol as proto
 from zeroforge.serve.batching import BatchScheduler, Event, GenerationRequest, QueueFull, SamplingSettings
 
 ModelKind = Literal["generate", "embed", "classify"]
@@ -107,18 +119,6 @@ def create_app(
 ) -> Any:
     """A FastAPI app serving ``model`` under the name ``model_id``. Close it with ``app.state.close()``
     (the lifespan does so when uvicorn stops)."""
-    try:
-        from fastapi import FastAPI, Request
-        from fastapi.exceptions import RequestValidationError
-        from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-        from prometheus_client.exposition import CONTENT_TYPE_LATEST
-        from starlette.exceptions import HTTPException as StarletteHTTPException
-    except ImportError as err:
-        raise ZeroforgeError(
-            f"serve needs the [serve] extra (pip install 'zeroforge[serve]'): {err}"
-        ) from None
-    from zeroforge.serve import protocol as proto
 
     limits = limits or ServeLimits()
     kind = model_kind(model)
@@ -294,7 +294,7 @@ def create_app(
             else body.max_tokens
         )
         if max_tokens is None:
-            max_tokens = limits.default_max_tokens
+            max_tokens = min(limits.default_max_tokens, limits.max_tokens)
         if max_tokens > limits.max_tokens:
             raise ApiError(
                 400, f"max_tokens: at most {limits.max_tokens}, got {max_tokens}", param="max_tokens"
