@@ -1,6 +1,13 @@
-"""Tiny random models for the server's tests: a chat model (ChatML template) and a BERT encoder."""
+"""Tiny random models for the server's tests (a chat model with a ChatML template, a BERT encoder) and
+a live uvicorn server on a free loopback port."""
 
 from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -49,3 +56,26 @@ def bert_parts():
         BertConfig(n_layer=2, n_head=2, n_embd=16, block_size=32, vocab_size=tokenizer.vocab_size)
     )
     return randomized(model), tokenizer
+
+
+@contextmanager
+def live_server(app) -> Iterator[str]:
+    """``app`` on uvicorn in a thread, on a free port of 127.0.0.1; yields its base URL."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()

@@ -167,6 +167,7 @@ class BatchScheduler:
         self.recent: deque[tuple[float, int]] = deque()  # (time, tokens) per step, the last 10 s
         self.steps = 0  # forward passes of the running batch
         self.shifts = 0  # times the rows were moved to make room in the cache
+        self.cancelled = 0  # requests dropped because their client went away
         self._stop = False
         self._thread = threading.Thread(target=self._loop, name="zeroforge-batching", daemon=True)
         self._thread.start()
@@ -252,6 +253,7 @@ class BatchScheduler:
         for slot, row in enumerate(self.slots):
             if row is not None and row.request.cancelled:
                 self._free(slot)
+                self.cancelled += 1
                 row.request.emit(Event(finish_reason="cancelled", completion_tokens=row.sampled))
         with self.lock:
             for request in [r for r in self.waiting if r.cancelled]:
