@@ -40,6 +40,7 @@ function draw(columns) {
   const W = canvas.width, H = canvas.height, pad = 48;
   ctx.clearRect(0, 0, W, H);
   const x = columns.step || (columns[Object.keys(columns)[0]] || []).map((_, i) => i);
+  canvas.dataset.points = x.length; // rows plotted (read by the browser test)
   const names = Object.keys(columns).filter((n) => n !== "step" && shown.has(n));
   const values = names.flatMap((n) => columns[n].filter((v) => v !== null && isFinite(v)));
   if (!x.length || !values.length) return;
