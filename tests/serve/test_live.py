@@ -71,10 +71,9 @@ def test_a_client_that_disconnects_mid_stream_stops_its_sequence(chat_server):
     scheduler._step = slow_step
     try:
         before = scheduler.cancelled
+        auth = {"Authorization": f"Bearer {KEY}"}
         body = {"prompt": "God", "max_tokens": 200, "temperature": 0, "stream": True}
-        with httpx.stream(
-            "POST", url + "/v1/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}
-        ) as r:
+        with httpx.stream("POST", url + "/v1/completions", json=body, headers=auth) as r:
             assert r.status_code == 200
             next(r.iter_lines())
         released.set()  # the client closed the connection above
@@ -82,6 +81,14 @@ def test_a_client_that_disconnects_mid_stream_stops_its_sequence(chat_server):
         while scheduler.cancelled == before and time.monotonic() < deadline:
             time.sleep(0.02)
         assert scheduler.cancelled == before + 1 and scheduler.running == 0
+        released.clear()  # the same for a request that is not streamed: the client gives up waiting
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(url + "/v1/completions", json={**body, "stream": False}, headers=auth, timeout=0.5)
+        released.set()
+        deadline = time.monotonic() + 10
+        while scheduler.cancelled == before + 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert scheduler.cancelled == before + 2 and scheduler.running == 0
     finally:
         released.set()
         scheduler._step = step

@@ -199,28 +199,53 @@ def create_app(
 
     open_paths = {"/health", "/", "/runs", "/favicon.ico"}
 
-    @app.middleware("http")
-    async def _guard(request: Request, call_next: Any) -> Response:
-        path = request.url.path
-        route = path if path.startswith(("/v1/", "/api/")) or path in open_paths | {"/metrics"} else "other"
-        try:
-            length = request.headers.get("content-length")
-            if length is not None and (not length.isdigit() or int(length) > limits.max_body_bytes):
-                raise ApiError(413, f"the request body is over the limit of {limits.max_body_bytes} bytes")
-            if api_key and path not in open_paths and not path.startswith("/static/"):
-                given = request.headers.get("authorization", "")
-                given = (
-                    given[7:] if given.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
+    def refusal(path: str, headers: dict[str, str]) -> ApiError | None:
+        """Why a request is refused before it reaches a route: its size, or its API key."""
+        length = headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limits.max_body_bytes):
+            return ApiError(413, f"the request body is over the limit of {limits.max_body_bytes} bytes")
+        if api_key and path not in open_paths and not path.startswith("/static/"):
+            given = headers.get("authorization", "")
+            given = given[7:] if given.lower().startswith("bearer ") else headers.get("x-api-key", "")
+            if given != api_key:
+                return ApiError(
+                    401, "invalid or missing API key (Authorization: Bearer KEY)", code="invalid_api_key"
                 )
-                if given != api_key:
-                    raise ApiError(
-                        401, "invalid or missing API key (Authorization: Bearer KEY)", code="invalid_api_key"
-                    )
-            response = await call_next(request)
-        except ApiError as err:
-            response = JSONResponse(err.body(), status_code=err.status)
-        requests_total.labels(route, str(response.status_code)).inc()
-        return response
+        return None
+
+    class Guard:
+        """Refuses oversized and unauthenticated requests and counts every answer by route and status.
+        A plain ASGI middleware: it passes ``receive`` through untouched, so a route still sees the
+        client hang up (Starlette's ``BaseHTTPMiddleware`` would hide that)."""
+
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                return await self.app(scope, receive, send)
+            path = scope["path"]
+            route = (
+                path if path.startswith(("/v1/", "/api/")) or path in open_paths | {"/metrics"} else "other"
+            )
+            status = [500]
+
+            async def counted(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    status[0] = message["status"]
+                await send(message)
+
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            try:
+                error = refusal(path, headers)
+                if error is None:
+                    await self.app(scope, receive, counted)
+                else:
+                    await JSONResponse(error.body(), status_code=error.status)(scope, receive, counted)
+            finally:
+                requests_total.labels(route, str(status[0])).inc()
+
+    app.add_middleware(Guard)
 
     async def read_body(request: Request) -> Any:
         """The JSON body, read with the size limit enforced also where no Content-Length was sent."""
@@ -368,7 +393,9 @@ def create_app(
     def usage(prompt: int, completion: int) -> dict[str, int]:
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
-    async def generate(ids: list[int], settings: SamplingSettings, stream: bool, chat: bool) -> Any:
+    async def generate(
+        http_request: Request, ids: list[int], settings: SamplingSettings, stream: bool, chat: bool
+    ) -> Any:
         ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         obj = "chat.completion" if chat else "text_completion"
         now = int(time.time())
@@ -392,12 +419,20 @@ def create_app(
             return {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
 
         if not stream:
+
+            async def watch() -> None:  # a client that hangs up stops its sequence
+                while not await http_request.is_disconnected():
+                    await asyncio.sleep(0.1)
+                request.cancel()
+
+            watcher = asyncio.create_task(watch())
             try:
                 pieces, end = [], Event()
                 async for event in events_of(request, events):
                     pieces.append(event.text)
                     end = event
             finally:
+                watcher.cancel()
                 slot.__exit__()
             if end.finish_reason == "error":
                 raise ApiError(500, f"generation failed: {end.error}", type="server_error")
@@ -462,7 +497,7 @@ def create_app(
             prompt = render_chat(template, messages, add_generation_prompt=True, **variables)
         except ZeroforgeError as err:
             raise ApiError(400, str(err), param="messages") from None
-        return await generate(encode(prompt), settings, body.stream, chat=True)
+        return await generate(request, encode(prompt), settings, body.stream, chat=True)
 
     @app.post("/v1/completions", response_model=None)
     async def completions(request: Request) -> Any:
@@ -474,7 +509,7 @@ def create_app(
                 raise ApiError(400, "prompt: one prompt per request (a string)", param="prompt")
             body.prompt = body.prompt[0]
         settings = settings_of(body)
-        return await generate(encode(body.prompt), settings, body.stream, chat=False)
+        return await generate(request, encode(body.prompt), settings, body.stream, chat=False)
 
     # ------------------------------------------------------------------ encoders and classifiers
 

@@ -21,6 +21,7 @@ sharing forward passes.
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections import deque
@@ -332,6 +333,21 @@ class BatchScheduler:
         mask[:, new_length:] = True
         cache._length = new_length  # KVCache keeps its filled length private; only this scheduler moves it
 
+    def _first_rows(self, n: int) -> KVCache:
+        """The cache restricted to its first ``n`` rows: views of the same tensors, so what a step writes
+        lands in the full cache (its filled length is copied back by the caller)."""
+        cache = self.cache
+        assert cache is not None
+        if n == cache.batch_size:
+            return cache
+        rows = copy.copy(cache)
+        rows.keys = [t[:n] for t in cache.keys]
+        rows.values = [t[:n] for t in cache.values]
+        rows.key_padding_mask = cache.key_padding_mask[:n]
+        rows.next_position = cache.next_position[:n]
+        rows.batch_size = n
+        return rows
+
     def _step(self) -> None:
         """One decode step for every running row."""
         if not self.batched:
@@ -346,13 +362,18 @@ class BatchScheduler:
             return
         cache = self.cache
         assert cache is not None
+        used = 1 + max(slot for slot, row in enumerate(self.slots) if row is not None)
+        rows = self._first_rows(used)  # rows fill from the top, so the free tail costs nothing
         tokens = torch.tensor(
-            [0 if row is None else row.next_token for row in self.slots], dtype=torch.long, device=self.device
+            [0 if row is None else row.next_token for row in self.slots[:used]],
+            dtype=torch.long,
+            device=self.device,
         )
-        logits = self.prepared.step(tokens[:, None], cache=cache).logits[:, -1].float()  # (max_batch, vocab)
+        logits = self.prepared.step(tokens[:, None], cache=rows).logits[:, -1].float()  # (used, vocab)
+        cache._length = rows._length
         self.steps += 1
         self._count(self.running)
-        for slot, row in enumerate(self.slots):
+        for slot, row in enumerate(self.slots[:used]):
             if row is None:
                 cache.next_position[slot] = 0
                 continue
