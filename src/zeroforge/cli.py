@@ -254,6 +254,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens,
         max_prompt_tokens=args.max_prompt_tokens,
         max_concurrent=args.max_concurrent,
+        max_length=args.max_length,
     )
     return 0
 
@@ -405,6 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-prompt-tokens", type=int, default=2048)
     p.add_argument("--max-concurrent", type=int, default=64, help="requests in flight; more get 429")
+    p.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="prompt + max_tokens of one request; sizes the KV cache (default: 2048, at most the context)",
+    )
     return parser
 
 

@@ -259,3 +259,23 @@ def test_runs_page_lists_and_reads_metrics(chat_dir, tmp_path):
         assert client.get("/api/runs/empty").status_code == 404
         assert client.get("/api/runs/..").status_code == 404
         assert "<canvas" in client.get("/runs").text
+
+
+def test_cli_serve_binds_loopback_and_reads_the_key_from_the_environment(chat_dir, monkeypatch, capsys):
+    import uvicorn
+
+    from zeroforge.cli import main
+
+    seen = {}
+    monkeypatch.setattr(
+        uvicorn, "run", lambda app, host, port, log_level: seen.update(app=app, host=host, port=port)
+    )
+    monkeypatch.setenv("ZEROFORGE_API_KEY", "env-key")
+    assert main(["serve", str(chat_dir), "--port", "8123", "--max-batch", "2"]) == 0
+    assert seen["host"] == "127.0.0.1" and seen["port"] == 8123
+    with TestClient(seen["app"]) as client:
+        assert client.get("/v1/models").status_code == 401
+        models = client.get("/v1/models", headers={"Authorization": "Bearer env-key"}).json()
+        assert models["data"][0]["id"] == "tiny-chat" and client.app.state.scheduler.max_batch == 2
+    assert main(["serve", str(chat_dir / "missing")]) == 2
+    assert "no such run directory" in capsys.readouterr().err

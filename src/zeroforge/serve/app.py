@@ -25,6 +25,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -119,7 +120,6 @@ def create_app(
 ) -> Any:
     """A FastAPI app serving ``model`` under the name ``model_id``. Close it with ``app.state.close()``
     (the lifespan does so when uvicorn stops)."""
-
     limits = limits or ServeLimits()
     kind = model_kind(model)
     if tokenizer is None:
@@ -158,8 +158,6 @@ def create_app(
     def close() -> None:
         if scheduler is not None:
             scheduler.close()
-
-    from contextlib import asynccontextmanager
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
