@@ -4,10 +4,11 @@ concurrent clients, continuous batching against one request at a time.
     python bench/serve.py                                  # a small GPT and SmolLM2-135M-Instruct
     python bench/serve.py --models gpt --clients 1 4 16 --max-tokens 32 --requests-per-client 2
 
-Each configuration starts its own server process (``python -m zeroforge serve MODEL --max-batch N``
-on a free loopback port, ``OMP_NUM_THREADS`` = ``--threads``) so the client's Python never shares a
-GIL with the model. ``batched`` is the default server (16 rows decoded together); ``one at a time``
-is the same server with ``--max-batch 1`` (requests queue and are decoded one after another). Each
+Per model two server processes run side by side (``python -m zeroforge serve MODEL --max-batch N`` on
+free loopback ports, ``OMP_NUM_THREADS`` = ``--threads``), so the client's Python never shares a GIL
+with a model: ``batched`` is the default server (16 rows decoded together), ``one at a time`` the same
+with ``--max-batch 1`` (requests queue and are decoded one after another). At each client count the
+two are measured one after the other, so both see the same machine load. Each
 client sends its requests one after another as streamed completions (server-sent events); a request's
 latency runs from sending to the last event, its time to first token to the first text event.
 Aggregate tokens/s = completion tokens of all requests / wall time of the whole load. Sampling is at
@@ -65,7 +66,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: str, max_batch: int, threads: int) -> tuple[subprocess.Popen, str]:
+def start_server(model: str, max_batch: int, threads: int, log: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     command = [
@@ -79,12 +80,12 @@ def start_server(model: str, max_batch: int, threads: int) -> tuple[subprocess.P
         "--max-batch",
         str(max_batch),
     ]
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise SystemExit(f"the server exited: {server.stderr.read().decode()[-2000:]}")
+            raise SystemExit(f"the server exited: {log.read_text()[-2000:]}")
         try:
             if httpx.get(url + "/health", timeout=1).status_code == 200:
                 return server, url
@@ -176,10 +177,13 @@ def main() -> int:
         print("|---|---|---|---|---|---|---|---|---|")
         for name in args.models:
             model, chat = sources[name]
-            for mode, max_batch in (("batched", 16), ("one at a time", 1)):
-                server, url = start_server(model, max_batch, args.threads)
-                try:
-                    for clients in args.clients:
+            servers = {
+                mode: start_server(model, max_batch, args.threads, Path(tmp) / f"{name}-{max_batch}.log")
+                for mode, max_batch in (("batched", 16), ("one at a time", 1))
+            }
+            try:
+                for clients in args.clients:
+                    for mode, (_, url) in servers.items():  # alternate, so both see the same machine load
                         r = asyncio.run(load(url, chat, clients, args.requests_per_client, args.max_tokens))
                         rows.append({"model": name, "clients": clients, "server": mode, **r})
                         print(
@@ -187,7 +191,8 @@ def main() -> int:
                             f"{r['p50_s']:.2f} | {r['p95_s']:.2f} | {r['ttft_p50_s']:.2f} | {r['ttft_p95_s']:.2f} |",
                             flush=True,
                         )
-                finally:
+            finally:
+                for server, _ in servers.values():
                     server.terminate()
                     server.wait(timeout=30)
     print(f"\nload average at end: {load_average()}")
