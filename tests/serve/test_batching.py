@@ -27,10 +27,11 @@ PROMPTS = [
 def run(scheduler: BatchScheduler, tokenizer, prompts, settings) -> list[tuple[str, Event]]:
     """Submit every prompt at once; collect each one's text and final event."""
     inboxes = []
-    for prompt, s in zip(prompts, settings):
-        inbox: queue.Queue[Event] = queue.Queue()
-        scheduler.submit(GenerationRequest(tokenizer.encode(prompt), s, inbox.put))
-        inboxes.append(inbox)
+    with scheduler.lock:  # the scheduler sees them all at once: they join together
+        for prompt, s in zip(prompts, settings):
+            inbox: queue.Queue[Event] = queue.Queue()
+            scheduler.submit(GenerationRequest(tokenizer.encode(prompt), s, inbox.put))
+            inboxes.append(inbox)
     results = []
     for inbox in inboxes:
         pieces = []
@@ -56,6 +57,7 @@ def test_greedy_output_is_the_same_alone_and_batched(family, max_length):
     finally:
         scheduler.close()
     assert scheduler.shifts > 0 if max_length == 64 else True
+    assert scheduler.prefills < len(PROMPTS)  # prompts of different lengths were prefilled together
     for prompt, n, (text, end) in zip(PROMPTS, budgets, batched):
         alone = generate(model, tok, prompt, max_new_tokens=n, temperature=0)
         assert text == alone, prompt

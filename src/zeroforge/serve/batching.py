@@ -34,7 +34,7 @@ from torch import nn
 
 from zeroforge.decoding import prepare_for_decoding
 from zeroforge.errors import ZeroforgeError
-from zeroforge.generation import Decoder, _Continuation, make_generator, sample
+from zeroforge.generation import Decoder, _Continuation, left_pad, make_generator, sample
 from zeroforge.modules.kv_cache import KVCache
 
 
@@ -167,6 +167,7 @@ class BatchScheduler:
         self.generated_tokens = 0  # all tokens sampled since start
         self.recent: deque[tuple[float, int]] = deque()  # (time, tokens) per step, the last 10 s
         self.steps = 0  # forward passes of the running batch
+        self.prefills = 0  # forward passes over joining prompts
         self.shifts = 0  # times the rows were moved to make room in the cache
         self.cancelled = 0  # requests dropped because their client went away
         self._stop = False
@@ -262,60 +263,83 @@ class BatchScheduler:
                 request.emit(Event(finish_reason="cancelled"))
 
     def _admit(self) -> None:
-        """Move waiting requests into free rows while the cache has room for them."""
-        while None in self.slots:
-            with self.lock:
-                if not self.waiting:
-                    return
-                request = self.waiting[0]
-                if self.batched and not self._make_room(len(request.prompt_ids), request.settings.max_tokens):
-                    return  # it waits until running rows finish
-                self.waiting.popleft()
-            slot = self.slots.index(None)
-            row = _Row(request, self.tokenizer, self.eos_id, self.device)
-            logits = self._prefill(slot, row)
-            self.slots[slot] = row
-            self._count(1)
-            if row.take(logits):
-                self._free(slot)
-
-    def _prefill(self, slot: int, row: _Row) -> torch.Tensor:
-        ids = torch.tensor([row.request.prompt_ids], dtype=torch.long, device=self.device)  # (1, P)
+        """Move waiting requests into free rows while the cache has room for them (first come, first
+        served); the prompts that join together are prefilled in one forward."""
         if not self.batched:
-            row.decoder = Decoder(self.model)
-            return row.decoder.prefill(ids, None, row.request.settings.max_tokens)
-        P = ids.size(1)
-        alone = self.prepared.new_cache(1, P, self.device)
-        logits = self.prepared.model(ids, cache=alone).logits[:, -1].float()  # (1, vocab)
+            while None in self.slots and self.waiting:
+                with self.lock:
+                    request = self.waiting.popleft()
+                slot = self.slots.index(None)
+                row = self.slots[slot] = _Row(request, self.tokenizer, self.eos_id, self.device)
+                row.decoder = Decoder(self.model)
+                ids = torch.tensor([request.prompt_ids], dtype=torch.long, device=self.device)  # (1, P)
+                self._start(slot, row, row.decoder.prefill(ids, None, request.settings.max_tokens))
+            return
+        with self.lock:
+            joining: list[GenerationRequest] = []
+            for request in self.waiting:
+                if len(joining) == self.slots.count(None) or self._room_for(joining + [request]) is None:
+                    break  # it waits until running rows finish
+                joining.append(request)
+            if not joining:
+                return
+            for _ in joining:
+                self.waiting.popleft()
+        delta = self._room_for(joining)
+        assert delta is not None
+        if delta:
+            self._shift(delta)
+            self.shifts += 1
+        slots = [slot for slot, row in enumerate(self.slots) if row is None][: len(joining)]
+        logits = self._prefill(slots, joining)  # (k, vocab)
+        for i, (slot, request) in enumerate(zip(slots, joining)):
+            self.slots[slot] = row = _Row(request, self.tokenizer, self.eos_id, self.device)
+            self._start(slot, row, logits[i : i + 1])
+
+    def _start(self, slot: int, row: _Row, logits: torch.Tensor) -> None:
+        """A row's first token, from its prompt's logits (1, vocab)."""
+        self._count(1)
+        if row.take(logits):
+            self._free(slot)
+
+    def _prefill(self, slots: list[int], requests: list[GenerationRequest]) -> torch.Tensor:
+        """Run the prompts (left-padded together) and copy each one's keys/values into its row of the
+        running cache, right-aligned at its filled length; returns each prompt's last logits (k, vocab)."""
+        prompts = [r.prompt_ids for r in requests]
+        ids, mask = left_pad(prompts, pad_id=self.eos_id or 0, device=self.device)  # (k, P), (k, P) or None
+        k, P = ids.shape
+        joined = self.prepared.new_cache(k, P, self.device)
+        logits = self.prepared.model(ids, attention_mask=mask, cache=joined).logits[:, -1].float()
+        self.prefills += 1
         cache = self.cache
         assert cache is not None
         L = cache.length
-        for layer in range(len(cache.keys)):  # this row's keys/values right-aligned at column L
-            cache.keys[layer][slot, :, L - P : L] = alone.keys[layer][0]
-            cache.values[layer][slot, :, L - P : L] = alone.values[layer][0]
-        cache.key_padding_mask[slot, : L - P] = False
-        cache.key_padding_mask[slot, L - P :] = True
-        cache.next_position[slot] = P
+        for i, (slot, prompt) in enumerate(zip(slots, prompts)):
+            n = len(prompt)
+            for layer in range(len(cache.keys)):  # its real columns, the last n of the prefill
+                cache.keys[layer][slot, :, L - n : L] = joined.keys[layer][i, :, P - n :]
+                cache.values[layer][slot, :, L - n : L] = joined.values[layer][i, :, P - n :]
+            cache.key_padding_mask[slot, : L - n] = False
+            cache.key_padding_mask[slot, L - n :] = True
+            cache.next_position[slot] = n
         return logits
 
-    def _make_room(self, prompt_length: int, max_tokens: int) -> bool:
-        """Arrange the cache so a prompt of ``prompt_length`` fits before column ``length`` and every row
-        has room for its remaining steps; False when that is not possible yet."""
+    def _room_for(self, joining: list[GenerationRequest]) -> int | None:
+        """How far to shift the running rows so the ``joining`` prompts fit before column ``length`` and
+        every row has room for its remaining steps (0: they fit as they are); None when they cannot yet."""
         if self.cache is None:
             self.cache = self.prepared.new_cache(self.max_batch, self.max_length, self.device)
             self.cache.padded = True  # positions and padding are tracked per row from the start
-        cache = self.cache
         rows = [row for row in self.slots if row is not None]
-        L = cache.length
-        steps = max([max_tokens] + [row.remaining for row in rows])
-        if L >= prompt_length and L + steps <= self.max_length:
-            return True
-        used = max([prompt_length] + [row.sampled - 1 + len(row.request.prompt_ids) for row in rows])
+        L = self.cache.length
+        prompt = max(len(r.prompt_ids) for r in joining)
+        steps = max([r.settings.max_tokens for r in joining] + [row.remaining for row in rows])
+        if L >= prompt and L + steps <= self.max_length:
+            return 0
+        used = max([prompt] + [row.sampled - 1 + len(row.request.prompt_ids) for row in rows])
         if used + steps > self.max_length:
-            return False
-        self._shift(used - L)
-        self.shifts += 1
-        return True
+            return None
+        return used - L
 
     def _shift(self, delta: int) -> None:
         """Move every row's columns by ``delta`` (all rows are right-aligned at ``length``)."""
