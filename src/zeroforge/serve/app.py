@@ -289,22 +289,20 @@ def create_app(
                 400, f"{route}: {model_id} is a {kind} model; use {uses[kind]}", code="unsupported_model"
             )
 
-    class Slot:
-        """Counts a request in flight; over ``max_concurrent`` it is answered 429."""
+    def enter() -> None:
+        """Count a request in flight; over ``max_concurrent`` it is answered 429. ``leave`` undoes it."""
+        if state["in_flight"] >= limits.max_concurrent:
+            raise ApiError(
+                429,
+                f"too many requests in flight (limit {limits.max_concurrent}); retry later",
+                type="rate_limit_error",
+            )
+        state["in_flight"] += 1
+        in_flight.inc()
 
-        def __enter__(self) -> None:
-            if state["in_flight"] >= limits.max_concurrent:
-                raise ApiError(
-                    429,
-                    f"too many requests in flight (limit {limits.max_concurrent}); retry later",
-                    type="rate_limit_error",
-                )
-            state["in_flight"] += 1
-            in_flight.inc()
-
-        def __exit__(self, *exc: Any) -> None:
-            state["in_flight"] -= 1
-            in_flight.dec()
+    def leave() -> None:
+        state["in_flight"] -= 1
+        in_flight.dec()
 
     # ------------------------------------------------------------------ generation
 
@@ -397,12 +395,11 @@ def create_app(
         ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         obj = "chat.completion" if chat else "text_completion"
         now = int(time.time())
-        slot = Slot()
-        slot.__enter__()
+        enter()  # left when the answer is complete: below, or at the end of the stream
         try:
             request, events = await start(ids, settings)
         except BaseException:
-            slot.__exit__()
+            leave()
             raise
 
         def choice(text: str | None, finish: str | None, delta: bool) -> dict[str, Any]:
@@ -431,7 +428,7 @@ def create_app(
                     end = event
             finally:
                 watcher.cancel()
-                slot.__exit__()
+                leave()
             if end.finish_reason == "error":
                 raise ApiError(500, f"generation failed: {end.error}", type="server_error")
             return {
@@ -471,7 +468,7 @@ def create_app(
                         yield chunk([final], {"usage": usage(len(ids), event.completion_tokens)})
                 yield "data: [DONE]\n\n"
             finally:
-                slot.__exit__()
+                leave()
 
         return StreamingResponse(sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
@@ -518,12 +515,14 @@ def create_app(
         return texts
 
     async def on_model(fn: Any, *args: Any) -> Any:
-        with Slot():
+        enter()
+        try:
             async with encoder_lock:
-                try:
-                    return await asyncio.to_thread(fn, *args)
-                except ZeroforgeError as err:
-                    raise ApiError(400, str(err), param="input") from None
+                return await asyncio.to_thread(fn, *args)
+        except ZeroforgeError as err:
+            raise ApiError(400, str(err), param="input") from None
+        finally:
+            leave()
 
     @app.post("/v1/embeddings")
     async def embeddings(request: Request) -> dict[str, Any]:
