@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -194,14 +195,18 @@ def test_queue_limit_is_429_and_the_server_recovers(chat_dir):
         scheduler._step = lambda: (gate.wait(30), step())
         try:
             with client.stream(
-                "POST", "/v1/completions", json={"prompt": "God", "max_tokens": 20, "stream": True}
+                "POST",
+                "/v1/completions",
+                json={"prompt": "God", "max_tokens": 20, "temperature": 0, "stream": True},
             ) as first:
-                lines = first.iter_lines()
-                next(lines)  # its first token came from the prefill; it holds the only row
+                deadline = time.monotonic() + 30
+                while scheduler.running == 0 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert scheduler.running == 1  # prefilled, now waiting at the gate: it holds the only row
                 r = client.post("/v1/completions", json={"prompt": "God", "max_tokens": 2})
                 assert r.status_code == 429 and r.json()["error"]["type"] == "rate_limit_error"
                 gate.set()
-                assert [line for line in lines if line][-1] == "data: [DONE]"
+                assert [line for line in first.iter_lines() if line][-1] == "data: [DONE]"
         finally:
             gate.set()
         assert client.post("/v1/completions", json={"prompt": "God", "max_tokens": 2}).status_code == 200
