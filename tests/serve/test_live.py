@@ -98,6 +98,8 @@ def test_a_client_that_disconnects_mid_stream_stops_its_sequence(chat_server):
         headers={"Authorization": f"Bearer {KEY}"},
     )
     assert r.status_code == 200
+    metrics = httpx.get(url + "/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
+    assert "zeroforge_requests_in_flight 0.0" in metrics  # every request, however it ended, let go
 
 
 async def load_test(url: str, n_requests: int, concurrency: int, max_tokens: int, headers: dict) -> dict:

@@ -41,6 +41,7 @@ try:
     from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
     from prometheus_client.exposition import CONTENT_TYPE_LATEST
+    from starlette.background import BackgroundTask
     from starlette.exceptions import HTTPException as StarletteHTTPException
 except ImportError as err:
     raise ZeroforgeError(f"serve needs the [serve] extra (pip install 'zeroforge[serve]'): {err}") from None
@@ -468,9 +469,25 @@ def create_app(
                         yield chunk([final], {"usage": usage(len(ids), event.completion_tokens)})
                 yield "data: [DONE]\n\n"
             finally:
+                release()
+
+        released = False
+
+        def release() -> None:
+            """Once per request: at the end of the stream, or after the response when the client left
+            before the stream began (then the generator above never ran)."""
+            nonlocal released
+            if not released:
+                released = True
+                request.cancel()  # no effect on a request that already finished
                 leave()
 
-        return StreamingResponse(sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        return StreamingResponse(
+            sse(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+            background=BackgroundTask(release),
+        )
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(request: Request) -> Any:
