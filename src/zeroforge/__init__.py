@@ -32,6 +32,7 @@ _API = {
     "prepare": "zeroforge.data.text:prepare",
     "generate": "zeroforge.generation:generate",
     "embed": "zeroforge.embedding:embed",
+    "serve_model": "zeroforge.serve:serve_model",
     "evaluate": "zeroforge.eval.evaluate:evaluate",
     "load": "zeroforge.weights:load",
     "load_run": "zeroforge.train.checkpoint:load_run",

@@ -326,6 +326,25 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from zeroforge.serve import serve_model
+
+    serve_model(
+        args.model,
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        runs_dir=args.runs,
+        device=args.device,
+        max_batch=args.max_batch,
+        max_tokens=args.max_tokens,
+        max_prompt_tokens=args.max_prompt_tokens,
+        max_concurrent=args.max_concurrent,
+        max_length=args.max_length,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zeroforge", description="Develop and fine-tune large models from zero."
@@ -458,6 +477,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=0.9)
     p.add_argument("--seed", type=int, default=None)
+
+    help = "serve a model over OpenAI's HTTP API with a web playground (docs/serving.md)"
+    p = add("serve", _cmd_serve, help)
+    p.add_argument(
+        "model", help="run directory, HF folder, GGUF file or named weights (smollm2-135m-instruct)"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--api-key", default=None, help="required on every route but /health (default: $ZEROFORGE_API_KEY)"
+    )
+    p.add_argument("--runs", default=None, metavar="DIR", help="also plot DIR/*/metrics.csv live at /runs")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--max-batch", type=int, default=16, help="rows decoded together (continuous batching)")
+    p.add_argument(
+        "--max-tokens", type=int, default=1024, help="the largest max_tokens a request may ask for"
+    )
+    p.add_argument("--max-prompt-tokens", type=int, default=2048)
+    p.add_argument("--max-concurrent", type=int, default=64, help="requests in flight; more get 429")
+    p.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="prompt + max_tokens of one request; sizes the KV cache (default: 2048, at most the context)",
+    )
     return parser
 
 
