@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("train",),
     ("generation", "decoding", "chat", "embedding", "eval.evaluate", "eval.instructions"),  # use
     ("pretraining", "finetuning", "fitting", "training", "demo"),  # entry points
-    ("cli", "__main__", ""),  # front; "" is the package itself (zeroforge/__init__.py)
+    ("cli", "serve", "__main__", ""),  # front; "" is the package itself (zeroforge/__init__.py)
 ]
 
 

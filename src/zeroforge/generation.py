@@ -288,7 +288,7 @@ def left_pad(
 # ----------------------------------------------------------------------------- text generation
 
 
-class _Continuation:
+class Continuation:
     """One prompt's generated ids and text: eos, stop strings, and what is safe to stream so far."""
 
     def __init__(self, tokenizer: Tokenizer, eos_id: int | None, stops: list[str]) -> None:
@@ -342,7 +342,7 @@ class _Continuation:
         return piece
 
 
-def _encode_prompt(tokenizer: Tokenizer, text: str, eos_id: int | None) -> list[int]:
+def encode_prompt(tokenizer: Tokenizer, text: str, eos_id: int | None) -> list[int]:
     ids = list(tokenizer.encode(text))
     if ids:
         return ids
@@ -412,10 +412,10 @@ def generate(
     eos_id = getattr(tokenizer, "eos_id", None)
     device = _device_of(model)
     input_ids, attention_mask = left_pad(  # (B, P), (B, P) or None
-        [_encode_prompt(tokenizer, t, eos_id) for t in texts], pad_id=eos_id or 0, device=device
+        [encode_prompt(tokenizer, t, eos_id) for t in texts], pad_id=eos_id or 0, device=device
     )
     generator = make_generator(seed, device)
-    rows = [_Continuation(tokenizer, eos_id, stops) for _ in texts]
+    rows = [Continuation(tokenizer, eos_id, stops) for _ in texts]
     decode_each_step = bool(stops) or stream is not None
 
     tokens = iter_tokens(

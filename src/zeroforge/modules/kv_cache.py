@@ -68,6 +68,13 @@ class KVCache:
         """How many columns are filled (in static mode this reads a tensor: not for compiled code)."""
         return int(self.position) if self.static else self._length
 
+    @length.setter
+    def length(self, value: int) -> None:
+        """Set the filled length after moving columns by hand (a batching scheduler compacting rows)."""
+        if self.static or not 0 <= value <= self.max_length:
+            raise ValueError(f"KVCache.length: {value} for a {'static' if self.static else 'dynamic'} cache")
+        self._length = value
+
     def prepare(
         self, T: int, attention_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None, bool]:

@@ -336,10 +336,10 @@ def create_app(
             raise ApiError(400, str(err), param=param) from None
 
     def encode(text: str) -> list[int]:
-        from zeroforge.generation import _encode_prompt
+        from zeroforge.generation import encode_prompt
 
         try:
-            ids = _encode_prompt(tokenizer, text, getattr(tokenizer, "eos_id", None))
+            ids = encode_prompt(tokenizer, text, getattr(tokenizer, "eos_id", None))
         except ZeroforgeError as err:
             raise ApiError(400, str(err)) from None
         if len(ids) > limits.max_prompt_tokens:

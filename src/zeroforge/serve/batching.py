@@ -34,7 +34,7 @@ from torch import nn
 
 from zeroforge.decoding import prepare_for_decoding
 from zeroforge.errors import ZeroforgeError
-from zeroforge.generation import Decoder, _Continuation, left_pad, make_generator, sample
+from zeroforge.generation import Continuation, Decoder, left_pad, make_generator, sample
 from zeroforge.modules.kv_cache import KVCache
 
 
@@ -96,7 +96,7 @@ class _Row:
 
     def __init__(self, request: GenerationRequest, tokenizer: Any, eos_id: int | None, device: torch.device):
         self.request = request
-        self.text = _Continuation(tokenizer, eos_id, request.settings.stop)
+        self.text = Continuation(tokenizer, eos_id, request.settings.stop)
         self.generator = make_generator(request.settings.seed, device)
         self.sampled = 0  # tokens sampled so far (eos included)
         self.next_token = 0
@@ -355,7 +355,7 @@ class BatchScheduler:
         mask[:, new_length - keep : new_length] = mask[:, L - keep : L].clone()
         mask[:, : new_length - keep] = False
         mask[:, new_length:] = True
-        cache._length = new_length  # KVCache keeps its filled length private; only this scheduler moves it
+        cache.length = new_length
 
     def _first_rows(self, n: int) -> KVCache:
         """The cache restricted to its first ``n`` rows: views of the same tensors, so what a step writes
@@ -394,7 +394,7 @@ class BatchScheduler:
             device=self.device,
         )
         logits = self.prepared.step(tokens[:, None], cache=rows).logits[:, -1].float()  # (used, vocab)
-        cache._length = rows._length
+        cache.length = rows.length
         self.steps += 1
         self._count(self.running)
         for slot, row in enumerate(self.slots[:used]):
