@@ -4,8 +4,10 @@
     zeroforge serve runs/bert-mlm-nsp-kjv --port 8001 --api-key secret
     zeroforge serve runs/gpt-char-shakespeare --runs runs/   # also plots runs/*/metrics.csv live
 
-``app.py`` holds the routes, ``batching.py`` the continuous-batching scheduler that runs the model,
-``static/`` the playground. docs/serving.md says how to call it and how to deploy it.
+``app.py`` holds the OpenAI routes, ``guard.py`` the request guard (body size, API key, counts),
+``pages.py`` the playground and run-plot routes, ``metrics.py`` the Prometheus metrics, ``protocol.py``
+OpenAI's request and answer shapes, ``batching.py`` the continuous-batching scheduler that runs the
+model, ``static/`` the playground's files. docs/serving.md says how to call it and how to deploy it.
 """
 
 from __future__ import annotations

@@ -15,19 +15,20 @@ Routes (OpenAI's shapes; unknown request fields are ignored, as OpenAI does):
 Generation runs in ``BatchScheduler``'s thread; a handler only queues a request and awaits its
 events, so the event loop never waits for the model. Every error is OpenAI's JSON
 ``{"error": {"message", "type", "param", "code"}}`` with status 400, 401, 404, 413 or 429.
+
+This module holds the OpenAI routes and the glue to the scheduler; ``guard.py`` refuses requests before
+they reach a route, ``pages.py`` serves the playground and the run plots, ``metrics.py`` the counters.
 """
 
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,18 +37,19 @@ from torch import nn
 from zeroforge.errors import ZeroforgeError
 
 try:
+    import prometheus_client  # noqa: F401  (metrics.py needs it; checked here with the rest of the extra)
     from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
-    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-    from prometheus_client.exposition import CONTENT_TYPE_LATEST
+    from fastapi.responses import Response, StreamingResponse
     from starlette.background import BackgroundTask
-    from starlette.exceptions import HTTPException as StarletteHTTPException
 except ImportError as err:
     raise ZeroforgeError(f"serve needs the [serve] extra (pip install 'zeroforge[serve]'): {err}") from None
 
 import zeroforge.serve.protocol as proto
 from zeroforge.serve.batching import BatchScheduler, Event, GenerationRequest, QueueFull, SamplingSettings
+from zeroforge.serve.guard import Guard, InFlight, add_error_handlers, read_body
+from zeroforge.serve.metrics import ServeMetrics
+from zeroforge.serve.pages import add_pages
+from zeroforge.serve.protocol import ApiError, choice, parse, usage
 
 ModelKind = Literal["generate", "embed", "classify"]
 
@@ -79,24 +81,6 @@ class ServeLimits:
                 raise ZeroforgeError(f"serve: {name} must be >= 1, got {getattr(self, name)}")
 
 
-class ApiError(Exception):
-    """An error answered as OpenAI's JSON error object."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        type: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-
-
 def model_kind(model: nn.Module) -> ModelKind:
     """What a model serves: a classifier's labels, an encoder's embeddings, or generated text."""
     from zeroforge.models.classifier import SequenceClassifier
@@ -106,9 +90,6 @@ def model_kind(model: nn.Module) -> ModelKind:
     if hasattr(model, "sentence_embedding"):  # the contract of zeroforge.embed
         return "embed"
     return "generate"
-
-
-STATIC = resources.files("zeroforge.serve") / "static"
 
 
 def create_app(
@@ -135,26 +116,8 @@ def create_app(
     encoder_lock = asyncio.Lock()  # embeddings/classification run one batch at a time in a worker thread
     created = int(time.time())
 
-    registry = CollectorRegistry()
-    requests_total = Counter(
-        "zeroforge_requests", "HTTP requests answered", ["route", "status"], registry=registry
-    )
-    tokens_total = Counter("zeroforge_generated_tokens", "Tokens generated", registry=registry)
-    latency = Histogram("zeroforge_request_latency_seconds", "Time to the last token", registry=registry)
-    first_token = Histogram(
-        "zeroforge_time_to_first_token_seconds", "Time to the first token", registry=registry
-    )
-    in_flight = Gauge("zeroforge_requests_in_flight", "Requests being answered", registry=registry)
-    if scheduler is not None:
-        queued = Gauge("zeroforge_queue_depth", "Generation requests waiting for a row", registry=registry)
-        queued.set_function(lambda: scheduler.queued)
-        running = Gauge("zeroforge_running_sequences", "Rows of the running batch in use", registry=registry)
-        running.set_function(lambda: scheduler.running)
-        rate = Gauge(
-            "zeroforge_tokens_per_second", "Tokens generated per second, last 10 s", registry=registry
-        )
-        rate.set_function(scheduler.tokens_per_second)
-    state = {"in_flight": 0}
+    metrics = ServeMetrics(scheduler)
+    in_flight = InFlight(limits.max_concurrent, metrics.in_flight)
 
     def close() -> None:
         if scheduler is not None:
@@ -169,107 +132,13 @@ def create_app(
     app.state.close = close
     app.state.scheduler = scheduler
     app.state.kind = kind
+    add_error_handlers(app)
+    app.add_middleware(Guard, max_body_bytes=limits.max_body_bytes, api_key=api_key, answers=metrics.answers)
+    add_pages(app, runs_root)
 
-    # ------------------------------------------------------------------ errors
-
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, err: ApiError) -> JSONResponse:
-        return JSONResponse(err.body(), status_code=err.status)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
-        first = err.errors()[0] if err.errors() else {}
-        where = [str(x) for x in first.get("loc", ()) if x != "body"]
-        if first.get("type") == "json_invalid":
-            message = "the request body is not valid JSON"
-        else:
-            message = f"{'.'.join(where) or 'body'}: {first.get('msg', 'invalid')}"
-        return JSONResponse(ApiError(400, message, param=".".join(where) or None).body(), status_code=400)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, err: StarletteHTTPException) -> JSONResponse:
-        code = "not_found" if err.status_code == 404 else None
-        message = (
-            f"no route {request.method} {request.url.path}" if err.status_code == 404 else str(err.detail)
-        )
-        return JSONResponse(ApiError(err.status_code, message, code=code).body(), status_code=err.status_code)
-
-    # ------------------------------------------------------------------ middleware: size, key, counts
-
-    open_paths = {"/health", "/", "/runs", "/favicon.ico"}
-
-    def refusal(path: str, headers: dict[str, str]) -> ApiError | None:
-        """Why a request is refused before it reaches a route: its size, or its API key."""
-        length = headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limits.max_body_bytes):
-            return ApiError(413, f"the request body is over the limit of {limits.max_body_bytes} bytes")
-        if api_key and path not in open_paths and not path.startswith("/static/"):
-            given = headers.get("authorization", "")
-            given = given[7:] if given.lower().startswith("bearer ") else headers.get("x-api-key", "")
-            if given != api_key:
-                return ApiError(
-                    401, "invalid or missing API key (Authorization: Bearer KEY)", code="invalid_api_key"
-                )
-        return None
-
-    class Guard:
-        """Refuses oversized and unauthenticated requests and counts every answer by route and status.
-        A plain ASGI middleware: it passes ``receive`` through untouched, so a route still sees the
-        client hang up (Starlette's ``BaseHTTPMiddleware`` would hide that)."""
-
-        def __init__(self, app: Any) -> None:
-            self.app = app
-
-        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-            if scope["type"] != "http":
-                return await self.app(scope, receive, send)
-            path = scope["path"]
-            route = (
-                path if path.startswith(("/v1/", "/api/")) or path in open_paths | {"/metrics"} else "other"
-            )
-            status = [500]
-
-            async def counted(message: Any) -> None:
-                if message["type"] == "http.response.start":
-                    status[0] = message["status"]
-                await send(message)
-
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-            try:
-                error = refusal(path, headers)
-                if error is None:
-                    await self.app(scope, receive, counted)
-                else:
-                    await JSONResponse(error.body(), status_code=error.status)(scope, receive, counted)
-            finally:
-                requests_total.labels(route, str(status[0])).inc()
-
-    app.add_middleware(Guard)
-
-    async def read_body(request: Request) -> Any:
-        """The JSON body, read with the size limit enforced also where no Content-Length was sent."""
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limits.max_body_bytes:
-                raise ApiError(413, f"the request body is over the limit of {limits.max_body_bytes} bytes")
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise ApiError(400, "the request body is not valid JSON") from None
-        if not isinstance(data, dict):
-            raise ApiError(400, "the request body must be a JSON object")
-        return data
-
-    def parse(cls: Any, data: dict[str, Any]) -> Any:
-        from pydantic import ValidationError
-
-        try:
-            return cls.model_validate(data)
-        except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(x) for x in first.get("loc", ()))
-            raise ApiError(400, f"{where}: {first['msg']}", param=where or None) from None
+    async def body_of(request: Request, request_type: type[Any]) -> Any:
+        """The request's JSON body read as ``request_type`` (one of ``protocol``'s requests)."""
+        return parse(request_type, await read_body(request, limits.max_body_bytes))
 
     def check_model(name: str | None) -> None:
         if name not in (None, "", model_id):
@@ -289,21 +158,6 @@ def create_app(
             raise ApiError(
                 400, f"{route}: {model_id} is a {kind} model; use {uses[kind]}", code="unsupported_model"
             )
-
-    def enter() -> None:
-        """Count a request in flight; over ``max_concurrent`` it is answered 429. ``leave`` undoes it."""
-        if state["in_flight"] >= limits.max_concurrent:
-            raise ApiError(
-                429,
-                f"too many requests in flight (limit {limits.max_concurrent}); retry later",
-                type="rate_limit_error",
-            )
-        state["in_flight"] += 1
-        in_flight.inc()
-
-    def leave() -> None:
-        state["in_flight"] -= 1
-        in_flight.dec()
 
     # ------------------------------------------------------------------ generation
 
@@ -376,10 +230,7 @@ def create_app(
                 event = await events.get()
                 if event.finish_reason is not None:
                     finished = True
-                    tokens_total.inc(event.completion_tokens)
-                    latency.observe(time.perf_counter() - request.submitted)
-                    if request.first_token_at is not None:
-                        first_token.observe(request.first_token_at - request.submitted)
+                    metrics.finished(request, event)
                     yield event
                     return
                 yield event
@@ -387,32 +238,18 @@ def create_app(
             if not finished:
                 request.cancel()
 
-    def usage(prompt: int, completion: int) -> dict[str, int]:
-        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
     async def generate(
         http_request: Request, ids: list[int], settings: SamplingSettings, stream: bool, chat: bool
     ) -> Any:
         ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         obj = "chat.completion" if chat else "text_completion"
         now = int(time.time())
-        enter()  # left when the answer is complete: below, or at the end of the stream
+        in_flight.enter()  # left when the answer is complete: below, or at the end of the stream
         try:
             request, events = await start(ids, settings)
         except BaseException:
-            leave()
+            in_flight.leave()
             raise
-
-        def choice(text: str | None, finish: str | None, delta: bool) -> dict[str, Any]:
-            if not chat:
-                return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
-            if delta:
-                return {
-                    "index": 0,
-                    "delta": {} if text is None else {"content": text},
-                    "finish_reason": finish,
-                }
-            return {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
 
         if not stream:
 
@@ -429,7 +266,7 @@ def create_app(
                     end = event
             finally:
                 watcher.cancel()
-                leave()
+                in_flight.leave()
             if end.finish_reason == "error":
                 raise ApiError(500, f"generation failed: {end.error}", type="server_error")
             return {
@@ -437,7 +274,7 @@ def create_app(
                 "object": obj,
                 "created": now,
                 "model": model_id,
-                "choices": [choice("".join(pieces), end.finish_reason, delta=False)],
+                "choices": [choice("".join(pieces), end.finish_reason, chat, delta=False)],
                 "usage": usage(len(ids), end.completion_tokens),
             }
 
@@ -463,9 +300,9 @@ def create_app(
                         yield f"data: {json.dumps(ApiError(500, f'generation failed: {event.error}', type='server_error').body())}\n\n"
                         break
                     if event.text:
-                        yield chunk([choice(event.text, None, delta=True)])
+                        yield chunk([choice(event.text, None, chat, delta=True)])
                     if event.finish_reason is not None:
-                        final = choice(None if chat else "", event.finish_reason, delta=True)
+                        final = choice(None if chat else "", event.finish_reason, chat, delta=True)
                         yield chunk([final], {"usage": usage(len(ids), event.completion_tokens)})
                 yield "data: [DONE]\n\n"
             finally:
@@ -480,7 +317,7 @@ def create_app(
             if not released:
                 released = True
                 request.cancel()  # no effect on a request that already finished
-                leave()
+                in_flight.leave()
 
         return StreamingResponse(
             sse(),
@@ -493,7 +330,7 @@ def create_app(
     async def chat_completions(request: Request) -> Any:
         from zeroforge.chat import render_chat
 
-        body = parse(proto.ChatCompletionRequest, await read_body(request))
+        body = await body_of(request, proto.ChatCompletionRequest)
         check_model(body.model)
         need("generate", "/v1/chat/completions")
         template = getattr(tokenizer, "chat_template", None)
@@ -513,7 +350,7 @@ def create_app(
 
     @app.post("/v1/completions", response_model=None)
     async def completions(request: Request) -> Any:
-        body = parse(proto.CompletionRequest, await read_body(request))
+        body = await body_of(request, proto.CompletionRequest)
         check_model(body.model)
         need("generate", "/v1/completions")
         if isinstance(body.prompt, list):
@@ -532,20 +369,20 @@ def create_app(
         return texts
 
     async def on_model(fn: Any, *args: Any) -> Any:
-        enter()
+        in_flight.enter()
         try:
             async with encoder_lock:
                 return await asyncio.to_thread(fn, *args)
         except ZeroforgeError as err:
             raise ApiError(400, str(err), param="input") from None
         finally:
-            leave()
+            in_flight.leave()
 
     @app.post("/v1/embeddings")
     async def embeddings(request: Request) -> dict[str, Any]:
         from zeroforge.embedding import embed
 
-        body = parse(proto.EmbeddingRequest, await read_body(request))
+        body = await body_of(request, proto.EmbeddingRequest)
         check_model(body.model)
         need("embed", "/v1/embeddings")
         texts = texts_of(body.input)
@@ -575,7 +412,7 @@ def create_app(
 
     @app.post("/v1/classify")
     async def classify(request: Request) -> dict[str, Any]:
-        body = parse(proto.ClassifyRequest, await read_body(request))
+        body = await body_of(request, proto.ClassifyRequest)
         check_model(body.model)
         need("classify", "/v1/classify")
         names, probs = await on_model(classify_texts, texts_of(body.input))
@@ -597,8 +434,8 @@ def create_app(
         return {"object": "list", "data": [entry]}
 
     @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    async def prometheus_metrics() -> Response:
+        return metrics.exposition()
 
     @app.get("/api/info")
     async def info() -> dict[str, Any]:
@@ -610,54 +447,5 @@ def create_app(
             "runs": runs_root is not None,
             "limits": {"max_tokens": limits.max_tokens, "default_max_tokens": limits.default_max_tokens},
         }
-
-    # ------------------------------------------------------------------ playground and run plots
-
-    def page(name: str) -> FileResponse:
-        with resources.as_file(STATIC / name) as path:
-            return FileResponse(path)
-
-    @app.get("/")
-    async def index() -> FileResponse:
-        return page("index.html")
-
-    @app.get("/runs")
-    async def runs_page() -> FileResponse:
-        return page("runs.html")
-
-    @app.get("/static/{name}")
-    async def static(name: str) -> FileResponse:
-        if name not in {"app.js", "runs.js", "style.css"}:  # only the shipped files, never a path
-            raise ApiError(404, f"no static file {name!r}", code="not_found")
-        return page(name)
-
-    def run_dirs() -> dict[str, Path]:
-        if runs_root is None:
-            raise ApiError(404, "this server was started without --runs", code="not_found")
-        found = {p.parent.name: p.parent for p in runs_root.glob("*/metrics.csv")}
-        if (runs_root / "metrics.csv").is_file():
-            found[runs_root.name] = runs_root
-        return dict(sorted(found.items()))
-
-    @app.get("/api/runs")
-    async def list_runs() -> dict[str, Any]:
-        return {"runs": list(run_dirs())}
-
-    @app.get("/api/runs/{name}")
-    async def run_metrics(name: str) -> dict[str, Any]:
-        dirs = run_dirs()
-        if name not in dirs:  # a name from the listing, never a path from the request
-            raise ApiError(404, f"no run {name!r} under the runs directory", code="not_found")
-        with open(dirs[name] / "metrics.csv", newline="") as f:
-            rows = list(csv.reader(f))
-        header, body = (rows[0], rows[1:]) if rows else ([], [])
-        columns: dict[str, list[float | None]] = {h: [] for h in header}
-        for row in body:
-            for h, value in zip(header, row):
-                try:
-                    columns[h].append(float(value))
-                except ValueError:
-                    columns[h].append(None)
-        return {"run": name, "columns": columns}
 
     return app
