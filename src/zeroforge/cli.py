@@ -57,12 +57,16 @@ def _prepared_summary(out: Path) -> str:
     meta_path = out / "meta.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
     counts = ", ".join(
-        f"{meta[key]:,} {key.replace('_', ' ')}" for key in sorted(meta) if key.endswith(("_tokens", "_pairs"))
+        f"{meta[key]:,} {key.replace('_', ' ')}"
+        for key in sorted(meta)
+        if key.endswith(("_tokens", "_pairs"))
     )
     tokenizer = meta.get("tokenizer", {})
     kind = tokenizer.get("kind") if isinstance(tokenizer, dict) else tokenizer
     vocab = meta.get("vocab_size")
-    about = ", ".join(p for p in (counts, f"tokenizer {kind}" if kind else "", f"vocab {vocab}" if vocab else "") if p)
+    about = ", ".join(
+        p for p in (counts, f"tokenizer {kind}" if kind else "", f"vocab {vocab}" if vocab else "") if p
+    )
     return f"prepared: {out}" + (f" ({about})" if about else "")
 
 

@@ -186,7 +186,8 @@ def _probe(
             logits = trained(**{key: sample.to(device)}).logits
     except DataError as err:
         # the model saw a 2-sample slice; report the shape the caller passed
-        raise DataError(str(err).replace(str(tuple(sample.shape)), str(tuple(x.shape)))) from None
+        message = str(err).replace(str(tuple(sample.shape)), str(tuple(x.shape)))
+        raise DataError(message + _image_size_hint(trained, x)) from None
     finally:
         trained.train(was_training)
     if y is None or y.is_floating_point() or logits.dim() != y.dim() + 1:
@@ -197,6 +198,24 @@ def _probe(
         bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
         raise DataError(
             f"y: label {bad} is out of range for the model's {num_classes} outputs (expected 0..{num_classes - 1})"
+        )
+
+
+def _image_size_hint(trained: nn.Module, x: torch.Tensor) -> str:
+    """For an image model built for another size (``lenet`` takes 32x32, MNIST is 28x28): what to pass."""
+    model = trained.module if isinstance(trained, WithLoss) else trained
+    size = getattr(getattr(model, "config", None), "image_size", None)
+    if size is None or x.dim() != 4 or x.shape[-1] != x.shape[-2] or x.shape[-1] == size:
+        return ""
+    return f"; build the model for these images: create_model(NAME, image_size={x.shape[-1]})"
+
+
+def _check_scaled(x: torch.Tensor) -> None:
+    """Raw uint8 pixels (0..255) train an MLP badly and silently; ask for them scaled first."""
+    if x.dtype == torch.uint8:
+        raise DataError(
+            f"x: uint8 values (raw pixels, 0..255) of shape {tuple(x.shape)}; scale them first: "
+            "zeroforge.data.images.to_float(x) gives [0, 1], images.normalize() standardises"
         )
 
 
@@ -293,6 +312,7 @@ def fit(
     xt, yt = as_arrays(x, y)
     if yt is None:
         raise DataError("y: fit needs labels (pass y, or a Dataset of (x, y) items)")
+    _check_scaled(xt)
     trained, key = _prepare_model(model, loss)
     if run_dir is not None and trained is not model:
         raise ConfigError(

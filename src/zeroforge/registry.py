@@ -244,5 +244,7 @@ def models_table() -> str:
                 row = f"    {r.name:<{width}} {_human(r.parameters):>7} params  {r.context:<13}{weights}"
                 lines.append(row.rstrip())
         lines.append("")
-    lines.append("create_model(NAME) builds a model with random weights; zeroforge.load(WEIGHTS) loads real ones.")
+    lines.append(
+        "create_model(NAME) builds a model with random weights; zeroforge.load(WEIGHTS) loads real ones."
+    )
     return "\n".join(lines)

@@ -42,7 +42,10 @@ def _run_data_dir(run_dir: Path) -> Path:
     from zeroforge.data.text import ensure_prepared
 
     if not (run_dir / "run.yaml").is_file():
-        raise DataError(f"{run_dir / 'run.yaml'}: missing; pass --data to say what to evaluate on")
+        raise DataError(
+            f"{run_dir / 'run.yaml'}: missing (a zeroforge.fit run on arrays has none); pass --data, or "
+            "in Python zeroforge.evaluate(model, (x, y))"
+        )
     d = read_run_recipe(run_dir).data
     return ensure_prepared(
         d.source,
@@ -66,6 +69,7 @@ def language_model_loss(
     """Mean cross-entropy over every token of ``tokens`` in non-overlapping blocks of ``block_size``
     (``progress``: a bar over the batches on stderr)."""
     from tqdm.auto import tqdm
+
     n_blocks = (len(tokens) - 1) // block_size
     if n_blocks < 1:
         raise DataError(f"only {len(tokens)} tokens: fewer than one block of {block_size} + 1")

@@ -158,9 +158,7 @@ def with_step_cap(args: TrainArgs) -> TrainArgs:
     return dataclasses.replace(args, max_steps=cap, warmup_steps=min(args.warmup_steps, cap // 2))
 
 
-def stop_message(
-    args: TrainArgs, step: int, stopped_by: str, elapsed_s: float, best_step: int | None
-) -> str:
+def stop_message(args: TrainArgs, step: int, stopped_by: str, elapsed_s: float, best_step: int | None) -> str:
     """One line that says why a run ended: its steps done, its time budget, or early stopping."""
     minutes = f"{elapsed_s / 60:.1f} min" if elapsed_s >= 60 else f"{elapsed_s:.0f} s"
     if stopped_by == "max_minutes":

@@ -34,11 +34,11 @@ from zeroforge.train.bookkeeping import (
     plot_curves,
     progress_bar,
     progress_postfix,
-    stop_message,
-    with_step_cap,
     read_weights,
     restore_optimizer,
     resume_or_check,
+    stop_message,
+    with_step_cap,
     write_metrics_csv,
 )
 from zeroforge.train.distributed import (
