@@ -157,6 +157,10 @@ def evaluate(
         raise DataError(f"{bin_path}: missing (split must be train or val)")
     tokens = np.memmap(bin_path, dtype=np.dtype(meta["dtype"]), mode="r")
     block = block_size or model.config.block_size
+    if max_batches is None:
+        from zeroforge.train.bookkeeping import step_cap
+
+        max_batches = step_cap()  # $ZEROFORGE_MAX_STEPS: a quick check reads only the first batches
     metrics = language_model_loss(model, tokens, block, batch_size, max_batches, device, progress=True)
     metrics = {f"{split}_{k}": v for k, v in metrics.items()}
     metrics["data"] = str(data_dir)

@@ -141,21 +141,35 @@ def progress_bar(args: TrainArgs, start_step: int, elapsed: float, enabled: bool
 
 
 STEP_CAP_VARIABLE = "ZEROFORGE_MAX_STEPS"
-"""An environment variable that caps every run at this many optimizer steps (the README's test and
-quick smoke runs set it; recipes and ``fit`` keep their own settings below the cap)."""
+"""An environment variable for a quick check of a whole workflow (the README's test sets it): every
+run stops after at most this many optimizer steps and validates on at most this many batches, and
+``evaluate`` reads at most this many batches. Unset, nothing changes."""
 
 
-def with_step_cap(args: TrainArgs) -> TrainArgs:
-    """``args`` with ``max_steps`` capped by ``$ZEROFORGE_MAX_STEPS`` when it is set."""
+def step_cap() -> int | None:
+    """``$ZEROFORGE_MAX_STEPS`` as a number, or None when it is not set."""
     value = os.environ.get(STEP_CAP_VARIABLE, "").strip()
     if not value:
-        return args
+        return None
     if not value.isdigit() or int(value) < 1:
         raise ConfigError(f"${STEP_CAP_VARIABLE}: expected a whole number >= 1, got {value!r}")
-    cap = int(value)
+    return int(value)
+
+
+def with_step_cap(
+    args: TrainArgs, val_batches: list[dict[str, Any]] | None
+) -> tuple[TrainArgs, list[dict[str, Any]] | None]:
+    """``args`` and the validation batches, cut to ``$ZEROFORGE_MAX_STEPS`` when it is set."""
+    cap = step_cap()
+    if cap is None:
+        return args, val_batches
+    if val_batches is not None:
+        val_batches = val_batches[:cap]
     if args.max_steps is not None and args.max_steps <= cap:
-        return args
-    return dataclasses.replace(args, max_steps=cap, warmup_steps=min(args.warmup_steps, cap // 2))
+        return args, val_batches
+    return dataclasses.replace(
+        args, max_steps=cap, warmup_steps=min(args.warmup_steps, cap // 2)
+    ), val_batches
 
 
 def stop_message(args: TrainArgs, step: int, stopped_by: str, elapsed_s: float, best_step: int | None) -> str:

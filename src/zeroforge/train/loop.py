@@ -118,7 +118,7 @@ def _train(
     recipe: dict[str, Any] | None,
 ) -> TrainResult:
     is_main = ctx.is_main
-    args = with_step_cap(args)
+    args, val_batches = with_step_cap(args, val_batches)  # $ZEROFORGE_MAX_STEPS: a quick check
     device = ctx.device_for(resolve_device(args.device))
     amp_dtype = resolve_precision(args.precision, device)
     if args.threads:
