@@ -187,3 +187,13 @@ def test_a_debian_package_is_read_without_installing_it(tmp_path: Path) -> None:
     path.write_bytes(b"not a deb")
     with pytest.raises(DataError, match="not a Debian package"):
         read_deb_member_files(path, "usr")
+
+
+@pytest.mark.network
+def test_fashion_mnist_loads_without_an_install() -> None:
+    """From /usr/share/datasets when the package is installed, else fetched with apt-get download."""
+    from zeroforge.data.images import load_images
+
+    test = load_images("fashion-mnist", "test")
+    assert test.images.shape == (10_000, 1, 28, 28) and test.class_names[9] == "Ankle boot"
+    assert np.bincount(test.labels).tolist() == [1000] * 10
