@@ -56,16 +56,17 @@ def _prepared_summary(out: Path) -> str:
 
     meta_path = out / "meta.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
-    counts = ", ".join(
-        f"{meta[key]:,} {key.replace('_', ' ')}"
-        for key in sorted(meta)
-        if key.endswith(("_tokens", "_pairs"))
-    )
+    counts = []
+    for split in ("train", "val"):
+        if isinstance(meta.get(split), dict) and "pairs" in meta[split]:  # mlm_nsp: sentence pairs per split
+            counts.append(f"{meta[split]['pairs']:,} {split} pairs")
+        elif f"{split}_tokens" in meta:  # clm: token counts per split
+            counts.append(f"{meta[f'{split}_tokens']:,} {split} tokens")
     tokenizer = meta.get("tokenizer", {})
     kind = tokenizer.get("kind") if isinstance(tokenizer, dict) else tokenizer
     vocab = meta.get("vocab_size")
     about = ", ".join(
-        p for p in (counts, f"tokenizer {kind}" if kind else "", f"vocab {vocab}" if vocab else "") if p
+        [*counts, *([f"tokenizer {kind}"] if kind else []), *([f"vocab {vocab}"] if vocab else [])]
     )
     return f"prepared: {out}" + (f" ({about})" if about else "")
 
