@@ -93,6 +93,10 @@ def test_readme_runs_in_order(tmp_path: Path) -> None:
     assert (tmp_path / "runs" / "gpt-char-shakespeare" / "COMPLETE").is_file()
     assert (tmp_path / "runs" / "gpt-char-python" / "COMPLETE").is_file()
     assert (tmp_path / "runs" / "gpt-char-ddp" / "COMPLETE").is_file()
-    assert (tmp_path / "smollm2-hf" / "config.json").is_file()
+    umask = os.umask(0)
+    os.umask(umask)
+    for written in ("reviews.clean.csv", "smollm2-hf/config.json", "smollm2-hf/model.safetensors"):
+        # written atomically, yet with the permissions a plain open() gives (not mkstemp's 0600)
+        assert (tmp_path / written).stat().st_mode & 0o777 == 0o666 & ~umask, written
     for seconds, what in sorted(timings, reverse=True)[:5]:  # shown with -rA or on failure
         print(f"{seconds:6.1f}s  {what}")
