@@ -339,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=int, default=16)
 
-    add("models", _cmd_models, "list model families and presets")
+    add("models", _cmd_models, "model presets by kind: family, parameters, context, real weights shipped")
 
     p = add("demo", _cmd_demo, "prepare Shakespeare, pretrain a small GPT for a few minutes, sample from it")
     p.add_argument("--minutes", type=float, default=2.5)
