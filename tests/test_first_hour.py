@@ -197,3 +197,13 @@ def test_fashion_mnist_loads_without_an_install() -> None:
     test = load_images("fashion-mnist", "test")
     assert test.images.shape == (10_000, 1, 28, 28) and test.class_names[9] == "Ankle boot"
     assert np.bincount(test.labels).tolist() == [1000] * 10
+
+
+def test_a_saved_model_folder_has_plain_file_permissions(tmp_path: Path) -> None:
+    """safetensors creates its file 0600; save_pretrained (and so ``zeroforge convert``) gives every file
+    the permissions a plain open() would."""
+    from zeroforge.io import FILE_MODE
+
+    out = zf.save_pretrained(zf.create_model("gpt-tiny"), None, tmp_path / "hf")
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
+    assert modes == {"config.json": FILE_MODE, "model.safetensors": FILE_MODE}
