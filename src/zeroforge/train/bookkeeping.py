@@ -127,7 +127,7 @@ def progress_postfix(row: dict[str, Any], unit: str) -> dict[str, str]:
 
 def progress_bar(args: TrainArgs, start_step: int, elapsed: float, enabled: bool) -> Any:
     """A tqdm bar: steps done of ``max_steps``, or, for a run on a time budget alone, seconds of the
-    budget used (the bar then shows ``12/300 s of budget`` and the step in its postfix, no rate)."""
+    budget used (``12/300 s of budget``, no rate; ``stop_message`` then names the step reached)."""
     if not enabled:
         return None
     from tqdm.auto import tqdm
