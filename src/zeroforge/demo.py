@@ -29,9 +29,14 @@ def run_demo(minutes: float = 2.5, out_dir: str = DEMO_DIR) -> Path:
     print(f"== zeroforge demo: {recipe.model.name} on {recipe.data.source}, {minutes} min budget ==")
     pretrain(recipe)
     metrics = evaluate(run_dir)
-    print(f"\nvalidation loss {metrics['val_loss']:.4f} (perplexity {metrics['val_perplexity']:.2f})")
+    print(
+        f"\nvalidation loss over all {metrics['val_tokens']:,} held-out tokens: {metrics['val_loss']:.4f} "
+        f"(perplexity {metrics['val_perplexity']:.2f}); the bar's val= and the line above are the "
+        f"estimate on train.eval_batches={recipe.train.eval_batches} batches"
+    )
     model, tokenizer = load(run_dir)
     print("\n== sample (temperature 0.8) ==")
-    print(generate(model, tokenizer, "ROMEO:", max_new_tokens=300, temperature=0.8, top_k=40, seed=0))
+    continuation = generate(model, tokenizer, "ROMEO:", max_new_tokens=300, temperature=0.8, top_k=40, seed=0)
+    print("ROMEO:" + continuation)  # generate returns what follows the prompt
     print(f"\ncurves: {run_dir / 'loss.png'}   metrics: {run_dir / 'metrics.csv'}")
     return run_dir

@@ -65,6 +65,10 @@ def embed(
     if isinstance(model_or_path, nn.Module):
         model = model_or_path
         if tokenizer is None:
+            from zeroforge.weights import tokenizer_of
+
+            tokenizer = tokenizer_of(model)  # the tokenizer zeroforge.load returned with it
+        if tokenizer is None:
             raise ZeroforgeError("embed: pass tokenizer= with a model object (or give a run directory)")
     else:
         from zeroforge.tokenizers import require_tokenizer

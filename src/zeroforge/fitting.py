@@ -62,6 +62,15 @@ def _val_pair(val: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     raise DataError("val: expected (x_val, y_val) or a Dataset of (x, y) items")
 
 
+def _check_scaled(x: torch.Tensor) -> None:
+    """Raw uint8 pixels (0..255) train an MLP badly and silently; ask for them scaled first."""
+    if x.dtype == torch.uint8:
+        raise DataError(
+            f"x: uint8 values (raw pixels, 0..255) of shape {tuple(x.shape)}; scale them first: "
+            "zeroforge.data.images.to_float(x) gives [0, 1], images.normalize() standardises"
+        )
+
+
 # ----------------------------------------------------------------------------- History
 
 
@@ -155,6 +164,7 @@ def fit(
     xt, yt = as_arrays(x, y)
     if yt is None:
         raise DataError("y: fit needs labels (pass y, or a Dataset of (x, y) items)")
+    _check_scaled(xt)
     trained, key = prepare_model(model, loss)
     if run_dir is not None and trained is not model:
         raise ConfigError(

@@ -43,6 +43,33 @@ FAMILIES: dict[str, str] = {
 }
 
 
+# What each family is, for ``zeroforge models``: (group, one line).
+FAMILY_NOTES: dict[str, tuple[str, str]] = {
+    "gpt": ("language models", "GPT-2 decoder: learned positions, LayerNorm, GELU MLP"),
+    "llama": ("language models", "Llama decoder: RoPE, RMSNorm, SwiGLU, grouped-query attention"),
+    "rnn-lm": ("language models", "RNN / LSTM / GRU character language model"),
+    "bert": ("encoders", "BERT with masked-LM and next-sentence heads (MiniLM is one)"),
+    "bert-classifier": ("encoders", "BERT with a Linear on the pooled [CLS] state"),
+    "convnet": ("vision", "LeNet-style conv -> pool stages, then a dense head"),
+    "vgg": ("vision", "VGG: stacks of 3x3 convolutions"),
+    "resnet": ("vision", "ResNet: residual blocks with batch norm"),
+    "efficientnet-lite": ("vision", "EfficientNet-Lite: inverted residual blocks, ReLU6"),
+    "linear-regression": ("classic", "y = Wx + b on the mean squared error"),
+    "logistic-regression": ("classic", "logistic / softmax regression"),
+    "mlp": ("classic", "multilayer perceptron"),
+    "classifier": ("fine-tuning wrappers", "a pretrained body + pooling + Linear head"),
+    "finetuned-lm": ("fine-tuning wrappers", "a GPT/Llama for continued LM training and SFT (LoRA)"),
+}
+
+# Real weights shipped as registry packages, loaded by name with ``zeroforge.load`` (weights/):
+# weights name -> the preset whose architecture they fill.
+SHIPPED_WEIGHTS: dict[str, str] = {
+    "all-minilm-l6-v2": "MiniLM-L6-H384",
+    "smollm2-135m-instruct": "smollm2-135m",
+    "efficientnet-lite0": "efficientnet-lite0",
+}
+
+
 @dataclass(frozen=True)
 class Family:
     name: str
@@ -101,6 +128,12 @@ def family_of(name: str) -> Family:
         return _FAMILIES[name]
     if name in _PRESETS:
         return _FAMILIES[_PRESETS[name][0]]
+    if name in SHIPPED_WEIGHTS:
+        raise ConfigError(
+            f"model.name: {name!r} names shipped weights; load them with zeroforge.load({name!r}) "
+            f"(a recipe: model.pretrained={name}), or build its architecture with random weights "
+            f"as create_model({SHIPPED_WEIGHTS[name]!r})"
+        )
     raise ConfigError(f"model.name: unknown model {name!r} (known: {', '.join(list_models())})")
 
 
@@ -128,3 +161,90 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
 
 def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One row of ``zeroforge models``."""
+
+    name: str
+    family: str
+    group: str
+    parameters: int | None
+    """Counted on the meta device (no memory); None for a family without preset values."""
+    context: str
+    """Tokens of context (``block_size``), or the input image size, or "" where neither applies."""
+    weights: str
+    """The name of the shipped real weights for this architecture, or ""."""
+    note: str
+
+
+def _count_parameters(family: Family, config: Any) -> int | None:
+    import torch
+
+    try:
+        with torch.device("meta"):  # shapes only: even gpt2-xl is counted without allocating it
+            model = family.model_cls(config)
+    except Exception:  # a family that needs more than its defaults (a wrapper) is listed uncounted
+        return None
+    return sum(p.numel() for p in model.parameters())
+
+
+def describe_models() -> list[ModelInfo]:
+    """Every preset (and every family without one) with its family, size, context and weights."""
+    _load_families()
+    weights_of = {preset: weights for weights, preset in SHIPPED_WEIGHTS.items()}
+    rows = []
+    with_presets = {family for family, _ in _PRESETS.values()}
+    names = sorted(_PRESETS) + sorted(f for f in _FAMILIES if f not in with_presets)
+    for name in names:
+        fam = family_of(name)
+        group, note = FAMILY_NOTES.get(fam.name, ("other", ""))
+        try:
+            config = model_config(name)
+        except ConfigError:  # a family whose config has required fields
+            config = None
+        count = _count_parameters(fam, config) if config is not None else None
+        context = ""
+        if getattr(config, "block_size", None):
+            context = f"{config.block_size} tokens"
+        elif getattr(config, "image_size", None):
+            context = f"{config.image_size}x{config.image_size} px"
+        rows.append(ModelInfo(name, fam.name, group, count, context, weights_of.get(name, ""), note))
+    return rows
+
+
+def _human(count: int | None) -> str:
+    if count is None:
+        return "-"
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if count >= scale:
+            return f"{count / scale:.1f}{suffix}"
+    return str(count)
+
+
+def models_table() -> str:
+    """``zeroforge models``: presets grouped by kind (language models, encoders, vision, classic) and
+    family, each with its parameters, context and the name of real weights where they ship."""
+    rows = describe_models()
+    groups = list(dict.fromkeys(group for group, _ in FAMILY_NOTES.values()))
+    groups += sorted({r.group for r in rows} - set(groups))
+    width = max(len(r.name) for r in rows)
+    lines = []
+    for group in groups:
+        families = list(dict.fromkeys(r.family for r in rows if r.group == group))
+        if not families:
+            continue
+        lines.append(f"{group}:")
+        for family in families:
+            note = FAMILY_NOTES.get(family, ("", ""))[1]
+            lines.append(f"  {family}: {note}" if note else f"  {family}:")
+            for r in (r for r in rows if r.family == family):
+                weights = f"  real weights: zeroforge.load({r.weights!r})" if r.weights else ""
+                row = f"    {r.name:<{width}} {_human(r.parameters):>7} params  {r.context:<13}{weights}"
+                lines.append(row.rstrip())
+        lines.append("")
+    lines.append(
+        "create_model(NAME) builds a model with random weights; zeroforge.load(WEIGHTS) loads real ones."
+    )
+    return "\n".join(lines)

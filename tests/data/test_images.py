@@ -61,7 +61,9 @@ def test_fashion_mnist() -> None:
 
 def test_missing_fashion_mnist_says_how_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(I, "FASHION_DIR", tmp_path)
-    with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
+    monkeypatch.setenv("ZEROFORGE_CACHE", str(tmp_path / "cache"))  # nothing fetched yet
+    monkeypatch.setenv("PATH", str(tmp_path))  # and no apt-get to fetch the package with
+    with pytest.raises(DataError, match="apt-get download dataset-fashion-mnist failed.*apt-get install"):
         I.load_images("fashion-mnist", "test")
 
 

@@ -472,7 +472,8 @@ def test_cli_prepare_mlm_nsp(corpus, tmp_path, capsys):
     out = tmp_path / "cli"
     args = ["prepare", "--objective", "mlm_nsp", "--input", str(corpus), "--out", str(out)]
     assert main([*args, "--vocab-size", "120", "--max-seq-len", "32"]) == 0
-    assert capsys.readouterr().out.strip() == str(out)
+    printed = capsys.readouterr().out.strip()  # the folder, then what is in it
+    assert printed.startswith(f"prepared: {out} (") and "train pairs" in printed, printed
     meta, tok, _, _ = load_mlm_nsp(out)
     assert meta["max_seq_len"] == 32 and tok.lowercase is True
     assert main([*args, "--tokenizer", "char"]) == 2  # a one-line error, not a traceback

@@ -246,7 +246,8 @@ def probe_model(
             logits = trained(**{key: sample.to(device)}).logits
     except DataError as err:
         # the model saw a 2-sample slice; report the shape the caller passed
-        raise DataError(str(err).replace(str(tuple(sample.shape)), str(tuple(x.shape)))) from None
+        message = str(err).replace(str(tuple(sample.shape)), str(tuple(x.shape)))
+        raise DataError(message + _image_size_hint(trained, x)) from None
     finally:
         trained.train(was_training)
     if y is None or y.is_floating_point() or logits.dim() != y.dim() + 1:
@@ -258,3 +259,12 @@ def probe_model(
         raise DataError(
             f"y: label {bad} is out of range for the model's {num_classes} outputs (expected 0..{num_classes - 1})"
         )
+
+
+def _image_size_hint(trained: nn.Module, x: torch.Tensor) -> str:
+    """For an image model built for another size (``lenet`` takes 32x32, MNIST is 28x28): what to pass."""
+    model = trained.module if isinstance(trained, WithLoss) else trained
+    size = getattr(getattr(model, "config", None), "image_size", None)
+    if size is None or x.dim() != 4 or x.shape[-1] != x.shape[-2] or x.shape[-1] == size:
+        return ""
+    return f"; build the model for these images: create_model(NAME, image_size={x.shape[-1]})"

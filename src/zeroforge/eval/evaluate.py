@@ -96,7 +96,10 @@ def _run_data_dir(run_dir: Path) -> Path:
     from zeroforge.data.text import ensure_prepared
 
     if not (run_dir / "run.yaml").is_file():
-        raise DataError(f"{run_dir / 'run.yaml'}: missing; pass --data to say what to evaluate on")
+        raise DataError(
+            f"{run_dir / 'run.yaml'}: missing (a zeroforge.fit run on arrays has none); pass --data, or "
+            "in Python zeroforge.evaluate(model, (x, y))"
+        )
     d = read_run_recipe(run_dir).data
     return ensure_prepared(
         d.source,
@@ -115,8 +118,12 @@ def language_model_loss(
     batch_size: int = 16,
     max_batches: int | None = None,
     device: str | torch.device = "cpu",
+    progress: bool = False,
 ) -> dict[str, float]:
-    """Mean cross-entropy over every token of ``tokens`` in non-overlapping blocks of ``block_size``."""
+    """Mean cross-entropy over every token of ``tokens`` in non-overlapping blocks of ``block_size``
+    (``progress``: a bar over the batches on stderr)."""
+    from tqdm.auto import tqdm
+
     n_blocks = (len(tokens) - 1) // block_size
     if n_blocks < 1:
         raise DataError(f"only {len(tokens)} tokens: fewer than one block of {block_size} + 1")
@@ -126,7 +133,8 @@ def language_model_loss(
     model.eval()
     total_loss, total_tokens = 0.0, 0
     offsets = np.arange(block_size + 1)
-    for i in range(0, len(starts), batch_size):
+    batches = range(0, len(starts), batch_size)
+    for i in tqdm(batches, desc="evaluate", unit="batch", disable=not progress, leave=False):
         idx = starts[i : i + batch_size, None] + offsets  # (B, T+1)
         chunk = torch.from_numpy(tokens[idx].astype(np.int64)).to(device)
         out = model(input_ids=chunk[:, :-1], labels=chunk[:, 1:])
@@ -201,7 +209,11 @@ def evaluate(
         raise DataError(f"{bin_path}: missing (split must be train or val)")
     tokens = np.memmap(bin_path, dtype=np.dtype(meta["dtype"]), mode="r")
     block = block_size or model.config.block_size
-    metrics = language_model_loss(model, tokens, block, batch_size, max_batches, device)
+    if max_batches is None:
+        from zeroforge.train.bookkeeping import step_cap
+
+        max_batches = step_cap()  # $ZEROFORGE_MAX_STEPS: a quick check reads only the first batches
+    metrics = language_model_loss(model, tokens, block, batch_size, max_batches, device, progress=True)
     metrics = {f"{split}_{k}": v for k, v in metrics.items()}
     metrics["data"] = str(data_dir)
     if run_dir is not None:
@@ -409,6 +421,11 @@ def _evaluate_classifier_run(
 # ----------------------------------------------------------------------------- comparing runs
 
 COMPARE_COLUMNS = (
+    ("val_loss", "val loss", "{:.4f}"),
+    ("val_perplexity", "perplexity", "{:.2f}"),
+    ("val_accuracy", "val accuracy", "{:.4f}"),
+    ("val_mlm_accuracy", "MLM accuracy", "{:.4f}"),
+    ("val_nsp_accuracy", "NSP accuracy", "{:.4f}"),
     ("accuracy", "accuracy", "{:.4f}"),
     ("f1", "F1", "{:.4f}"),
     ("f1_macro", "macro F1", "{:.4f}"),
@@ -438,10 +455,12 @@ def compare_runs(run_dirs: list[str | os.PathLike[str]], evaluate_missing: bool 
     columns = [c for c in COMPARE_COLUMNS if any(c[0] in m for _, m in rows)]
     if any("before" in m for _, m in rows):
         columns.insert(0, ("before", "before", "{:.4f}"))
-    header = ["run", "method", *[title for _, title, _ in columns]]
+    if any("method" in m for _, m in rows):  # fine-tuning runs name their method; others have none
+        columns.insert(0, ("method", "method", "{}"))
+    header = ["run", *[title for _, title, _ in columns]]
     table = [header]
     for run, m in rows:
-        cells = [run, str(m.get("method", ""))]
+        cells = [run]
         for key, _, fmt in columns:
             value = m.get(key)
             cells.append("" if value is None else fmt.format(value))

@@ -4,7 +4,9 @@ progress bar, and the state a resumed run continues from (train/checkpoint.py ho
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +126,8 @@ def progress_postfix(row: dict[str, Any], unit: str) -> dict[str, str]:
 
 
 def progress_bar(args: TrainArgs, start_step: int, elapsed: float, enabled: bool) -> Any:
+    """A tqdm bar: steps done of ``max_steps``, or, for a run on a time budget alone, seconds of the
+    budget used (``12/300 s of budget``, no rate; ``stop_message`` then names the step reached)."""
     if not enabled:
         return None
     from tqdm.auto import tqdm
@@ -131,5 +135,57 @@ def progress_bar(args: TrainArgs, start_step: int, elapsed: float, enabled: bool
     if args.max_steps is not None:
         return tqdm(total=args.max_steps, initial=start_step, unit="step", dynamic_ncols=True)
     budget = args.max_minutes * 60  # type: ignore[operator]
-    # a time-budget run: the bar counts seconds of training, so its ETA is the budget left
-    return tqdm(total=round(budget), initial=round(elapsed), unit="s", dynamic_ncols=True)
+    # the ETA of a time-budget run is the budget left, so the bar counts training seconds
+    time_format = "{l_bar}{bar}| {n_fmt}/{total_fmt} s of budget [{elapsed}<{remaining}{postfix}]"
+    return tqdm(total=round(budget), initial=round(elapsed), bar_format=time_format, dynamic_ncols=True)
+
+
+STEP_CAP_VARIABLE = "ZEROFORGE_MAX_STEPS"
+"""An environment variable for a quick check of a whole workflow (the README's test sets it): every
+run stops after at most this many optimizer steps and validates on at most this many batches, and
+``evaluate`` reads at most this many batches. Unset, nothing changes."""
+
+
+def step_cap() -> int | None:
+    """``$ZEROFORGE_MAX_STEPS`` as a number, or None when it is not set."""
+    value = os.environ.get(STEP_CAP_VARIABLE, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"${STEP_CAP_VARIABLE}: expected a whole number >= 1, got {value!r}")
+    return int(value)
+
+
+def with_step_cap(
+    args: TrainArgs, val_batches: list[dict[str, Any]] | None
+) -> tuple[TrainArgs, list[dict[str, Any]] | None]:
+    """``args`` and the validation batches, cut to ``$ZEROFORGE_MAX_STEPS`` when it is set."""
+    cap = step_cap()
+    if cap is None:
+        return args, val_batches
+    if val_batches is not None:
+        val_batches = val_batches[:cap]
+    if args.max_steps is not None and args.max_steps <= cap:
+        return args, val_batches
+    return dataclasses.replace(
+        args, max_steps=cap, warmup_steps=min(args.warmup_steps, cap // 2)
+    ), val_batches
+
+
+def stop_message(args: TrainArgs, step: int, stopped_by: str, elapsed_s: float, best_step: int | None) -> str:
+    """One line that says why a run ended: its steps done, its time budget, or early stopping."""
+    minutes = f"{elapsed_s / 60:.1f} min" if elapsed_s >= 60 else f"{elapsed_s:.0f} s"
+    if stopped_by == "max_minutes":
+        of = f" of train.max_steps={args.max_steps}" if args.max_steps is not None else ""
+        return (
+            f"stopped at step {step}{of}: the time budget train.max_minutes={args.max_minutes:g} "
+            f"ran out ({minutes})"
+        )
+    if stopped_by == "early_stopping":
+        best = f"; best {args.monitor} at step {best_step}" if best_step is not None else ""
+        return (
+            f"stopped early at step {step}: {args.monitor} did not improve for "
+            f"train.early_stopping_patience={args.early_stopping_patience} evaluations{best} ({minutes})"
+        )
+    capped = " (capped by $" + STEP_CAP_VARIABLE + ")" if os.environ.get(STEP_CAP_VARIABLE) else ""
+    return f"finished: {step} of {args.max_steps} steps done{capped} ({minutes})"

@@ -37,6 +37,8 @@ from zeroforge.train.bookkeeping import (
     read_weights,
     restore_optimizer,
     resume_or_check,
+    stop_message,
+    with_step_cap,
     write_metrics_csv,
 )
 from zeroforge.train.distributed import (
@@ -116,6 +118,7 @@ def _train(
     recipe: dict[str, Any] | None,
 ) -> TrainResult:
     is_main = ctx.is_main
+    args, val_batches = with_step_cap(args, val_batches)  # $ZEROFORGE_MAX_STEPS: a quick check
     device = ctx.device_for(resolve_device(args.device))
     amp_dtype = resolve_precision(args.precision, device)
     if args.threads:
@@ -305,6 +308,8 @@ def _train(
 
     if bar is not None:
         bar.close()
+    if is_main and args.progress:
+        print(stop_message(args, step, stopped_by, elapsed, best_step))
     train_loss = next((r["train_loss"] for r in reversed(history) if r.get("train_loss") is not None), None)
     result = TrainResult(
         run_dir=run_path,

