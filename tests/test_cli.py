@@ -166,3 +166,15 @@ def test_train_runs_a_pretraining_recipe_like_pretrain(in_tmp, capsys, tiny_corp
     assert (in_tmp / "runs" / "t" / "COMPLETE").is_file()
     assert "run directory: runs/t" in capsys.readouterr().out
     fails(["train", "--config", "missing.yaml"], capsys, "missing.yaml: recipe file not found")
+
+
+@pytest.mark.parametrize(
+    "argv, prog",
+    [(["generate"], "zeroforge generate"), (["nosuch"], "zeroforge"), (["train", "--bogus"], "zeroforge")],
+)
+def test_usage_errors_are_one_line(argv, prog, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.count("\n") == 1 and err.startswith(f"{prog}: error: ") and f"see {prog} --help" in err

@@ -160,6 +160,19 @@ def test_embed_finds_the_tokenizer_that_load_returned(tmp_path: Path) -> None:
     assert zf.tokenizer_of(torch.nn.Linear(1, 1)) is None
 
 
+def test_generate_finds_the_tokenizer_that_load_returned(tmp_path: Path) -> None:
+    from zeroforge.tokenizers import CharTokenizer
+
+    tok = CharTokenizer.from_text("abcdefgh ")
+    torch.manual_seed(0)
+    model = zf.create_model("gpt-tiny", vocab_size=tok.vocab_size)
+    save_model_files(tmp_path, model, tok)
+    loaded, _ = zf.load(tmp_path)
+    assert zf.generate(loaded, None, "abc", max_new_tokens=5, temperature=0) == zf.generate(
+        str(tmp_path), None, "abc", max_new_tokens=5, temperature=0
+    )
+
+
 def test_every_subcommand_has_its_python_function() -> None:
     from zeroforge.chat import ChatSession
     from zeroforge.data.clean import clean

@@ -24,6 +24,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from zeroforge.errors import ZeroforgeError
 from zeroforge.io import check_input_file, check_output_dir, check_output_file
@@ -371,10 +372,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line, like every other error (``zeroforge CMD: error: ...``);
+    subcommand parsers are made by the same class, so ``prog`` names the subcommand."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="zeroforge", description="Develop and fine-tune large models from zero."
-    )
+    parser = _Parser(prog="zeroforge", description="Develop and fine-tune large models from zero.")
     debug_help = f"print the traceback behind an error (or set {DEBUG_ENV}=1)"
     parser.add_argument("--debug", action="store_true", help=debug_help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

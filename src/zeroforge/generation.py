@@ -395,6 +395,10 @@ def generate(
         model, saved_tokenizer = load(source)
         tokenizer = tokenizer or require_tokenizer(saved_tokenizer, source, "generate")
     if tokenizer is None:
+        from zeroforge.weights import tokenizer_of
+
+        tokenizer = tokenizer_of(model)  # the tokenizer zeroforge.load returned with it
+    if tokenizer is None:
         raise ZeroforgeError(
             "generate: pass tokenizer= with a model object (or a run directory or model name)"
         )
