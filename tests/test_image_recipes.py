@@ -54,6 +54,20 @@ def test_mlp_recipe_learns_mnist_digits(tmp_path):
     assert main(["evaluate", str(run)]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["n"] == 250 and metrics["val_accuracy"] == pytest.approx(final["val_accuracy"], abs=1e-5)
+    assert metrics["accuracy"] == pytest.approx(metrics["val_accuracy"], abs=1e-6)  # the same predictions
+    assert len(metrics["confusion_matrix"]) == 10 and (run / "confusion_matrix.png").stat().st_size > 0
+    # mnist-5k is a training sample only: a test split is refused in one line
+    assert main(["evaluate", str(run), "--split", "test"]) == 2
+
+
+def test_image_run_is_evaluated_on_the_datasets_test_split(tmp_path):
+    run = train_recipe(
+        "mlp-mnist", tmp_path, "data.source=mnist", "train.max_steps=40", "train.warmup_steps=0"
+    )
+    assert main(["evaluate", str(run), "--split", "test"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["n"] == 10_000 and 0.5 < metrics["test_accuracy"] <= 1
+    assert sum(map(sum, metrics["confusion_matrix"])) == 10_000
 
 
 @pytest.mark.parametrize(

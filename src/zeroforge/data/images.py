@@ -429,7 +429,8 @@ class Augment:
 def image_classification_data(recipe: Any, ctx: DataContext) -> TrainingData:
     """``data.objective: images``: ``load_images(data.source)`` as float pixels normalised by the training
     images' per-channel mean and std; a random ``data.val_fraction`` of the training split (drawn with
-    ``data.seed``) is held out for validation, and ``data.max_examples`` caps the training images."""
+    ``data.seed``) is held out for validation, and ``data.max_examples`` caps the training images.
+    ``test`` holds the dataset's own test split (normalised the same way) where it has one."""
     from zeroforge.data.arrays import ArrayBatches, iterate_batches
 
     d, args = recipe.data, recipe.train
@@ -446,6 +447,15 @@ def image_classification_data(recipe: Any, ctx: DataContext) -> TrainingData:
     val = list(
         iterate_batches({"pixel_values": pixels[val_idx], "labels": labels[val_idx]}, d.eval_batch_size)
     )
+    test = None
+    if "test" in _SPLITS.get(d.source, ()):  # the dataset's own test split, normalised as training
+        held = load_images(d.source, "test")
+        pixels_test = normalize(to_float(held.images), mean, std)
+        test = list(
+            iterate_batches(
+                {"pixel_values": pixels_test, "labels": torch.as_tensor(held.labels)}, d.eval_batch_size
+            )
+        )
     c, h, w = data.images.shape[1:]
     fields = {
         "in_channels": c,
@@ -458,4 +468,4 @@ def image_classification_data(recipe: Any, ctx: DataContext) -> TrainingData:
         f"{d.source}: {len(train_idx)} train / {n_val} val images of {c}x{h}x{w}, {data.num_classes} classes "
         f"(normalised with mean {[round(m, 4) for m in mean]}, std {[round(s, 4) for s in std]})"
     )
-    return TrainingData(train, val, description, None, fields, train.steps_per_epoch, data.class_names)
+    return TrainingData(train, val, description, None, fields, train.steps_per_epoch, data.class_names, test)

@@ -190,7 +190,7 @@ def evaluate(
             )
         return _evaluate_mlm_nsp_run(model, run_dir, batch_size, device)
     if run_dir is not None and data is None and _is_image_run(run_dir):
-        return _evaluate_image_run(model, run_dir, device)
+        return _evaluate_image_run(model, run_dir, split or "val", device)
     split = split or "val"
     model.to(device)
     if data is None:
@@ -255,23 +255,42 @@ def _is_image_run(run_dir: Path) -> bool:
     return recipe.finetune is None and recipe.data.objective == "images"
 
 
-def _evaluate_image_run(model: nn.Module, run_dir: Path, device: str) -> dict[str, Any]:
-    """An image-classification run on its held-out images, rebuilt from run.yaml as the run built
-    them (the same split, normalisation and batches, so the numbers are metrics.csv's last
-    validation): loss and accuracy -> ``metrics.json``."""
+def _evaluate_image_run(model: nn.Module, run_dir: Path, split: str, device: str) -> dict[str, Any]:
+    """An image-classification run on its held-out images (``val``) or its dataset's test split
+    (``test``), rebuilt from run.yaml as the run built them (the same split, normalisation and batches,
+    so ``val`` reproduces metrics.csv's last validation): loss, accuracy, P/R/F1 and a confusion matrix
+    -> ``metrics.json`` and ``confusion_matrix.png``."""
     from zeroforge.config import read_run_recipe
-    from zeroforge.data.arrays import rename_input
+    from zeroforge.data.arrays import input_key, rename_input
     from zeroforge.data.builders import DataContext
     from zeroforge.data.images import image_classification_data
+    from zeroforge.eval.plots import plot_confusion_matrix
     from zeroforge.train.runtime import evaluate_batches
 
     recipe = read_run_recipe(run_dir)
     data = image_classification_data(recipe, DataContext(run_dir))
-    rename_input(data.val, model)
-    stats = evaluate_batches(model.to(device), data.val, torch.device(device), None)
-    n = sum(len(b["labels"]) for b in data.val)
-    metrics = {f"val_{k}": v for k, v in stats.items()}
-    metrics.update(split="val", n=n, data=recipe.data.source)
+    batches = {"val": data.val, "test": data.test}.get(split)
+    if batches is None:
+        has = "val or test" if data.test is not None else f"val ({recipe.data.source} has no test split)"
+        raise DataError(f"evaluate --split {split}: an image run is evaluated on {has}")
+    rename_input(batches, model)
+    model = model.to(device).eval()
+    stats = evaluate_batches(model, batches, torch.device(device), None)
+    key = input_key(model)
+    with torch.no_grad():
+        probs = np.concatenate(
+            [model(**{key: b[key].to(device)}).logits.float().softmax(-1).cpu().numpy() for b in batches]
+        )
+    labels = np.concatenate([b["labels"].numpy() for b in batches])
+    names = list(data.label_names or [str(i) for i in range(probs.shape[1])])
+    metrics = {f"{split}_{k}": v for k, v in stats.items()}
+    metrics.update(split=split, data=recipe.data.source, **classification_metrics(labels, probs, names))
+    plot_confusion_matrix(
+        np.asarray(metrics["confusion_matrix"]),
+        names,
+        run_dir / "confusion_matrix.png",
+        title=f"{run_dir.name} ({split}, n={metrics['n']})",
+    )
     atomic_write_json(run_dir / "metrics.json", metrics)
     return metrics
 
