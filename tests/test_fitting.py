@@ -246,3 +246,18 @@ def test_a_fit_run_dir_loads_without_a_tokenizer(tmp_path):
     loaded, tokenizer = load_run(tmp_path / "run")
     assert tokenizer is None
     torch.testing.assert_close(zf.predict(loaded, x), zf.predict(model, x))
+
+
+def test_history_is_per_epoch_while_the_log_has_about_ten_rows_an_epoch(tmp_path: Path) -> None:
+    from zeroforge.eval.plots import read_metrics_csv
+
+    x, y = regression_data(80)
+    model = zf.create_model("linear-regression", in_features=3)
+    history = fit(model, x, y, epochs=2, batch_size=4, verbose=False, run_dir=tmp_path / "run")
+    rows = read_metrics_csv(tmp_path / "run" / "metrics.csv")
+    assert history.steps_per_epoch == 20 and [r["step"] for r in rows] == list(range(2, 41, 2))
+    # an epoch's training loss is the mean of its ten equal windows: the mean over its 20 batches
+    for epoch in (0, 1):
+        window = [r["train_loss"] for r in rows[10 * epoch : 10 * epoch + 10]]
+        assert history["loss"][epoch] == pytest.approx(np.mean(window), rel=1e-5)
+    assert len(history["loss"]) == 2 and history.epochs == [1, 2]

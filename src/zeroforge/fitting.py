@@ -102,17 +102,37 @@ class History:
         return plot_training_curves(rows, path, title=title or "fit (x axis: epoch)")
 
 
+def _log_interval(steps_per_epoch: int) -> int:
+    """Steps per log row: a divisor of the epoch near a tenth of it, so the windows tile every epoch
+    (loss.png gets about ten points an epoch) and an epoch's mean is the mean of its windows."""
+    return next(d for d in range(max(1, steps_per_epoch // 10), 0, -1) if steps_per_epoch % d == 0)
+
+
 def _history(result: Any, steps_per_epoch: int) -> History:
+    """Per-epoch metrics from the trainer's log rows: a training metric is the mean over the epoch's
+    windows weighted by their steps (the mean over its batches), a validation one is the epoch end's."""
     epochs, elapsed, history = [], [], {}
-    rows = [r for r in result.history if r["step"] % steps_per_epoch == 0 or r["step"] == result.step]
-    for row in rows:
-        epochs.append(math.ceil(row["step"] / steps_per_epoch))
-        elapsed.append(float(row["elapsed_s"]))
-        for key, value in row.items():
+    by_epoch: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+    previous = 0
+    for row in result.history:
+        by_epoch.setdefault(math.ceil(row["step"] / steps_per_epoch), []).append(
+            (row["step"] - previous, row)
+        )
+        previous = row["step"]
+    for epoch, rows in sorted(by_epoch.items()):
+        last = rows[-1][1]
+        if last["step"] % steps_per_epoch and last["step"] != result.step:
+            continue  # an epoch the run did not finish
+        epochs.append(epoch)
+        elapsed.append(float(last["elapsed_s"]))
+        for key, value in last.items():
             if key in ("step", "elapsed_s", "lr") or key.endswith("_per_s") or value is None:
                 continue
-            name = key[len("train_") :] if key.startswith("train_") else key
-            history.setdefault(name, []).append(float(value))
+            if key.startswith("train_"):
+                pairs = [(w, float(r[key])) for w, r in rows if r.get(key) is not None]
+                value = sum(w * v for w, v in pairs) / sum(w for w, _ in pairs)
+                key = key[len("train_") :]
+            history.setdefault(key, []).append(float(value))
     return History(epochs, history, elapsed, steps_per_epoch, result)
 
 
@@ -196,7 +216,7 @@ def fit(
         grad_clip=0.0,
         precision=precision,  # type: ignore[arg-type]
         eval_every=spe,
-        log_every=spe,
+        log_every=_log_interval(spe),
         seed=seed,
         device=str(dev),
         threads=threads,
