@@ -261,3 +261,24 @@ def test_history_is_per_epoch_while_the_log_has_about_ten_rows_an_epoch(tmp_path
         window = [r["train_loss"] for r in rows[10 * epoch : 10 * epoch + 10]]
         assert history["loss"][epoch] == pytest.approx(np.mean(window), rel=1e-5)
     assert len(history["loss"]) == 2 and history.epochs == [1, 2]
+
+
+def test_evaluate_on_a_fit_run_says_how_in_one_line(tmp_path: Path, capsys) -> None:
+    from zeroforge.cli import main
+
+    x, y = regression_data(16)
+    fit(
+        zf.create_model("linear-regression", in_features=3),
+        x,
+        y,
+        epochs=1,
+        verbose=False,
+        run_dir=tmp_path / "r",
+    )
+    for extra, expected in (
+        ([], "zeroforge.evaluate(model, (x, y))"),
+        (["--data", "mnist"], "an image dataset"),
+    ):
+        assert main(["evaluate", str(tmp_path / "r"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and expected in err, err

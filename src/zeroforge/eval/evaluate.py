@@ -97,8 +97,8 @@ def _run_data_dir(run_dir: Path) -> Path:
 
     if not (run_dir / "run.yaml").is_file():
         raise DataError(
-            f"{run_dir / 'run.yaml'}: missing (a zeroforge.fit run on arrays has none); pass --data, or "
-            "in Python zeroforge.evaluate(model, (x, y))"
+            f"{run_dir / 'run.yaml'}: missing (a zeroforge.fit run on arrays has none); evaluate it in "
+            "Python on arrays prepared as for training: zeroforge.evaluate(model, (x, y))"
         )
     d = read_run_recipe(run_dir).data
     return ensure_prepared(
@@ -199,6 +199,14 @@ def evaluate(
         data_dir = _run_data_dir(run_dir)
     else:
         data_dir = Path(data)
+        from zeroforge.data.images import IMAGE_DATASETS
+
+        if str(data) in IMAGE_DATASETS:
+            raise DataError(
+                f"--data {data}: an image dataset; --data reads text. Evaluate an image model in Python on "
+                "images scaled as in training: zeroforge.evaluate(model, (x, y)) (a zeroforge train run "
+                "is evaluated on its own data: zeroforge evaluate RUN --split test)"
+            )
         if not (data_dir / "meta.json").is_file():
             from zeroforge.data.text import ensure_prepared
 
