@@ -33,7 +33,7 @@ def main(quick: bool = False) -> dict[str, float | list[float]]:
     torch.manual_seed(0)
     data = load_labelled("rotten-tomatoes")
     train_idx, test_idx = stratified_split(data.labels, [0.8, 0.2], seed=0)
-    n_train, n_test = (400, 200) if quick else (4000, 1000)
+    n_train, n_test = (200, 100) if quick else (3000, 1000)
     rng = np.random.default_rng(0)  # the split's indices come sorted (negatives first): shuffle, then take
     train_idx, test_idx = rng.permutation(train_idx)[:n_train], rng.permutation(test_idx)[:n_test]
 
@@ -61,5 +61,5 @@ def main(quick: bool = False) -> dict[str, float | list[float]]:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="400 reviews: the smoke test's setting")
+    parser.add_argument("--quick", action="store_true", help="200 reviews: the smoke test's setting")
     main(parser.parse_args().quick)

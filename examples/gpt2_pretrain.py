@@ -59,7 +59,7 @@ def main(quick: bool = False) -> dict[str, float | list[float]]:
 
     # Adam(W) with a short warmup then a cosine decay; a model trained from scratch this small takes a
     # larger peak rate (1e-3) than the 1e-4 used to continue training a pretrained GPT-2.
-    steps, batch_size, warmup, peak_lr = (15, 4, 3, 2e-3) if quick else (300, 16, 30, 1e-3)
+    steps, batch_size, warmup, peak_lr = (15, 4, 3, 2e-3) if quick else (200, 8, 20, 1e-3)
     optimizer = torch.optim.AdamW(model.parameters(), lr=peak_lr, weight_decay=0.1, betas=(0.9, 0.95))
 
     def lr_at(step: int) -> float:
@@ -78,7 +78,7 @@ def main(quick: bool = False) -> dict[str, float | list[float]]:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         losses.append(float(loss))
-        if step % 100 == 0 or step == steps - 1:
+        if step % 25 == 0 or step == steps - 1:
             print(f"step {step:4d}  train loss {loss.item():.3f}")
 
     val_loss = validation_loss(model, val_tokens, block_size, 1 if quick else 20)
