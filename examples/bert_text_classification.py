@@ -53,7 +53,9 @@ def main(quick: bool = False) -> dict[str, float | list[float]]:
 
     result = zf.evaluate_arrays(head, x_test, y_test, loss="bce")
     review = "A gorgeous, witty, seductive movie."
-    p_positive = torch.sigmoid(torch.as_tensor(zf.predict(head, zf.embed(encoder, [review], tokenizer=tokenizer))))
+    p_positive = torch.sigmoid(
+        torch.as_tensor(zf.predict(head, zf.embed(encoder, [review], tokenizer=tokenizer)))
+    )
     print(f"P(positive | {review!r}) = {float(p_positive):.3f}")
     print(f"test accuracy {100 * result['accuracy']:.2f}% on {len(y_test):,} reviews (balanced: chance 50%)")
     return {"losses": history["loss"], "metric": result["accuracy"], "chance": 0.5}

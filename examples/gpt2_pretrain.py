@@ -26,7 +26,9 @@ import zeroforge as zf
 from zeroforge.tokenizers import build_tokenizer
 
 
-def batch(tokens: torch.Tensor, batch_size: int, block_size: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+def batch(
+    tokens: torch.Tensor, batch_size: int, block_size: int, gen: torch.Generator
+) -> dict[str, torch.Tensor]:
     """``batch_size`` random windows: input_ids x_1..x_T and labels x_2..x_{T+1} (already shifted)."""
     starts = torch.randint(len(tokens) - block_size - 1, (batch_size,), generator=gen)
     x = torch.stack([tokens[s : s + block_size] for s in starts])  # (B, T)

@@ -88,7 +88,9 @@ def main(quick: bool = False) -> dict[str, float | list[float]]:
             schedule.step()
             running_loss += loss.item() * len(batch)
         losses.append(running_loss / len(x_train))
-        print(f"[{epoch + 1}] loss: {losses[-1]:.4f}  test accuracy: {100 * accuracy(model, x_test, y_test):.2f}%")
+        print(
+            f"[{epoch + 1}] loss: {losses[-1]:.4f}  test accuracy: {100 * accuracy(model, x_test, y_test):.2f}%"
+        )
 
     test_accuracy = accuracy(model, x_test, y_test)
     print(f"test accuracy {100 * test_accuracy:.2f}% on {len(y_test):,} digits")

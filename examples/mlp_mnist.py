@@ -36,7 +36,8 @@ def main(quick: bool = False) -> dict[str, float | list[float]]:
     torch.manual_seed(0)
     x_train, y_train, x_test, y_test = load_mnist(quick)
 
-    model = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))  # logits; softmax is in the loss
+    # Dense(128, relu) -> Dense(10): logits; the softmax is inside the loss
+    model = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
 
     # compile(optimizer="adam", loss="sparse_categorical_crossentropy") + fit(epochs=5), Keras' batch of 32
     history = zf.fit(
