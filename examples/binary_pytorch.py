@@ -9,7 +9,7 @@ a model ending in a sigmoid to it with ``loss=nn.BCELoss()`` (a callable) instea
 Data: the Wisconsin breast-cancer table (scikit-learn), its ten "mean" features, 25% held out; the
 split and standardisation are ``examples/binary_keras.py``'s.
 
-    python examples/binary_pytorch.py            # a few seconds, test accuracy ~95%
+    python examples/binary_pytorch.py            # a few seconds, test accuracy 93%
     python examples/binary_pytorch.py --quick    # the smoke test's setting
 """
 
