@@ -13,7 +13,7 @@ head trains. Unfreezing the top blocks trains further at the cost of a backbone 
 Data: ``zeroforge.datasets`` "mnist", 3,000 training and 1,000 test digits, upsampled to 64x64, copied to
 three channels and normalised as the weights expect ((x - 0.5) / 0.5).
 
-    python examples/finetune_efficientnet.py            # ~3 minutes on 2 CPU cores
+    python examples/finetune_efficientnet.py            # ~9 minutes on 2 shared cores, test accuracy 91.3%
     python examples/finetune_efficientnet.py --quick    # the smoke test's setting
 """
 
