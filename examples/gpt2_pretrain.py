@@ -79,7 +79,7 @@ def main(quick: bool = False) -> dict[str, float | list[float]]:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if step % 25 == 0 or step == steps - 1:
             print(f"step {step:4d}  train loss {loss.item():.3f}")
 
