@@ -11,7 +11,7 @@ Data: ``zeroforge.datasets`` "shakespeare" (the complete works, 5 MB of text), G
 first 90% of the tokens for training, the last 10% for validation. For the recipe-driven version with
 checkpoints, curves and a character tokenizer see ``zeroforge train --config recipes/gpt-char-shakespeare.yaml``.
 
-    python examples/gpt2_pretrain.py            # ~5 minutes on 2 CPU cores
+    python examples/gpt2_pretrain.py            # 200 steps, ~12 minutes on 2 shared cores
     python examples/gpt2_pretrain.py --quick    # the smoke test's setting
 """
 
