@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 STAMP   := .venv/.installed
 TORCH   := torch==2.13.0
 
-.PHONY: demo test bench lint clean-venv
+.PHONY: demo test bench lint clean-venv docs docs-serve docs-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -26,6 +26,19 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check --fix src tests bench
 	$(PY) -m ruff format src tests bench
+
+# The guide (mkdocs.yml): English and Chinese pages, built strictly (any warning fails)
+docs: $(STAMP)
+	$(PY) -m mkdocs build --strict
+
+docs-serve: $(STAMP)
+	$(PY) -m mkdocs serve --dev-addr 127.0.0.1:8000
+
+# the site, the examples' lint and every block of the guide, the slow training commands included
+docs-check: $(STAMP)
+	$(PY) -m ruff check examples
+	$(PY) -m mkdocs build --strict
+	$(PY) -m pytest -q -n 0 -m 'slow or not slow' tests/test_guide.py tests/examples
 
 clean-venv:
 	rm -rf .venv
