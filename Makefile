@@ -16,16 +16,16 @@ demo: $(STAMP)
 	$(PY) -m zeroforge demo
 
 test: $(STAMP)
-	$(PY) -m ruff check src tests bench
-	$(PY) -m ruff format --check src tests bench
+	$(PY) -m ruff check src tests bench examples
+	$(PY) -m ruff format --check src tests bench examples
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(PY) bench/run_quick.py
 
 lint: $(STAMP)
-	$(PY) -m ruff check --fix src tests bench
-	$(PY) -m ruff format src tests bench
+	$(PY) -m ruff check --fix src tests bench examples
+	$(PY) -m ruff format src tests bench examples
 
 # The guide (mkdocs.yml): English and Chinese pages, built strictly (any warning fails)
 docs: $(STAMP)
