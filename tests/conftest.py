@@ -11,17 +11,12 @@ from typing import Any
 import pytest
 import torch
 
+from tiny_corpus import TINY_TEXT
 from zeroforge import datasets
 
 # Two pytest-xdist workers share two cores: one thread each avoids oversubscription (a tiny LSTM
 # step measured 263 ms with 2 threads under load vs 13 ms with 1).
 torch.set_num_threads(1)
-
-TINY_TEXT = (
-    "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
-    "All:\nSpeak, speak.\n\nFirst Citizen:\nYou are all resolved rather to die than to famish?\n\n"
-    "All:\nResolved. resolved.\n\n"
-) * 40
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import TINY_TEXT
+from tiny_corpus import TINY_TEXT
 from zeroforge.cli import main
 from zeroforge.config import (
     SECTIONS,
@@ -435,10 +435,10 @@ def broken_models(monkeypatch: pytest.MonkeyPatch) -> None:
     """``zeroforge models`` meets a bug: an exception no user input explains."""
     import zeroforge.registry
 
-    def list_models() -> list[str]:
+    def models_table() -> str:
         raise RuntimeError("registry table is corrupt\nsecond line")
 
-    monkeypatch.setattr(zeroforge.registry, "list_models", list_models)
+    monkeypatch.setattr(zeroforge.registry, "models_table", models_table)
 
 
 EXPECTED_BUG = "zeroforge models: error: unexpected RuntimeError: registry table is corrupt second line"
@@ -465,17 +465,17 @@ def test_debug_shows_the_traceback(broken_models, monkeypatch, capsys, argv, env
         monkeypatch.setenv("ZEROFORGE_DEBUG", env)
     assert main(argv) == 1
     err = capsys.readouterr().err
-    assert err.startswith("Traceback (most recent call last):") and "in list_models" in err
+    assert err.startswith("Traceback (most recent call last):") and "in models_table" in err
     assert err.strip().splitlines()[-1] == EXPECTED_BUG
 
 
 def test_an_os_error_names_the_file(monkeypatch, capsys) -> None:
     import zeroforge.registry
 
-    def list_models() -> list[str]:
+    def models_table() -> str:
         raise OSError(28, "No space left on device", "runs/x/model.safetensors")
 
-    monkeypatch.setattr(zeroforge.registry, "list_models", list_models)
+    monkeypatch.setattr(zeroforge.registry, "models_table", models_table)
     line = error_line(main(["models"]), capsys, "models")
     assert line == "zeroforge models: error: runs/x/model.safetensors: No space left on device"
 
@@ -501,9 +501,9 @@ def test_a_real_process_prints_one_line_for_a_bad_path_and_for_a_bug(tmp_path: P
     )
     bug = """
         import zeroforge.registry
-        def list_models():
+        def models_table():
             raise KeyError("gpt")
-        zeroforge.registry.list_models = list_models
+        zeroforge.registry.models_table = models_table
         from zeroforge.cli import main
         raise SystemExit(main(["models"]))
     """
@@ -518,7 +518,7 @@ def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     """``zeroforge ... | head -1``: the reader stops early; no error line, no "Exception ignored"."""
     many = """
         import zeroforge.registry
-        zeroforge.registry.list_models = lambda: [f"model-{i}" for i in range(200_000)]
+        zeroforge.registry.models_table = lambda: "\\n".join(f"model-{i}" for i in range(200_000))
         from zeroforge.cli import main
         raise SystemExit(main(["models"]))
     """

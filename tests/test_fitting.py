@@ -282,3 +282,14 @@ def test_evaluate_on_a_fit_run_says_how_in_one_line(tmp_path: Path, capsys) -> N
         assert main(["evaluate", str(tmp_path / "r"), *extra]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and expected in err, err
+
+
+def test_bce_on_a_model_that_ends_in_a_sigmoid_is_refused_and_bceloss_trains_it() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.float32)
+    model = nn.Sequential(nn.Linear(4, 1), nn.Sigmoid())
+    with pytest.raises(ConfigError, match="ends in nn.Sigmoid"):
+        fit(model, x, y, loss="bce", epochs=1, verbose=False)
+    history = fit(model, x, y, loss=nn.BCELoss(), epochs=30, lr=0.05, verbose=False)
+    assert history["loss"][-1] < history["loss"][0]

@@ -116,7 +116,6 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     # flags left out keep the prepare functions' own defaults
     given = {"tokenizer": args.tokenizer, "vocab_size": args.vocab_size, "val_fraction": args.val_fraction}
     options = {name: value for name, value in given.items() if value is not None}
-    print(f"preparing {args.input} ...", file=sys.stderr, flush=True)  # tokenising can take a minute
     if args.objective == "mlm_nsp":
         from zeroforge.data.mlm import prepare_mlm_nsp
 
@@ -317,7 +316,6 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 def _cmd_convert(args: argparse.Namespace) -> int:
     from zeroforge.weights import convert
 
-    print(f"converting {args.src} ...", file=sys.stderr, flush=True)  # reading GGUF weights takes seconds
     out = convert(args.src, args.dst, dtype=args.dtype)
     files = sorted(p for p in Path(out).iterdir() if p.is_file())
     size = sum(p.stat().st_size for p in files) / 1e6

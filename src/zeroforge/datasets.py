@@ -284,7 +284,8 @@ def _local_files(path: Path) -> list[Path]:
     return [path]
 
 
-def _missing(source: str) -> DataError:
+def missing_source(source: str) -> DataError:
+    """The one-line error for a text source that is neither a file nor a dataset name."""
     return DataError(f"{source}: no such file or dataset (known datasets: {', '.join(text_datasets())})")
 
 
@@ -302,7 +303,7 @@ def load_documents(name_or_path: str | os.PathLike[str]) -> Documents:
         return asset.documents(source)
     path = Path(source).expanduser()
     if not path.exists():
-        raise _missing(source)
+        raise missing_source(source)
     docs = [(p.stem, _decode(p.read_bytes(), str(p))) for p in _local_files(path)]
     if not any(text for _, text in docs):
         raise DataError(f"{path}: empty (no text to read)")
@@ -333,7 +334,7 @@ def source_fingerprint(name_or_path: str | os.PathLike[str]) -> dict[str, object
         return {"dataset": source, "sha256": _ASSETS[source].sha256}
     path = Path(source).expanduser()
     if not path.exists():
-        raise _missing(source)
+        raise missing_source(source)
     files = _local_files(path)
     return {"files": [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in files]}
 

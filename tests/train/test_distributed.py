@@ -304,7 +304,7 @@ PRETRAIN = [
 def test_a_killed_rank_stops_the_other_with_a_message_and_the_run_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    from conftest import TINY_TEXT
+    from tiny_corpus import TINY_TEXT
     from zeroforge.cli import main
 
     (tmp_path / "tiny.txt").write_text(TINY_TEXT, encoding="utf-8")

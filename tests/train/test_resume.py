@@ -54,7 +54,7 @@ def cut_back_to(run_dir: Path, step: int) -> None:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from conftest import TINY_TEXT
+    from tiny_corpus import TINY_TEXT
 
     root = tmp_path_factory.mktemp("resume")
     (root / "tiny.txt").write_text(TINY_TEXT, encoding="utf-8")

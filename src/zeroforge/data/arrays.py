@@ -228,6 +228,14 @@ def prepare_model(
         raise ConfigError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     if isinstance(loss, str) and loss not in LOSSES:
         raise ConfigError(f"loss: expected one of {', '.join(LOSSES)} or a callable, got {loss!r}")
+    last = list(model.modules())[-1]
+    if loss == "bce" and isinstance(last, nn.Sigmoid):
+        # the named loss applies the sigmoid itself (log-sigmoid, stable): a second one would squash
+        # every output into (0.5, 0.73) and the model would train towards the majority class
+        raise ConfigError(
+            "loss: 'bce' takes logits and applies the sigmoid itself, but the model ends in nn.Sigmoid; "
+            "drop the final sigmoid, or pass loss=torch.nn.BCELoss()"
+        )
     if loss is None and accepts_labels(model):
         return model, input_key(model)
     return WithLoss(model, loss or "mse"), "features"

@@ -15,6 +15,7 @@ and MiniLM (``bert``, ``bert-classifier``) and Llama (``llama``); ``keymaps.py``
 from __future__ import annotations
 
 import os
+import sys
 import weakref
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,9 @@ def convert(
         )
     if Path(src).exists() and Path(src).resolve() == dst.resolve():
         raise DataError(f"dst: {dst} is the source itself; convert into another folder")
+    path = resolve(src)
+    if path.is_file() and _is_gguf(path):  # dequantising a GGUF file takes seconds: say what runs
+        print(f"converting {src} ...", file=sys.stderr, flush=True)
     model, tokenizer = load(src, dtype=dtype)
     return save_pretrained(model, tokenizer, dst)
 
