@@ -102,8 +102,10 @@ class _Row:
         self.next_token = 0
         self.decoder: Decoder | None = None  # only on the row-by-row path
 
-    def take(self, logits: torch.Tensor) -> bool:
-        """Sample the next token from logits (1, vocab), hand out the new text; True when finished."""
+    def take(self, logits: torch.Tensor) -> Event | None:
+        """Sample the next token from logits (1, vocab) and hand out the new text; when the request is
+        finished, return its last event instead of sending it (the scheduler frees the row first, so a
+        client told "done" never finds its row still taken)."""
         s = self.request.settings
         token = int(sample(logits, s.temperature, s.top_k, s.top_p, self.generator)[0])
         if self.request.first_token_at is None:
@@ -117,9 +119,11 @@ class _Row:
         elif self.sampled >= s.max_tokens:
             finish = "length"
         piece = self.text.stream_piece(final=finish is not None)
-        if piece or finish:
-            self.request.emit(Event(piece, finish, self.sampled))
-        return finish is not None
+        if finish is not None:
+            return Event(piece, finish, self.sampled)
+        if piece:
+            self.request.emit(Event(piece, None, self.sampled))
+        return None
 
     @property
     def remaining(self) -> int:
@@ -299,8 +303,14 @@ class BatchScheduler:
     def _start(self, slot: int, row: _Row, logits: torch.Tensor) -> None:
         """A row's first token, from its prompt's logits (1, vocab)."""
         self._count(1)
-        if row.take(logits):
+        self._take(slot, row, logits)
+
+    def _take(self, slot: int, row: _Row, logits: torch.Tensor) -> None:
+        """``row.take``; a finished row is freed, then its last event sent."""
+        final = row.take(logits)
+        if final is not None:
             self._free(slot)
+            row.request.emit(final)
 
     def _prefill(self, slots: list[int], requests: list[GenerationRequest]) -> torch.Tensor:
         """Run the prompts (left-padded together) and copy each one's keys/values into its row of the
@@ -380,8 +390,7 @@ class BatchScheduler:
                     assert row.decoder is not None
                     logits = row.decoder.step(torch.tensor([row.next_token], device=self.device))
                     self._count(1)
-                    if row.take(logits):
-                        self._free(slot)
+                    self._take(slot, row, logits)
             self.steps += 1
             return
         cache = self.cache
@@ -401,8 +410,7 @@ class BatchScheduler:
             if row is None:
                 cache.next_position[slot] = 0
                 continue
-            if row.take(logits[slot : slot + 1]):
-                self._free(slot)
+            self._take(slot, row, logits[slot : slot + 1])
         if self.running == 0:  # an empty batch starts again from column 0
             self._shift(-cache.length)
 
