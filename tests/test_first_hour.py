@@ -16,10 +16,11 @@ import pytest
 import torch
 
 import zeroforge as zf
-from zeroforge.cli import _prepared_summary, main
+from zeroforge.cli import main
 from zeroforge.config import TrainArgs, load_recipe
 from zeroforge.data.builders import data_builder
 from zeroforge.data.images import read_deb_member_files
+from zeroforge.data.text import describe_prepared
 from zeroforge.errors import ConfigError, DataError
 from zeroforge.eval.evaluate import compare_runs
 from zeroforge.models.bert import BertConfig, BertForPreTraining
@@ -73,7 +74,7 @@ def test_create_model_on_a_weights_name_says_how_to_load_them() -> None:
 def test_prepare_says_what_it_wrote(tmp_path: Path) -> None:
     meta = {"tokenizer": "char", "vocab_size": 84, "train_tokens": 4551478, "val_tokens": 505720}
     (tmp_path / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
-    assert _prepared_summary(tmp_path) == (
+    assert describe_prepared(tmp_path) == (
         f"prepared: {tmp_path} (4,551,478 train tokens, 505,720 val tokens, tokenizer char, vocab 84)"
     )
 

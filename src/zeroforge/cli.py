@@ -99,7 +99,7 @@ def _check_demo_dir(run_dir: Path) -> None:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    from zeroforge.data.text import prepare
+    from zeroforge.data.text import describe_prepared, prepare
     from zeroforge.pretraining import check_prepared_dir
 
     _check_config(args.config)
@@ -124,36 +124,13 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         out = prepare_mlm_nsp(args.input, args.out, lowercase=not args.cased, **options)
     else:
         out = prepare(args.input, args.out, **options)
-    print(_prepared_summary(Path(out)))
+    print(describe_prepared(Path(out)))
     return 0
-
-
-def _prepared_summary(out: Path) -> str:
-    """What ``prepare`` wrote: the folder, its token (or pair) counts and tokenizer, read from meta.json."""
-    import json
-
-    meta_path = out / "meta.json"
-    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
-    counts = []
-    for split in ("train", "val"):
-        if isinstance(meta.get(split), dict) and "pairs" in meta[split]:  # mlm_nsp: sentence pairs per split
-            counts.append(f"{meta[split]['pairs']:,} {split} pairs")
-        elif f"{split}_tokens" in meta:  # clm: token counts per split
-            counts.append(f"{meta[f'{split}_tokens']:,} {split} tokens")
-    tokenizer = meta.get("tokenizer", {})
-    kind = tokenizer.get("kind") if isinstance(tokenizer, dict) else tokenizer
-    vocab = meta.get("vocab_size")
-    about = ", ".join(
-        [*counts, *([f"tokenizer {kind}"] if kind else []), *([f"vocab {vocab}"] if vocab else [])]
-    )
-    return f"prepared: {out}" + (f" ({about})" if about else "")
 
 
 def _prepare_recipe(args: argparse.Namespace) -> int:
     """The data steps of a recipe alone: its ``clean:`` step (into the run dir), then tokenising."""
-    from zeroforge.config import load_recipe
-    from zeroforge.pretraining import build_data
-    from zeroforge.train.distributed import DistContext
+    from zeroforge.pretraining import prepare_recipe_data
 
     # A recipe's data: section says what the flags would; --out is its data.prepared_dir.
     flags = {
@@ -175,11 +152,7 @@ def _prepare_recipe(args: argparse.Namespace) -> int:
         if any(o.startswith("data.prepared_dir=") for o in overrides):
             raise ZeroforgeError("prepare --config: give --out or data.prepared_dir=, not both")
         overrides.append(f"data.prepared_dir={args.out}")
-    recipe = load_recipe(args.config, overrides)
-    if recipe.finetune is not None:
-        raise ZeroforgeError("prepare --config: a fine-tuning recipe's data is prepared by the run itself")
-    recipe.train.eval_batches = 1
-    print(build_data(recipe, DistContext()).description)
+    print(prepare_recipe_data(args.config, overrides))
     return 0
 
 

@@ -148,3 +148,13 @@ def _pretrain(recipe: Recipe, ctx: DistContext) -> None:
     if ctx.rank == 0 and result.val_loss is not None:
         scores = {"loss": result.val_loss, **result.val_metrics}
         print("validation: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+
+
+def prepare_recipe_data(config: str | os.PathLike[str], overrides: list[str] | None = None) -> str:
+    """The data steps of a pretraining recipe alone (``zeroforge prepare --config``): its ``clean:`` step,
+    then tokenising into ``data.prepared_dir``; returns the data's one-line description."""
+    recipe = load_recipe(config, overrides)
+    if recipe.finetune is not None:
+        raise ConfigError("prepare --config: a fine-tuning recipe's data is prepared by the run itself")
+    recipe.train.eval_batches = 1
+    return build_data(recipe, DistContext()).description

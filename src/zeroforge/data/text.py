@@ -155,6 +155,25 @@ def prepare(
     return _prepared(str(input), out_path, tokenizer, vocab_size, val_fraction, progress, reuse=False)
 
 
+def describe_prepared(out: Path) -> str:
+    """What ``prepare`` wrote: the folder, its token (or pair) counts and tokenizer, read from meta.json."""
+    meta_path = out / "meta.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    counts = []
+    for split in ("train", "val"):
+        if isinstance(meta.get(split), dict) and "pairs" in meta[split]:  # mlm_nsp: sentence pairs per split
+            counts.append(f"{meta[split]['pairs']:,} {split} pairs")
+        elif f"{split}_tokens" in meta:  # clm: token counts per split
+            counts.append(f"{meta[f'{split}_tokens']:,} {split} tokens")
+    tokenizer = meta.get("tokenizer", {})
+    kind = tokenizer.get("kind") if isinstance(tokenizer, dict) else tokenizer
+    vocab = meta.get("vocab_size")
+    about = ", ".join(
+        [*counts, *([f"tokenizer {kind}"] if kind else []), *([f"vocab {vocab}"] if vocab else [])]
+    )
+    return f"prepared: {out}" + (f" ({about})" if about else "")
+
+
 def _read_meta(directory: Path) -> dict[str, Any]:
     path = directory / META_FILE
     try:
