@@ -427,11 +427,12 @@ def test_pretrain_logs_mlm_and_nsp_metrics(corpus, tmp_path):
     import zeroforge
 
     metrics = zeroforge.evaluate(run, batch_size=8)
-    # accuracies count the same predictions; the loss may differ in the last digits (metrics.csv keeps 6
-    # significant digits, and threaded fp32 reductions are summed in a varying order: 1-2e-5 relative
-    # seen). A different mask or model would move it by far more than 1e-4.
+    # the same pairs and masks: the loss may differ in the last digits (metrics.csv keeps 6 significant
+    # digits, and fp32 kernels sum in an order that depends on the batch shapes: 1-2e-5 relative seen),
+    # so a 6-step model's near-tied logits can flip a prediction or two (1 of 347 seen); a different
+    # mask or model would move the loss by far more than 1e-4
     for key in ("val_mlm_accuracy", "val_nsp_accuracy"):
-        assert metrics[key] == pytest.approx(rows[-1][key], abs=1e-5), key
+        assert metrics[key] == pytest.approx(rows[-1][key], abs=0.01), key
     assert metrics["val_mlm_loss"] == pytest.approx(rows[-1]["val_mlm_loss"], rel=1e-4)
     assert 0 < metrics["baseline_mlm_accuracy"] < 1 and metrics["pairs"] > 8
     assert metrics["mlm_accuracy_over_baseline"] == pytest.approx(
