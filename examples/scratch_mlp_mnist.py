@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zeroforge.scratch import Tensor, nn, no_grad, optim
 from zeroforge.scratch import functional as F
+from zeroforge.scratch import nn, optim
 
 
 @dataclass
@@ -36,34 +36,16 @@ def build_mlp(config: MLPConfig, in_features: int = 784, classes: int = 10) -> n
     )
 
 
-def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> float:
-    correct = 0
-    with no_grad():
-        for start in range(0, len(x), batch_size):
-            logits = model(Tensor(x[start : start + batch_size])).data
-            correct += int((logits.argmax(1) == y[start : start + batch_size]).sum())
-    return correct / len(x)
-
-
 def train(config: MLPConfig, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
           y_test: np.ndarray) -> float:  # fmt: skip
     """Train and return the final test accuracy; prints one line per epoch."""
     model = build_mlp(config, x_train.shape[1], int(y_train.max()) + 1)
     optimizer = optim.Adam(model.parameters(), lr=config.lr)
     rng = np.random.default_rng(config.seed)
-
-    def loss_fn(index: np.ndarray) -> Tensor:
-        return F.cross_entropy(model(Tensor(x_train[index])), y_train[index])
-
-    test_accuracy = 0.0
-    for epoch in range(config.epochs):
-        start = time.perf_counter()
-        result = optim.train_epoch(loss_fn, optimizer, len(x_train), config.batch_size, rng)
-        seconds = time.perf_counter() - start
-        test_accuracy = accuracy(model, x_test, y_test)
-        print(f"epoch {epoch + 1}: train loss {result.loss:.4f}  test accuracy {test_accuracy:.4f}  ({seconds:.1f} s)",
-              flush=True)  # fmt: skip
-    return test_accuracy
+    return optim.train_classifier(
+        model, F.cross_entropy, optimizer, (x_train, y_train), (x_test, y_test),
+        config.epochs, config.batch_size, rng, log=lambda line: print(line, flush=True),
+    )  # fmt: skip
 
 
 def mnist_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -122,3 +122,47 @@ def train_epoch(
         total += loss.item()
         steps += 1
     return EpochResult(total / max(steps, 1), steps)
+
+
+def accuracy(
+    model: Callable[[Tensor], Tensor], x: np.ndarray, y: np.ndarray, batch_size: int = 1000
+) -> float:
+    """Share of ``x``'s rows whose largest logit is the label ``y`` (no graph is recorded)."""
+    correct = 0
+    with no_grad():
+        for start in range(0, len(x), batch_size):
+            logits = model(Tensor(x[start : start + batch_size])).data
+            correct += int((logits.argmax(1) == y[start : start + batch_size]).sum())
+    return correct / len(x)
+
+
+def train_classifier(
+    model: Callable[[Tensor], Tensor],
+    loss: Callable[[Tensor, np.ndarray], Tensor],
+    optimizer: Optimizer,
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    epochs: int,
+    batch_size: int,
+    rng: np.random.Generator,
+    log: Callable[[str], None] = print,
+) -> float:
+    """Epochs of ``loss(logits, labels)`` (e.g. ``functional.cross_entropy``) on ``train`` = (x, y), the
+    ``test`` accuracy logged after each; returns the last one."""
+    import time
+
+    x_train, y_train = train
+
+    def loss_fn(index: np.ndarray) -> Tensor:
+        return loss(model(Tensor(x_train[index])), y_train[index])
+
+    test_accuracy = 0.0
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        result = train_epoch(loss_fn, optimizer, len(x_train), batch_size, rng)
+        test_accuracy = accuracy(model, *test)
+        log(
+            f"epoch {epoch + 1}: train loss {result.loss:.4f}  test accuracy {test_accuracy:.4f}  "
+            f"({time.perf_counter() - start:.1f} s)"
+        )
+    return test_accuracy
