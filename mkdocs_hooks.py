@@ -1,4 +1,5 @@
-"""MkDocs hook: the figures the benchmarks write (bench/results/**/*.png) become part of the site.
+"""MkDocs hooks: the figures the benchmarks write (bench/results/**/*.png) become part of the site, and
+a line break inside a Chinese paragraph does not become a space.
 
 Pages link them by their path in the repository (``../bench/results/...`` from docs/,
 ``../../bench/results/...`` from docs/guide/), which works when reading the files on GitHub; the hook
@@ -28,6 +29,22 @@ def on_files(files: Files, config) -> Files:  # noqa: ANN001 - MkDocs' hook sign
 BENCH_LINK = re.compile(r"\]\((?:\.\./)+bench/results/")
 
 
+# Chinese is written without spaces, but HTML renders a source line break as one: a break between two
+# CJK characters or punctuation marks is joined (only outside fenced code blocks)
+CJK = "\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef"
+CJK_BREAK = re.compile(rf"(?<=[{CJK}])\n(?=[{CJK}])")
+FENCE = re.compile(r"^```.*?^```", re.S | re.M)
+
+
+def join_cjk_lines(markdown: str) -> str:
+    pieces, last = [], 0
+    for fence in FENCE.finditer(markdown):
+        pieces += [CJK_BREAK.sub("", markdown[last : fence.start()]), fence.group()]
+        last = fence.end()
+    return "".join([*pieces, CJK_BREAK.sub("", markdown[last:])])
+
+
 def on_page_markdown(markdown: str, page, config, files) -> str:  # noqa: ANN001
     depth = page.file.src_uri.count("/")  # a page in docs/guide/ is one folder below the docs root
-    return BENCH_LINK.sub("](" + "../" * depth + "bench/results/", markdown)
+    markdown = BENCH_LINK.sub("](" + "../" * depth + "bench/results/", markdown)
+    return join_cjk_lines(markdown) if page.file.src_uri.endswith(".zh.md") else markdown
