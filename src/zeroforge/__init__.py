@@ -48,6 +48,10 @@ _API = {
     "datasets": "zeroforge.datasets:",
     "tokenizers": "zeroforge.tokenizers:",
     "scratch": "zeroforge.scratch:",
+    "explain": "zeroforge.explain.run:explain",
+    "capture_attention": "zeroforge.modules.attention:capture_attention",
+    "attention_maps": "zeroforge.explain.attention:attention_maps",
+    "text_saliency": "zeroforge.explain.saliency:text_saliency",
 }
 
 __all__ = sorted(_API)

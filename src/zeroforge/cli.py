@@ -343,6 +343,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from zeroforge.explain.run import explain
+
+    if args.out:
+        check_output_dir(args.out, "--out")
+    out = explain(args.run_dir, args.what, args.text, args.index, args.out, args.target, args.steps)
+    print(f"wrote {out}")
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with its usage errors on one line, like every other error (``zeroforge CMD: error: ...``);
     subcommand parsers are made by the same class, so ``prog`` names the subcommand."""
@@ -506,6 +516,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="prompt + max_tokens of one request; sizes the KV cache (default: 2048, at most the context)",
     )
+
+    help = "look inside a model: attention maps (grid of heads, JSON, head summary) or saliency (Captum)"
+    p = add("explain", _cmd_explain, help)
+    p.add_argument("what", choices=["attention", "saliency"])
+    p.add_argument("run_dir", metavar="RUN", help="run directory (or any model zeroforge.load reads)")
+    p.add_argument("--text", default=None, help="the text to look at")
+    p.add_argument("--index", type=int, default=None, help="saliency of an image run: validation image N")
+    p.add_argument("--target", default=None, help="saliency: the class to explain (default: the predicted)")
+    p.add_argument("--steps", type=int, default=64, help="integrated gradients: integration steps")
+    p.add_argument("--out", default=None, help="output folder (default: RUN/explain)")
     return parser
 
 
