@@ -353,6 +353,22 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from zeroforge.sweep import sweep
+
+    _check_config(args.config)
+    check_input_file(args.space, "--space")
+    result = sweep(
+        args.config, args.space, args.trials, args.jobs, args.storage, args.sampler, args.out,
+        args.overrides, args.seed, args.heartbeat, not args.no_prune,
+    )  # fmt: skip
+    print((result.out_dir / "trials.md").read_text(encoding="utf-8"), end="")
+    best = ", ".join(f"{k}={v}" for k, v in result.best_params.items())
+    print(f"{result.finished} trials finished ({result.pruned} pruned); best {result.best_value}: {best}")
+    print(f"sweep directory: {result.out_dir} (best.yaml, trials.csv, history.png, importances.png, parallel.png)")
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with its usage errors on one line, like every other error (``zeroforge CMD: error: ...``);
     subcommand parsers are made by the same class, so ``prog`` names the subcommand."""
@@ -526,6 +542,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default=None, help="saliency: the class to explain (default: the predicted)")
     p.add_argument("--steps", type=int, default=64, help="integrated gradients: integration steps")
     p.add_argument("--out", default=None, help="output folder (default: RUN/explain)")
+
+    help = "hyperparameter search over recipe fields with Optuna (TPE, grid, random; median pruning)"
+    p = add("sweep", _cmd_sweep, help)
+    p.add_argument("--config", required=True, help="the recipe to tune")
+    p.add_argument("--space", required=True, help="YAML: 'train.lr: loguniform 1e-4 3e-3', 'model.n_layer: [2, 4]'")
+    p.add_argument("overrides", nargs="*", help="dotted overrides for every trial, e.g. train.max_steps=300")
+    p.add_argument("--trials", type=int, default=20, help="finished (complete or pruned) trials wanted")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes on this machine")
+    p.add_argument("--storage", default=None, help="RDB URL shared by all workers (default sqlite:///OUT/study.db)")
+    p.add_argument("--sampler", default="tpe", choices=["tpe", "grid", "random"])
+    p.add_argument("--out", default=None, help="sweep folder (default runs/sweep-<train.name>)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--heartbeat", type=float, default=30.0, help="seconds; a silent trial is retried after 2x")
+    p.add_argument("--no-prune", action="store_true", help="run every trial to its end")
     return parser
 
 
