@@ -98,7 +98,9 @@ def test_killed_sweep_resumes_without_lost_or_repeated_trials(in_tmp: Path, tiny
         ("lr: [1]\n", "space.yaml: lr: expected a recipe field as section.key"),
     ],
 )
-def test_bad_space_is_one_line_error(in_tmp: Path, tiny_corpus: Path, capsys, space: str, message: str) -> None:
+def test_bad_space_is_one_line_error(
+    in_tmp: Path, tiny_corpus: Path, capsys, space: str, message: str
+) -> None:
     recipe = _recipe(in_tmp, tiny_corpus, steps=2)
     (in_tmp / "space.yaml").write_text(space, encoding="utf-8")
     with pytest.raises(ConfigError, match="^" + message.replace(".", r"\.").replace("(", r"\(")):

@@ -52,6 +52,8 @@ _API = {
     "capture_attention": "zeroforge.modules.attention:capture_attention",
     "attention_maps": "zeroforge.explain.attention:attention_maps",
     "text_saliency": "zeroforge.explain.saliency:text_saliency",
+    "sweep": "zeroforge.sweep:sweep",
+    "lr_find": "zeroforge.lr_find:lr_find",
 }
 
 __all__ = sorted(_API)

@@ -122,7 +122,9 @@ def read_space(
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict) or not data:
-        raise ConfigError(f"{path}: expected a mapping of recipe fields to ranges, e.g. 'train.lr: loguniform 1e-4 3e-3'")
+        raise ConfigError(
+            f"{path}: expected a mapping of recipe fields to ranges, e.g. 'train.lr: loguniform 1e-4 3e-3'"
+        )
     params = [parse_param(key, spec, str(path)) for key, spec in data.items()]
     for p in params:
         values = p.choices if p.kind == "choice" else (_cast(p, p.low), _cast(p, p.high))
@@ -185,7 +187,9 @@ def _optuna() -> Any:
     try:
         import optuna
     except ImportError as err:
-        raise ConfigError("sweep: needs Optuna (pip install 'zeroforge[sweep]' or pip install optuna)") from err
+        raise ConfigError(
+            "sweep: needs Optuna (pip install 'zeroforge[sweep]' or pip install optuna)"
+        ) from err
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna
@@ -194,7 +198,9 @@ def _optuna() -> Any:
 def _storage(spec: SweepSpec) -> Any:
     optuna = _optuna()
     if not spec.storage.startswith(("sqlite:", "postgresql", "mysql")):
-        raise ConfigError(f"--storage: expected an RDB URL (sqlite:///path.db, postgresql://...), got {spec.storage!r}")
+        raise ConfigError(
+            f"--storage: expected an RDB URL (sqlite:///path.db, postgresql://...), got {spec.storage!r}"
+        )
     # a stale trial (its worker died) is queued again with the same values; Optuna >= 4.9 names it so
     stale = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
     retry = (
@@ -254,10 +260,15 @@ def _objective(spec: SweepSpec) -> Any:
         with on_evaluation(listen):
             run_recipe(spec.config, overrides)
         if pruned:
-            print(f"trial {trial.number}: pruned at step {pruned[0]} ({spec.monitor} {last[-1]:.4f})", flush=True)
+            print(
+                f"trial {trial.number}: pruned at step {pruned[0]} ({spec.monitor} {last[-1]:.4f})",
+                flush=True,
+            )
             raise optuna.TrialPruned()
         if not last:
-            raise ConfigError(f"trial {trial.number}: the run reported no {spec.monitor} (no validation data?)")
+            raise ConfigError(
+                f"trial {trial.number}: the run reported no {spec.monitor} (no validation data?)"
+            )
         print(f"trial {trial.number}: {spec.monitor} {last[-1]:.4f}", flush=True)
         return last[-1]
 
@@ -272,7 +283,9 @@ def _recover_stale(study: Any, spec: SweepSpec) -> None:
     deadline = time.monotonic() + 2 * spec.heartbeat + spec.heartbeat + 1
     while any(t.state == running for t in study.get_trials(deepcopy=False)):
         optuna.storages.fail_stale_trials(study)
-        if time.monotonic() > deadline or not any(t.state == running for t in study.get_trials(deepcopy=False)):
+        if time.monotonic() > deadline or not any(
+            t.state == running for t in study.get_trials(deepcopy=False)
+        ):
             break
         time.sleep(max(0.5, spec.heartbeat / 2))
 
@@ -470,7 +483,11 @@ def report(study: Any, spec: SweepSpec, recipe_path: str) -> SweepResult:
         result.best_run = best.user_attrs.get("run_dir")
         recipe = load_recipe(
             recipe_path,
-            [*spec.overrides, *(override(k, v) for k, v in best.params.items()), f"train.name={spec.study_name}-best"],
+            [
+                *spec.overrides,
+                *(override(k, v) for k, v in best.params.items()),
+                f"train.name={spec.study_name}-best",
+            ],
         )
         body = recipe.to_dict()
         body["train"]["out_dir"] = None
