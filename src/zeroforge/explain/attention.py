@@ -129,8 +129,8 @@ def new_figure(width: float, height: float) -> Any:
 def plot_attention_grid(maps: torch.Tensor, tokens: list[str], path: Path, title: str = "") -> None:
     """A grid of heatmaps, one row per layer and one column per head; queries down, keys across."""
     L, nh, T, _ = maps.shape
-    cell = min(3.0, max(1.6, 0.11 * T))
-    fig = new_figure(cell * nh + 0.6, cell * L + 0.6)
+    cell = min(3.0, max(2.2, 0.11 * T))
+    fig = new_figure(max(6.0, cell * nh + 0.6), cell * L + 0.6)
     axes = fig.subplots(L, nh, squeeze=False)
     labels = [t if t.strip() else repr(t)[1:-1].replace(" ", "\u2423") for t in tokens]  # visible blanks
     for i in range(L):
@@ -175,5 +175,5 @@ def explain_attention(
     }
     atomic_write_json(out / "attention.json", report)
     atomic_write_text(out / "attention_heads.md", summary_table(stats))
-    plot_attention_grid(maps, tokens, out / "attention.png", title=f"{name} attention: {text[:60]!r}")
+    plot_attention_grid(maps, tokens, out / "attention.png", title=f"{name}: {text[:48]!r}")
     return report
