@@ -48,12 +48,12 @@ _API = {
     "datasets": "zeroforge.datasets:",
     "tokenizers": "zeroforge.tokenizers:",
     "scratch": "zeroforge.scratch:",
-    "explain": "zeroforge.explain.run:explain",
+    "explain_model": "zeroforge.explain.run:explain",
     "capture_attention": "zeroforge.modules.attention:capture_attention",
     "attention_maps": "zeroforge.explain.attention:attention_maps",
     "text_saliency": "zeroforge.explain.saliency:text_saliency",
-    "sweep": "zeroforge.sweep:sweep",
-    "lr_find": "zeroforge.lr_find:lr_find",
+    "hyperparameter_search": "zeroforge.sweep:sweep",
+    "find_lr": "zeroforge.lr_find:lr_find",
 }
 
 __all__ = sorted(_API)
