@@ -196,8 +196,8 @@ def plot_lr_find(result: LRFindResult, path: Path, title: str = "") -> None:
         ax.axvline(result.suggestion, color="C3", ls="--", label=f"suggestion {result.suggestion:.2g}")
     if result.recipe_lr is not None:
         ax.axvline(result.recipe_lr, color="C2", ls=":", label=f"recipe lr {result.recipe_lr:.2g}")
-    finite = [v for v in result.smoothed if math.isfinite(v)]
-    if finite:
+    finite = [v for v in result.smoothed + result.losses if math.isfinite(v)]
+    if finite:  # the fall in full; the divergence only up to 2.5x the lowest loss
         ax.set_ylim(min(finite) * 0.95, max(min(finite) * 2.5, result.smoothed[0] * 1.1))
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
