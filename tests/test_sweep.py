@@ -109,3 +109,16 @@ def test_bad_space_is_one_line_error(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
     assert not (in_tmp / "runs").exists()  # nothing started
+
+
+def test_two_worker_processes_share_the_study(in_tmp: Path, tiny_corpus: Path) -> None:
+    recipe = _recipe(in_tmp, tiny_corpus, steps=2)
+    (in_tmp / "space.yaml").write_text("train.lr: loguniform 1e-3 1e-2\n", encoding="utf-8")
+    result = sweep(
+        recipe, in_tmp / "space.yaml", trials=3, jobs=2, sampler="random", out_dir="sw", prune=False
+    )
+    # each worker stops once 3 trials have finished; one may be mid-trial then and finish a 4th
+    assert 3 <= result.finished <= 4
+    study = optuna.load_study(study_name="sweep-tiny", storage=f"sqlite:///{in_tmp / 'sw/study.db'}")
+    runs = [t.user_attrs["run_dir"] for t in study.trials]
+    assert len(set(runs)) == len(runs) and all((Path(r) / "COMPLETE").is_file() for r in runs)
