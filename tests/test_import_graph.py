@@ -27,7 +27,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("config",),  # the recipe schema
     ("train",),
     ("generation", "decoding", "chat", "embedding", "eval.evaluate", "eval.instructions"),  # use
+    ("explain",),  # attention maps and saliency of a loaded model
     ("pretraining", "finetuning", "fitting", "training", "demo"),  # entry points
+    ("sweep", "lr_find"),  # run recipes many times: hyperparameter search, learning-rate range test
     ("cli", "serve", "__main__", ""),  # front; "" is the package itself (zeroforge/__init__.py)
 ]
 

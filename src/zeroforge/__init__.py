@@ -48,6 +48,12 @@ _API = {
     "datasets": "zeroforge.datasets:",
     "tokenizers": "zeroforge.tokenizers:",
     "scratch": "zeroforge.scratch:",
+    "explain_model": "zeroforge.explain.run:explain",
+    "capture_attention": "zeroforge.modules.attention:capture_attention",
+    "attention_maps": "zeroforge.explain.attention:attention_maps",
+    "text_saliency": "zeroforge.explain.saliency:text_saliency",
+    "hyperparameter_search": "zeroforge.sweep:sweep",
+    "find_lr": "zeroforge.lr_find:lr_find",
 }
 
 __all__ = sorted(_API)

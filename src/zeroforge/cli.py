@@ -343,6 +343,47 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from zeroforge.explain.run import explain
+
+    if args.out:
+        check_output_dir(args.out, "--out")
+    out = explain(args.run_dir, args.what, args.text, args.index, args.out, args.target, args.steps)
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from zeroforge.sweep import sweep
+
+    _check_config(args.config)
+    check_input_file(args.space, "--space")
+    result = sweep(
+        args.config, args.space, args.trials, args.jobs, args.storage, args.sampler, args.out,
+        args.overrides, args.seed, args.heartbeat, not args.no_prune,
+    )  # fmt: skip
+    print((result.out_dir / "trials.md").read_text(encoding="utf-8"), end="")
+    best = ", ".join(f"{k}={v}" for k, v in result.best_params.items())
+    print(f"{result.finished} trials finished ({result.pruned} pruned); best {result.best_value}: {best}")
+    print(
+        f"sweep directory: {result.out_dir} (best.yaml, trials.csv, history.png, importances.png, parallel.png)"
+    )
+    return 0
+
+
+def _cmd_lr_find(args: argparse.Namespace) -> int:
+    from zeroforge.lr_find import lr_find
+
+    _check_config(args.config)
+    if args.out:
+        check_output_dir(args.out, "--out")
+    r = lr_find(args.config, args.overrides, args.steps, args.start_lr, args.end_lr, args.out)
+    found = f"{r.suggestion:.3g}" if r.suggestion is not None else "none (the loss never fell)"
+    at_min = f"{r.min_loss_lr:.3g}" if r.min_loss_lr is not None else "-"
+    print(f"suggested lr {found} (steepest descent); lr at the minimum {at_min}; recipe lr {r.recipe_lr:g}")
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with its usage errors on one line, like every other error (``zeroforge CMD: error: ...``);
     subcommand parsers are made by the same class, so ``prog`` names the subcommand."""
@@ -505,6 +546,48 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="prompt + max_tokens of one request; sizes the KV cache (default: 2048, at most the context)",
+    )
+
+    help = "look inside a model: attention maps (grid of heads, JSON, head summary) or saliency (Captum)"
+    p = add("explain", _cmd_explain, help)
+    p.add_argument("what", choices=["attention", "saliency"])
+    p.add_argument("run_dir", metavar="RUN", help="run directory (or any model zeroforge.load reads)")
+    p.add_argument("--text", default=None, help="the text to look at")
+    p.add_argument("--index", type=int, default=None, help="saliency of an image run: validation image N")
+    p.add_argument("--target", default=None, help="saliency: the class to explain (default: the predicted)")
+    p.add_argument("--steps", type=int, default=64, help="integrated gradients: integration steps")
+    p.add_argument("--out", default=None, help="output folder (default: RUN/explain)")
+
+    help = "hyperparameter search over recipe fields with Optuna (TPE, grid, random; median pruning)"
+    p = add("sweep", _cmd_sweep, help)
+    p.add_argument("--config", required=True, help="the recipe to tune")
+    p.add_argument(
+        "--space", required=True, help="YAML: 'train.lr: loguniform 1e-4 3e-3', 'model.n_layer: [2, 4]'"
+    )
+    p.add_argument("overrides", nargs="*", help="dotted overrides for every trial, e.g. train.max_steps=300")
+    p.add_argument("--trials", type=int, default=20, help="finished (complete or pruned) trials wanted")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes on this machine")
+    p.add_argument(
+        "--storage", default=None, help="RDB URL shared by all workers (default sqlite:///OUT/study.db)"
+    )
+    p.add_argument("--sampler", default="tpe", choices=["tpe", "grid", "random"])
+    p.add_argument("--out", default=None, help="sweep folder (default runs/sweep-<train.name>)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--heartbeat", type=float, default=30.0, help="seconds; a silent trial is retried after 2x"
+    )
+    p.add_argument("--no-prune", action="store_true", help="run every trial to its end")
+
+    p = add(
+        "lr-find", _cmd_lr_find, "learning-rate range test (Smith 2017): loss against an exponential lr sweep"
+    )
+    p.add_argument("--config", required=True, help="the recipe whose model, data and optimizer to test")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.batch_size=16")
+    p.add_argument("--steps", type=int, default=100, help="optimizer steps of the sweep")
+    p.add_argument("--start-lr", type=float, default=1e-7)
+    p.add_argument("--end-lr", type=float, default=10.0)
+    p.add_argument(
+        "--out", default=None, help="folder for lr_find.png/json (default runs/lr-find-<train.name>)"
     )
     return parser
 

@@ -22,6 +22,8 @@ docs/benchmarks.md), where two matmuls and a softmax win:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 import torch
@@ -76,6 +78,8 @@ def attention(
         groups = q.size(1) // k.size(1)
         k = k.repeat_interleave(groups, dim=1)  # (B, nh, S, hs)
         v = v.repeat_interleave(groups, dim=1)
+    if _captures:  # inside capture_attention(): the probabilities on the side, the output as always
+        _captures[-1].append(attention_probs(q, k, mask, is_causal).detach())
     if impl == "auto":
         impl = "naive" if _written_out_is_faster(q) else "sdpa"
     if impl == "sdpa":
@@ -83,6 +87,45 @@ def attention(
             q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal
         )
     return naive_attention(q, k, v, mask=mask, is_causal=is_causal, dropout_p=dropout_p)
+
+
+def attention_probs(
+    q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False
+) -> torch.Tensor:
+    """softmax(QK^T / sqrt(d_k) + mask) in at least fp32: what each query gives each key.
+
+    q: (B, nh, T, hs); k: (B, nh, S, hs); ``mask`` and ``is_causal`` as ``attention``. Returns (B, nh, T, S).
+    """
+    T, S = q.size(-2), k.size(-2)
+    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))  # (B, nh, T, S)
+    if is_causal:
+        att = att.masked_fill(~torch.ones(T, S, dtype=torch.bool, device=q.device).tril(), float("-inf"))
+    if mask is not None:
+        att = att.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else att + mask
+    return F.softmax(att, dim=-1, dtype=torch.promote_types(att.dtype, torch.float32))
+
+
+_captures: list[list[torch.Tensor]] = []
+"""The open ``capture_attention`` blocks, innermost last; empty (the usual case) costs one truth test."""
+
+
+@contextmanager
+def capture_attention() -> Iterator[list[torch.Tensor]]:
+    """Record the attention probabilities of every ``attention`` call made inside the block.
+
+        with capture_attention() as maps:
+            model(input_ids)
+        # maps[i]: (B, nh, T, S), the i-th attention call (for GPT, Llama, BERT: layer i)
+
+    The model's outputs are unchanged: its own kernel (fused or not) still computes them, and the
+    probabilities are computed once more beside it by ``attention_probs`` (detached, before dropout).
+    """
+    maps: list[torch.Tensor] = []
+    _captures.append(maps)
+    try:
+        yield maps
+    finally:
+        _captures.pop()
 
 
 def _written_out_is_faster(q: torch.Tensor) -> bool:

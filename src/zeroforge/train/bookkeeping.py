@@ -187,5 +187,7 @@ def stop_message(args: TrainArgs, step: int, stopped_by: str, elapsed_s: float, 
             f"stopped early at step {step}: {args.monitor} did not improve for "
             f"train.early_stopping_patience={args.early_stopping_patience} evaluations{best} ({minutes})"
         )
+    if stopped_by == "stopped_after_evaluation":
+        return f"stopped at step {step}: a listener of its evaluations asked (a search pruned it) ({minutes})"
     capped = " (capped by $" + STEP_CAP_VARIABLE + ")" if os.environ.get(STEP_CAP_VARIABLE) else ""
     return f"finished: {step} of {args.max_steps} steps done{capped} ({minutes})"

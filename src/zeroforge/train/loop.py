@@ -58,6 +58,7 @@ from zeroforge.train.runtime import (
     batch_size_of,
     compile_step,
     evaluate_ranks,
+    evaluation_says_stop,
     resolve_device,
     resolve_precision,
     rng_state,
@@ -214,6 +215,7 @@ def _train(
     last_val: dict[str, float] = {}
     last_checkpoint: Path | None = None
     saved_step = -1  # known on every rank: saving is a collective
+    stop_asked = False  # by a listener of train.runtime.on_evaluation (a search pruning this run)
     t_last = time.perf_counter()
 
     while True:
@@ -284,6 +286,7 @@ def _train(
                 if is_main:
                     assert last_checkpoint is not None
                     ckpt.keep_as_best(run_path, last_checkpoint)  # type: ignore[arg-type]
+            stop_asked = evaluation_says_stop(step, row)
             t_last = time.perf_counter()  # evaluation and saving time is not training time
 
         if row is not None:
@@ -304,6 +307,9 @@ def _train(
             t_last = time.perf_counter()
         if stop_early:
             stopped_by = "early_stopping"
+            break
+        if stop_asked:
+            stopped_by = "stopped_after_evaluation"
             break
 
     if bar is not None:

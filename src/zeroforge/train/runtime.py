@@ -7,7 +7,7 @@ import contextlib
 import math
 import os
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -190,3 +190,28 @@ def evaluate_ranks(
     model.train(was_training)
     meter.sums = all_reduce_sums(ctx, meter.sums)
     return meter.compute()
+
+
+# ----------------------------------------------------------------------------- evaluation listeners
+
+EvalListener = Callable[[int, dict[str, Any]], bool]
+"""Called after each evaluation with (step, the logged row: ``val_loss``, ``val_<metric>``...);
+returning True stops the run at that step (a hyperparameter search pruning a trial)."""
+
+_eval_listeners: list[EvalListener] = []
+
+
+@contextlib.contextmanager
+def on_evaluation(listener: EvalListener) -> Iterator[None]:
+    """Call ``listener`` after every evaluation of every run trained inside the block (one process;
+    under torchrun each rank must reach the same answer)."""
+    _eval_listeners.append(listener)
+    try:
+        yield
+    finally:
+        _eval_listeners.remove(listener)
+
+
+def evaluation_says_stop(step: int, row: dict[str, Any]) -> bool:
+    """Tell the listeners of ``on_evaluation`` about an evaluation; True when one asks to stop."""
+    return any([listener(step, dict(row)) for listener in _eval_listeners])
