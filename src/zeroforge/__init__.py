@@ -48,6 +48,9 @@ _API = {
     "datasets": "zeroforge.datasets:",
     "tokenizers": "zeroforge.tokenizers:",
     "scratch": "zeroforge.scratch:",
+    "quantize": "zeroforge.quantization:quantize",
+    "quantize_model": "zeroforge.quantization:quantize_model",
+    "export_gguf": "zeroforge.weights.gguf_export:export_gguf",
 }
 
 __all__ = sorted(_API)
