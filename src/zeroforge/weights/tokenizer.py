@@ -74,7 +74,8 @@ def gguf_bpe(
         left, sep, right = line.partition(" ")
         if not sep:
             raise DataError(f"{where}: malformed BPE merge {line!r} in tokenizer.ggml.merges")
-        pairs.append((left, right))
+        if left in vocab and right in vocab and left + right in vocab:  # as llama.cpp, which skips others
+            pairs.append((left, right))
     tok = HF(models.BPE(vocab=vocab, merges=pairs, fuse_unk=False, byte_fallback=False))
     tok.pre_tokenizer = _gguf_pre_tokenizer(pre, where)
     tok.decoder = decoders.ByteLevel()
