@@ -116,16 +116,16 @@ _CONTROL, _NORMAL, _USER_DEFINED, _UNUSED = 3, 1, 4, 5
 def _pre_name(pre_tokenizer: dict[str, Any] | None) -> str:
     """llama.cpp's pre-tokenizer name for an HF ``tokenizers`` pre-tokenizer (``tokenizer.gguf_bpe``'s inverse)."""
     if not pre_tokenizer:
-        return "gpt2"
+        return "gpt-2"
     kinds = [p.get("type") for p in pre_tokenizer.get("pretokenizers", [pre_tokenizer])]
     if kinds == ["Digits", "ByteLevel"]:
         return "smollm"
     if kinds == ["Split", "ByteLevel"]:
         return "llama-bpe"
     if kinds == ["ByteLevel"]:
-        return "gpt2"
+        return "gpt-2"  # llama.cpp's name for GPT-2's regex
     raise DataError(
-        f"export-gguf: pre-tokenizer {kinds} has no llama.cpp name (supported: gpt2, smollm, llama-bpe)"
+        f"export-gguf: pre-tokenizer {kinds} has no llama.cpp name (supported: gpt-2, smollm, llama-bpe)"
     )
 
 
@@ -142,7 +142,7 @@ def tokenizer_metadata(tokenizer: Any, vocab_size: int) -> dict[str, Any]:
         # token, so llama.cpp and the reader both keep the letters)
         letters = [t for t in tokens if t.isascii() and t.isalpha()]
         merges = [f"{letters[0]} {letters[1]}"] if len(letters) >= 2 else [f"{tokens[0]} {tokens[-1]}"]
-        meta = {"tokens": tokens, "types": types, "merges": merges, "pre": "gpt2", "specials": {}}
+        meta = {"tokens": tokens, "types": types, "merges": merges, "pre": "gpt-2", "specials": {}}
         meta["specials"] = {"unk": tokenizer.unk_id}
     else:
         hf = getattr(tokenizer, "tokenizer", None)

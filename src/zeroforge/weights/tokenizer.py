@@ -31,7 +31,7 @@ def _gguf_pre_tokenizer(pre: str, where: str) -> Any:
     from tokenizers import Regex, pre_tokenizers
 
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    if pre in ("default", "gpt2"):
+    if pre in ("default", "gpt2", "gpt-2"):
         return pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     if pre in ("smollm", "starcoder", "refact"):
         # llama.cpp: every digit alone ("\p{N}"), then GPT-2's regex, as SmolLM's own tokenizer.json
