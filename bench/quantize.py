@@ -148,7 +148,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-llamacpp", action="store_true")
-    parser.add_argument("--run", default=None, help="a recipe-trained run: its f16 export checked in llama.cpp")
+    parser.add_argument(
+        "--run", default=None, help="a recipe-trained run: its f16 export checked in llama.cpp"
+    )
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -180,7 +182,7 @@ def main() -> int:
         for kind in ("f16", "q8_0", "q4_0"):  # what `zeroforge export-gguf` writes, from the loaded model
             exports[kind] = write_gguf(fp32, tok, gguf_dir / f"smol-{kind}.gguf", kind)
 
-    for side, model in models.items():  # warm-up
+    for model in models.values():  # warm-up
         decode(model, prompt, 8)
     rates: dict[str, list[float]] = {side: [] for side in [*models, *(f"llama.cpp {k}" for k in exports)]}
     first: dict[str, list[int]] = {}
