@@ -26,7 +26,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("weights",),
     ("config",),  # the recipe schema
     ("train",),
-    ("generation", "decoding", "chat", "embedding", "eval.evaluate", "eval.instructions"),  # use
+    # use
+    ("generation", "decoding", "chat", "embedding", "eval.evaluate", "eval.instructions", "quantization"),
     ("explain",),  # attention maps and saliency of a loaded model
     ("pretraining", "finetuning", "fitting", "training", "demo"),  # entry points
     ("sweep", "lr_find"),  # run recipes many times: hyperparameter search, learning-rate range test

@@ -54,6 +54,9 @@ _API = {
     "text_saliency": "zeroforge.explain.saliency:text_saliency",
     "hyperparameter_search": "zeroforge.sweep:sweep",
     "find_lr": "zeroforge.lr_find:lr_find",
+    "quantize": "zeroforge.quantization:quantize",
+    "quantize_model": "zeroforge.quantization:quantize_model",
+    "export_gguf": "zeroforge.weights.gguf_export:export_gguf",
 }
 
 __all__ = sorted(_API)

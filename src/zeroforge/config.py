@@ -319,9 +319,10 @@ class DistributedArgs:
 class FinetuneArgs:
     """What changes in a pretrained model, and how it is judged (docs/finetuning.md)."""
 
-    task: Literal["classification", "clm", "sft"] = "classification"
+    task: Literal["classification", "clm", "sft", "distill"] = "classification"
     """``classification``: a new Linear head on the pooled body; ``clm``: continued next-token training
-    on a corpus; ``sft``: instruction tuning with the loss on response tokens only."""
+    on a corpus; ``sft``: instruction tuning with the loss on response tokens only; ``distill``:
+    classification that also learns from ``teacher``'s logits (Hinton et al. 2015)."""
     method: Literal["full", "head", "freeze", "lora"] = "full"
     """``full`` (every weight), ``head`` (the new head alone), ``freeze`` (the top ``freeze_top_n``
     blocks, the final norm and the head), ``lora`` (low-rank adapters, Hu et al. 2021)."""
@@ -339,16 +340,28 @@ class FinetuneArgs:
     """Prompts per batch when scoring instruction accuracy by generation."""
     eval_max_new_tokens: int = 24
     """Tokens a reply may take when scoring instructions (a chatty model names its answer late)."""
+    teacher: str | None = None
+    """task distill: the teacher, a classifier run directory (e.g. runs/finetune-sms-spam) that reads
+    the same tokens as the student."""
+    temperature: float = 2.0
+    """task distill: T, which softens both models' distributions (the soft loss is scaled by T^2)."""
+    alpha: float = 0.5
+    """task distill: the weight of the soft (teacher) loss; 1 - alpha weighs the hard-label loss."""
 
     def __post_init__(self) -> None:
         require(self.freeze_top_n >= 1, "freeze_top_n", f"must be >= 1, got {self.freeze_top_n}")
         require(0.0 <= self.head_dropout < 1.0, "head_dropout", f"must be in [0, 1), got {self.head_dropout}")
         require(self.epochs is None or self.epochs > 0, "epochs", f"must be > 0, got {self.epochs}")
+        require(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
+        require(0.0 <= self.alpha <= 1.0, "alpha", f"must be in [0, 1], got {self.alpha}")
+        require(self.task != "distill" or self.teacher is not None, "teacher", "task distill needs a teacher")
         require(
-            self.method != "head" or self.task == "classification", "method", "head needs task classification"
+            self.method != "head" or self.task in ("classification", "distill"),
+            "method",
+            "head needs task classification",
         )
         require(
-            self.pooling == "auto" or self.task == "classification",
+            self.pooling == "auto" or self.task in ("classification", "distill"),
             "pooling",
             f"only for task classification (task is {self.task})",
         )
@@ -379,9 +392,9 @@ class Recipe:
             raise ConfigError("model.tokenizer: for fine-tuning; pretraining uses data.tokenizer")
         if ft is not None and m.name is not None and m.tokenizer is None:
             raise ConfigError("model.tokenizer: a fresh model.name needs model.tokenizer (a folder, or gpt2)")
-        if self.data.pack and (ft is None or ft.task == "classification"):
+        if self.data.pack and (ft is None or ft.task in ("classification", "distill")):
             raise ConfigError("data.pack: packing is for sft and clm, not classification")
-        if self.clean is not None and ft is not None and ft.task != "classification":
+        if self.clean is not None and ft is not None and ft.task not in ("classification", "distill"):
             raise ConfigError("clean: the clean step runs on labelled tables (task classification)")
 
     def model_config(self) -> Any:

@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from zeroforge.modules.quantized import is_quantized
 from zeroforge.modules.weight_only import (
     convert_to_decode_layout,
     convert_to_weight_only,
@@ -125,6 +126,8 @@ def prepare_for_decoding(
     in ``dtype``, decode-time ``layout`` and a compiled step (module docstring). ``compile`` needs a
     ``new_cache`` that takes ``static=True`` (GPT, Llama); other models decode eagerly."""
     cache_dtype = _compute_dtype(model)
+    if is_quantized(model):  # int8/int4 layers are their own decode path (modules/quantized.py)
+        return PreparedModel(model, model, cache_dtype)
     static = compile and "static" in inspect.signature(getattr(model, "new_cache", len)).parameters
     if dtype in (None, cache_dtype) and not static and not layout:
         return PreparedModel(model, model, cache_dtype)

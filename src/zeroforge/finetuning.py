@@ -130,12 +130,14 @@ def build_model(recipe: Recipe, base: nn.Module, label_names: list[str] | None) 
 
     ft = recipe.finetune
     assert ft is not None
-    if ft.task == "classification":
+    if ft.task in ("classification", "distill"):
         assert label_names is not None
         pooling = None if ft.pooling == "auto" else ft.pooling
         model: nn.Module = SequenceClassifier.from_body(
             base, len(label_names), pooling, ft.head_dropout, label_names
         )
+        if ft.task == "distill":
+            model.distillation = (ft.temperature, ft.alpha)  # used with batches' teacher_logits
     else:
         model = FinetunedLM.wrap(base)
     model.to(dtype=next(base.parameters()).dtype)
@@ -165,6 +167,8 @@ def finetune(
     context = DataContext(run_dir, rank, world, tokenizer, vocab_rows(base), args.progress and rank == 0)
     data = data_builder(recipe)(recipe, context)
     model = build_model(recipe, base, data.label_names)
+    if ft.task == "distill":
+        data.train = TeacherLogits(data.train, load_teacher(ft.teacher, data.label_names))
     if ft.epochs is not None and data.steps_per_epoch is not None:
         args.max_steps = max(1, math.ceil(ft.epochs * data.steps_per_epoch / args.grad_accum))
     if rank == 0:
@@ -276,7 +280,7 @@ def _final_metrics(
         "best_score": result.best_score,
         "kept_best": recipe.train.keep_best,
     }
-    if ft.task == "classification" and data.test is not None and len(data.test):
+    if ft.task in ("classification", "distill") and data.test is not None and len(data.test):
         from zeroforge.eval.evaluate import evaluate_classifier
 
         out.update(
@@ -298,6 +302,52 @@ def _final_metrics(
     elif ft.task == "clm" and result.val_loss is not None:
         out["val_perplexity"] = math.exp(min(result.val_loss, 700.0))
     return out
+
+
+# ----------------------------------------------------------------------------- distillation
+
+
+def load_teacher(path: str | None, label_names: list[str] | None) -> nn.Module:
+    """The frozen teacher of task ``distill``: a classifier over the same labels."""
+    import zeroforge.models.classifier  # noqa: F401  (registers the classifier family)
+    from zeroforge.models.classifier import SequenceClassifier
+    from zeroforge.weights import load
+
+    assert path is not None  # FinetuneArgs requires it for distill
+    teacher, _ = load(path)
+    if not isinstance(teacher, SequenceClassifier):
+        raise ConfigError(f"finetune.teacher: {path} holds a {type(teacher).__name__}, not a classifier")
+    if label_names is not None and teacher.config.n_labels != len(label_names):
+        raise ConfigError(
+            f"finetune.teacher: {path} has {teacher.config.n_labels} labels, the data has {len(label_names)}"
+        )
+    for p in teacher.parameters():
+        p.requires_grad = False
+    return teacher.eval()
+
+
+class TeacherLogits:
+    """A batch source whose batches also carry ``teacher_logits``: the teacher's class logits for the
+    same rows, computed without gradients (the student's loss is then distillation's)."""
+
+    def __init__(self, source: Any, teacher: nn.Module) -> None:
+        self.source, self.teacher = source, teacher
+
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        batch = self.source.next_batch()
+        inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        with torch.no_grad():
+            batch["teacher_logits"] = self.teacher(**inputs).logits.float()  # (B, n_labels)
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.source.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.source.load_state_dict(state)
+
+    def __getattr__(self, name: str) -> Any:  # anything else the loop asks of the source
+        return getattr(self.source, name)
 
 
 def _write_replies(path: Path, rows: list[dict[str, Any]], replies: list[str]) -> None:

@@ -73,6 +73,7 @@ BUILTIN: dict[tuple[Kind, str], str] = {
     ("task", "classification"): "zeroforge.data.tasks",
     ("task", "sft"): "zeroforge.data.tasks",
     ("task", "clm"): "zeroforge.data.tasks",
+    ("task", "distill"): "zeroforge.data.tasks",
 }
 
 

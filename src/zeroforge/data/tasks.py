@@ -71,6 +71,7 @@ def labelled_splits(recipe: Recipe, run_dir: Path | None, progress: bool = False
 
 
 @register_data_builder("classification", "task")
+@register_data_builder("distill", "task")  # the same labelled data; finetuning adds the teacher's logits
 def classification_data(recipe: Recipe, ctx: DataContext) -> TrainingData:
     """Labelled texts (split, encoded with the model's tokenizer) in batches of padded rows."""
     tokenizer, vocab, run_dir, rank, world = _context(ctx)

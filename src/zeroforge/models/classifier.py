@@ -205,9 +205,12 @@ class SequenceClassifier(nn.Module):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
+        teacher_logits: torch.Tensor | None = None,
     ) -> ModelOutput:
         """input_ids (B, T), attention_mask (B, T) 1 = real token -> class logits (B, n_labels);
-        labels (B,) -> cross-entropy, ``accuracy`` and (two classes) ``f1`` of class 1."""
+        labels (B,) -> cross-entropy, ``accuracy`` and (two classes) ``f1`` of class 1.
+        ``teacher_logits`` (B, n_labels), in training batches of finetune task ``distill``: the loss is
+        distillation's (modules/distillation.py) with ``self.distillation`` = (temperature, alpha)."""
         hidden = self.hidden_states(input_ids, attention_mask, token_type_ids)  # (B, T, C)
         pooler = self.backbone.pooler if self.kind == "encoder" else None
         pooled = pool(hidden, attention_mask, self.config.pooling, pooler)  # (B, C)
@@ -215,5 +218,11 @@ class SequenceClassifier(nn.Module):
         if labels is None:
             return ModelOutput(logits=logits)
         labels = labels.view(-1)
+        if teacher_logits is not None:
+            from zeroforge.modules.distillation import distillation_loss
+
+            temperature, alpha = getattr(self, "distillation", (2.0, 0.5))
+            loss = distillation_loss(logits, teacher_logits, labels, temperature, alpha)
+            return ModelOutput(logits=logits, loss=loss, metrics=classification_metrics(logits, labels))
         loss = F.cross_entropy(logits.float(), labels)
         return ModelOutput(logits=logits, loss=loss, metrics=classification_metrics(logits, labels))

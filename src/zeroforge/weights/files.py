@@ -23,6 +23,7 @@ from torch import nn
 
 from zeroforge.errors import ConfigError, DataError
 from zeroforge.io import read_json_object
+from zeroforge.modules.quantized import QuantizedLinear, QuantScheme, convert_to_quantized
 from zeroforge.weights.hf import CONFIG_FILE, SAFETENSORS, is_hf_config, load_hf_model, write_hf_files
 from zeroforge.weights.keymaps import keymap_for
 
@@ -31,6 +32,8 @@ CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 BEST = "best"
 STATE_JSON = "trainer_state.json"
+QUANTIZATION = "quantization"
+"""config.json entry of a quantised model: ``{"bits", "group_size", "symmetric"}``."""
 """Written last into a checkpoint: a checkpoint without it is incomplete."""
 
 __all__ = [
@@ -57,6 +60,11 @@ def has_hf_format(model: nn.Module) -> bool:
     return keymap_for(family_for_model(model).name) is not None
 
 
+def quantization_of(model: nn.Module) -> QuantScheme | None:
+    """The scheme of a quantised model's layers (modules/quantized.py), or None for a float model."""
+    return next((m.scheme for m in model.modules() if isinstance(m, QuantizedLinear)), None)
+
+
 def save_model_files(directory: Path, model: nn.Module, tokenizer: Any | None, hf: bool = True) -> None:
     """config.json + model.safetensors (+ tokenizer files) into ``directory``.
 
@@ -67,11 +75,14 @@ def save_model_files(directory: Path, model: nn.Module, tokenizer: Any | None, h
 
     from zeroforge.registry import config_to_dict, family_for_model
 
-    if hf and has_hf_format(model):
+    if hf and has_hf_format(model) and quantization_of(model) is None:
         write_hf_files(directory, model, tokenizer)
         return
     family = family_for_model(model)
     config = {"zeroforge_family": family.name, **config_to_dict(model.config)}
+    scheme = quantization_of(model)
+    if scheme is not None:  # a quantised model (modules/quantized.py): its layers are rebuilt before loading
+        config[QUANTIZATION] = scheme.to_dict()
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     save_model(model, str(directory / WEIGHTS_FILE))
     if tokenizer is not None:
@@ -94,6 +105,8 @@ def load_model_files(
     config = read_json_object(directory / CONFIG_FILE, "not a run directory or model folder")
     if is_hf_config(config):
         return load_hf_model(directory, family, dtype, device, **overrides)
+    if QUANTIZATION in config:  # its integer weights keep their dtype, its scales fp32
+        return _load_own_layout(directory, config, family, overrides).to(device).eval()
     return _load_own_layout(directory, config, family, overrides).to(device, dtype or torch.float32).eval()
 
 
@@ -108,7 +121,13 @@ def _load_own_layout(
     saved_family = config.pop("zeroforge_family")
     if family not in (None, saved_family):
         raise ConfigError(f"{directory / CONFIG_FILE}: holds a {saved_family!r} model, not {family!r}")
+    quantization = config.pop(QUANTIZATION, None)
     model = create_model(saved_family, **{**config, **overrides})
+    if quantization is not None:
+        if not isinstance(quantization, dict):
+            raise ConfigError(f"{directory / CONFIG_FILE}: {QUANTIZATION} must be an object")
+        scheme = QuantScheme.from_dict(quantization, str(directory / CONFIG_FILE))
+        convert_to_quantized(model, scheme, empty=True)
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise DataError(f"{weights}: missing")

@@ -52,6 +52,20 @@ GGUF_NAMES = {
     "blk.{i}.ffn_down": "model.layers.{i}.mlp.down_proj",
 }
 
+# GGUF tensor name -> our GPT module path (HF GPT-2's; its Conv1D weights are ours transposed)
+GPT2_GGUF_NAMES = {
+    "token_embd": "transformer.wte",
+    "position_embd": "transformer.wpe",
+    "output_norm": "transformer.ln_f",
+    "output": "lm_head",
+    "blk.{i}.attn_norm": "transformer.h.{i}.ln_1",
+    "blk.{i}.attn_qkv": "transformer.h.{i}.attn.c_attn",
+    "blk.{i}.attn_output": "transformer.h.{i}.attn.c_proj",
+    "blk.{i}.ffn_norm": "transformer.h.{i}.ln_2",
+    "blk.{i}.ffn_up": "transformer.h.{i}.mlp.c_fc",
+    "blk.{i}.ffn_down": "transformer.h.{i}.mlp.c_proj",
+}
+
 
 # ----------------------------------------------------------------------------- dequantisation
 
@@ -119,6 +133,30 @@ def metadata(reader: Any) -> dict[str, Any]:
     return {key: field.contents() for key, field in reader.fields.items() if not key.startswith("GGUF.")}
 
 
+def gpt2_config(meta: dict[str, Any], vocab_rows: int, where: str) -> dict[str, Any]:
+    """GGUF ``gpt2.*`` metadata -> ``GPTConfig`` fields (what zeroforge's GPT reproduces is checked)."""
+
+    def get(key: str) -> Any:
+        value = meta.get(f"gpt2.{key}")
+        if value is None:
+            raise DataError(f"{where}: GGUF metadata has no gpt2.{key}")
+        return value
+
+    n_embd = int(get("embedding_length"))
+    if int(meta.get("gpt2.feed_forward_length", 4 * n_embd)) != 4 * n_embd:
+        raise DataError(f"{where}: gpt2.feed_forward_length must be 4 * embedding_length for zeroforge's GPT")
+    if abs(float(meta.get("gpt2.attention.layer_norm_epsilon", 1e-5)) - 1e-5) > 1e-9:
+        raise DataError(f"{where}: gpt2.attention.layer_norm_epsilon must be 1e-5 for zeroforge's GPT")
+    return dict(
+        n_layer=int(get("block_count")),
+        n_head=int(get("attention.head_count")),
+        n_embd=n_embd,
+        block_size=int(get("context_length")),
+        vocab_size=vocab_rows,
+        bias=True,
+    )
+
+
 def llama_config(meta: dict[str, Any], has_output: bool, vocab_rows: int, where: str) -> dict[str, Any]:
     """GGUF ``llama.*`` metadata -> ``LlamaConfig`` fields."""
     arch = meta.get("general.architecture")
@@ -181,14 +219,51 @@ def tokenizer_from_metadata(meta: dict[str, Any], where: str) -> PretrainedToken
 # ----------------------------------------------------------------------------- the model
 
 
-def _hf_name(gguf_name: str) -> str | None:
+def _hf_name(
+    gguf_name: str, table: dict[str, str] = GGUF_NAMES, params: tuple[str, ...] = ("weight",)
+) -> str | None:
     stem, _, param = gguf_name.rpartition(".")
     parts = stem.split(".")
     index = ""
     if len(parts) == 3 and parts[0] == "blk" and parts[1].isdigit():
         index, stem = parts[1], f"blk.{{i}}.{parts[2]}"
-    module = GGUF_NAMES.get(stem)
-    return None if module is None or param != "weight" else f"{module.format(i=index)}.weight"
+    module = table.get(stem)
+    return None if module is None or param not in params else f"{module.format(i=index)}.{param}"
+
+
+def _stored(path: Path, t: Any, shape: tuple[int, ...], transform: Any = None) -> Stored:
+    """One GGUF tensor as a lazily dequantised ``Stored`` (``transform`` applied after)."""
+    qtype = int(t.tensor_type)
+    if qtype not in SUPPORTED:
+        qname = getattr(t.tensor_type, "name", str(qtype))
+        raise DataError(
+            f"{path}: tensor {t.name} uses quantisation type {qname}, which zeroforge cannot dequantise "
+            f"(supported: {', '.join(SUPPORTED.values())})"
+        )
+    raw_shape = tuple(int(n) for n in reversed(t.shape.tolist()))  # ggml lists the fastest dimension first
+
+    def load() -> torch.Tensor:
+        w = dequantize(t.data, qtype, raw_shape, f"{path}: tensor {t.name}")
+        return w if transform is None else transform(w)
+
+    return Stored(path, shape, load)
+
+
+def gpt2_tensors(reader: Any, path: Path) -> dict[str, Stored]:
+    """HF-named GPT-2 tensors of a GGUF file (gpt2 architecture): Conv1D weights in HF's (in, out)."""
+    from zeroforge.weights.keymaps import GPT2
+
+    out: dict[str, Stored] = {}
+    for t in reader.tensors:
+        name = _hf_name(t.name, GPT2_GGUF_NAMES, ("weight", "bias"))
+        if name is None:
+            raise DataError(f"{path}: unexpected tensor {t.name} (not part of a gpt2 model)")
+        shape = tuple(int(n) for n in reversed(t.shape.tolist()))
+        if GPT2.is_transposed(name):
+            out[name] = _stored(path, t, shape[::-1], lambda w: w.t().contiguous())
+        else:
+            out[name] = _stored(path, t, shape)
+    return out
 
 
 def gguf_tensors(reader: Any, config: Any, path: Path) -> dict[str, Stored]:
@@ -234,9 +309,26 @@ def load_gguf(
     embed = names.get("token_embd.weight")
     if embed is None:
         raise DataError(f"{path}: missing tensor token_embd.weight")
+    if meta.get("general.architecture") == "gpt2":
+        return _load_gpt2(path, reader, meta, int(embed.shape[-1]), dtype, device)
     fields = llama_config(meta, "output.weight" in names, int(embed.shape[-1]), str(path))
     config = model_config("llama", **fields)
     tokenizer = tokenizer_from_metadata(meta, str(path))
     model = new_model(Llama, config, dtype or torch.float32)
     load_state(model, LLAMA, gguf_tensors(reader, config, path), f"{path} metadata")
+    return model.to(device=device, dtype=dtype or torch.float32).eval(), tokenizer
+
+
+def _load_gpt2(
+    path: Path, reader: Any, meta: dict[str, Any], vocab_rows: int, dtype: torch.dtype | None, device: Any
+) -> tuple[nn.Module, PretrainedTokenizer]:
+    """A GGUF file of llama.cpp's gpt2 architecture -> zeroforge's ``GPT`` (biases kept)."""
+    from zeroforge.models.gpt import GPT
+    from zeroforge.registry import model_config
+    from zeroforge.weights.keymaps import GPT2
+
+    config = model_config("gpt", **gpt2_config(meta, vocab_rows, str(path)))
+    tokenizer = tokenizer_from_metadata(meta, str(path))
+    model = new_model(GPT, config, dtype or torch.float32)
+    load_state(model, GPT2, gpt2_tensors(reader, path), f"{path} metadata")
     return model.to(device=device, dtype=dtype or torch.float32).eval(), tokenizer

@@ -31,7 +31,7 @@ def _gguf_pre_tokenizer(pre: str, where: str) -> Any:
     from tokenizers import Regex, pre_tokenizers
 
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    if pre in ("default", "gpt2"):
+    if pre in ("default", "gpt2", "gpt-2"):
         return pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     if pre in ("smollm", "starcoder", "refact"):
         # llama.cpp: every digit alone ("\p{N}"), then GPT-2's regex, as SmolLM's own tokenizer.json
@@ -74,7 +74,8 @@ def gguf_bpe(
         left, sep, right = line.partition(" ")
         if not sep:
             raise DataError(f"{where}: malformed BPE merge {line!r} in tokenizer.ggml.merges")
-        pairs.append((left, right))
+        if left in vocab and right in vocab and left + right in vocab:  # as llama.cpp, which skips others
+            pairs.append((left, right))
     tok = HF(models.BPE(vocab=vocab, merges=pairs, fuse_unk=False, byte_fallback=False))
     tok.pre_tokenizer = _gguf_pre_tokenizer(pre, where)
     tok.decoder = decoders.ByteLevel()
