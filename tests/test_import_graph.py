@@ -26,7 +26,16 @@ LAYERS: list[tuple[str, ...]] = [
     ("weights",),
     ("config",),  # the recipe schema
     ("train",),
-    ("generation", "decoding", "chat", "embedding", "eval.evaluate", "eval.instructions"),  # use
+    (
+        "generation",
+        "decoding",
+        "chat",
+        "embedding",
+        "eval.evaluate",
+        "eval.instructions",
+        "beam",
+        "translation",
+    ),  # use
     ("pretraining", "finetuning", "fitting", "training", "demo"),  # entry points
     ("cli", "serve", "__main__", ""),  # front; "" is the package itself (zeroforge/__init__.py)
 ]
