@@ -67,7 +67,9 @@ class Seq2SeqConfig:
     eos_token_id: int = 1
     decoder_start_token_id: int = 0
     """The first decoder input (Marian's convention: the pad id)."""
-    attention: Literal["sdpa", "naive"] = "sdpa"
+    attention: Literal["auto", "sdpa", "naive"] = "auto"
+    """``sdpa``: PyTorch's fused kernel; ``naive``: the formula written out; ``auto``: the fused kernel
+    except where the written-out one is faster (bf16 training on CPU; modules/attention.py)."""
 
     def __post_init__(self) -> None:
         require_positive(
