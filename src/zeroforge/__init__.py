@@ -48,6 +48,8 @@ _API = {
     "datasets": "zeroforge.datasets:",
     "tokenizers": "zeroforge.tokenizers:",
     "scratch": "zeroforge.scratch:",
+    "translate": "zeroforge.translation:translate",
+    "evaluate_translation": "zeroforge.translation:evaluate_translation",
 }
 
 __all__ = sorted(_API)

@@ -18,12 +18,14 @@ so ``length_penalty`` 0 ranks by total log-probability (short outputs win) and 1
 A source is done when it holds ``num_beams`` finished hypotheses and either ``early_stopping`` is set
 or no live beam can still beat the worst of them (its score is an upper bound: log-probabilities only
 fall as a beam grows, and with ``length_penalty`` >= 0 the bound divides by the current length).
-Sources that reach ``max_new_tokens`` unfinished keep their live beams as hypotheses. The result is
+Sources that reach their ``max_new_tokens`` (one limit, or one per source) unfinished keep their
+live beams as hypotheses. The result is
 each source's ``n_best`` hypotheses, best first. ``num_beams=1`` is greedy search exactly.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -50,29 +52,43 @@ def greedy_search(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
-    max_new_tokens: int = 128,
+    max_new_tokens: int | Sequence[int] = 128,
 ) -> list[list[int]]:
-    """The most likely next token at every step until eos (included) or ``max_new_tokens``."""
+    """The most likely next token at every step until eos (included) or ``max_new_tokens`` (one
+    limit, or one per source)."""
     start, eos, pad = _ids(model)
-    B = input_ids.size(0)
-    state = model.start_decoding(input_ids, attention_mask, max_new_tokens + 1)
-    tokens = torch.full((B, 1), start, dtype=torch.long, device=input_ids.device)
-    done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
+    B, device = input_ids.size(0), input_ids.device
+    limits = _limits(max_new_tokens, B)
+    state = model.start_decoding(input_ids, attention_mask, max(limits) + 1)
+    tokens = torch.full((B, 1), start, dtype=torch.long, device=device)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    limit = torch.tensor(limits, device=device)
     out: list[torch.Tensor] = []
-    for _ in range(max_new_tokens):
+    for step in range(1, max(limits) + 1):
         next_token = model.decode_step(tokens, state)[:, -1].argmax(-1)  # (B,)
         next_token = next_token.masked_fill(done, pad)
         out.append(next_token)
-        done |= next_token == eos
+        done |= (next_token == eos) | (step >= limit)
         if bool(done.all()):
             break
         tokens = next_token[:, None]
-    rows = torch.stack(out, 1).tolist() if out else [[] for _ in range(B)]
-    return [_cut(row, eos) for row in rows]
+    rows = torch.stack(out, 1).tolist()
+    return [_cut(row, eos)[:n] for row, n in zip(rows, limits, strict=True)]
 
 
 def _cut(row: list[int], eos: int) -> list[int]:
     return row[: row.index(eos) + 1] if eos in row else row
+
+
+def _limits(max_new_tokens: int | Sequence[int], batch_size: int) -> list[int]:
+    limits = (
+        [max_new_tokens] * batch_size if isinstance(max_new_tokens, int) else [int(n) for n in max_new_tokens]
+    )
+    if len(limits) != batch_size or min(limits) < 1:
+        raise ConfigError(
+            f"max_new_tokens: need a limit >= 1 for each of the {batch_size} sources, got {max_new_tokens}"
+        )
+    return limits
 
 
 @torch.no_grad()
@@ -81,7 +97,7 @@ def beam_search(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
     num_beams: int = 4,
-    max_new_tokens: int = 128,
+    max_new_tokens: int | Sequence[int] = 128,
     length_penalty: float = 1.0,
     early_stopping: bool = True,
     n_best: int = 1,
@@ -95,7 +111,8 @@ def beam_search(
         raise ConfigError(f"beam search: length_penalty must be >= 0, got {length_penalty}")
     start, eos, _ = _ids(model)
     B, K, device = input_ids.size(0), num_beams, input_ids.device
-    state = model.start_decoding(input_ids, attention_mask, max_new_tokens + 1)
+    limits = _limits(max_new_tokens, B)
+    state = model.start_decoding(input_ids, attention_mask, max(limits) + 1)
     state.reorder(torch.arange(B, device=device).repeat_interleave(K))  # rows b*K .. b*K+K-1: source b
     scores = torch.full((B, K), float("-inf"), device=device)
     scores[:, 0] = 0.0  # all beams start identical: expand only the first
@@ -104,41 +121,47 @@ def beam_search(
     finished: list[list[Hypothesis]] = [[] for _ in range(B)]
     done = [False] * B
 
-    for step in range(1, max_new_tokens + 1):
+    def add(b: int, tokens: list[int], value: float) -> None:
+        finished[b].append(Hypothesis(tokens, value / len(tokens) ** length_penalty, value))
+
+    for step in range(1, max(limits) + 1):
         log_probs = model.decode_step(last, state)[:, -1].float().log_softmax(-1)  # (B*K, V)
         V = log_probs.size(-1)
         cand = (scores[:, :, None] + log_probs.view(B, K, V)).view(B, K * V)  # (B, K*V)
         top_scores, top_index = cand.topk(min(2 * K, K * V), dim=-1)  # (B, 2K): enough to fill K live beams
         next_beam, next_token, next_score = [], [], []
         for b in range(B):
-            rows, toks, vals = [], [], []
+            rows: list[int] = []
+            toks: list[int] = []
+            vals: list[float] = []
             if not done[b]:
-                for rank, (value, index) in enumerate(
-                    zip(top_scores[b].tolist(), top_index[b].tolist(), strict=True)
-                ):
+                ranked = zip(top_scores[b].tolist(), top_index[b].tolist(), strict=True)
+                for rank, (value, index) in enumerate(ranked):
                     if value == float("-inf"):
                         break
                     beam, token = divmod(index, V)
                     if token == eos:
                         if rank < K:  # an eos outside the top K would not have survived anyway
-                            tokens = [*seqs[b * K + beam].tolist(), eos]
-                            finished[b].append(
-                                Hypothesis(tokens, value / len(tokens) ** length_penalty, value)
-                            )
+                            add(b, [*seqs[b * K + beam].tolist(), eos], value)
                         continue
                     rows.append(b * K + beam)
                     toks.append(token)
                     vals.append(value)
                     if len(rows) == K:
                         break
-                finished[b].sort(key=lambda h: -h.score)
-                del finished[b][K:]
-                if len(finished[b]) >= K:
+                if step >= limits[b]:  # out of length: the live beams count as they are
+                    for row, token, value in zip(rows, toks, vals, strict=True):
+                        add(b, [*seqs[row].tolist(), token], value)
+                    done[b] = True
+                elif len(finished[b]) >= K:
                     if early_stopping or not vals:
                         done[b] = True
                     else:  # can a live beam still beat the worst finished hypothesis?
                         bound = max(vals) / step**length_penalty
-                        done[b] = bound <= finished[b][-1].score
+                        worst = sorted(h.score for h in finished[b])[-K]
+                        done[b] = bound <= worst
+                finished[b].sort(key=lambda h: -h.score)
+                del finished[b][K:]
             if done[b] or not rows:  # keep the row count: done sources carry dead beams
                 done[b] = True
                 rows, toks, vals = [b * K] * K, [eos] * K, [float("-inf")] * K
@@ -156,15 +179,4 @@ def beam_search(
         last = torch.tensor(next_token, device=device)[:, None]
         seqs = torch.cat([seqs.index_select(0, index), last], dim=1)
         scores = torch.tensor(next_score, device=device).view(B, K)
-
-    for b in range(B):  # sources that ran out of length: their live beams count as they are
-        if not done[b]:
-            for k in range(K):
-                value = float(scores[b, k])
-                if value > float("-inf"):
-                    tokens = seqs[b * K + k].tolist()
-                    finished[b].append(
-                        Hypothesis(tokens, value / max(len(tokens), 1) ** length_penalty, value)
-                    )
-            finished[b].sort(key=lambda h: -h.score)
     return [hyps[:n_best] for hyps in finished]
