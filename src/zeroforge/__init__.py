@@ -50,6 +50,7 @@ _API = {
     "scratch": "zeroforge.scratch:",
     "translate": "zeroforge.translation:translate",
     "evaluate_translation": "zeroforge.translation:evaluate_translation",
+    "save_marian": "zeroforge.weights.marian:save_marian",
 }
 
 __all__ = sorted(_API)
