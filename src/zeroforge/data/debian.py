@@ -130,7 +130,9 @@ def deb_file(name: str) -> Path:
     if path.is_file():
         return _checked(path, deb)
     if shutil.which("apt-get") is None:
-        raise DataError(f"{deb.package}: apt-get not found on this machine; {_by_hand(deb)}")
+        raise DataError(
+            f"{deb.package}: apt-get download {deb.pin} failed (apt-get not found on this machine); {_by_hand(deb)}"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     print(f"fetching {deb.package}: apt-get download {deb.pin} ...", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".download-") as tmp:

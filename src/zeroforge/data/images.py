@@ -203,7 +203,13 @@ def _fetch_fashion_deb() -> Path:
     folder = cache_dir() / "files" / "fashion-mnist"
     if all((folder / name).is_file() for name in FASHION_FILES):
         return folder
-    deb = deb_file(FASHION_DEB)
+    try:
+        deb = deb_file(FASHION_DEB)
+    except DataError as err:
+        raise DataError(
+            f"fashion-mnist: {err}; or install the package (apt-get install {FASHION_DEB}), "
+            "or set ZEROFORGE_FASHION_MNIST_DIR to a folder of its IDX files"
+        ) from None
     files = read_deb_member_files(deb, FASHION_MEMBER_DIR)
     for name in FASHION_FILES:
         if name not in files:
