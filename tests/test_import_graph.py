@@ -27,7 +27,17 @@ LAYERS: list[tuple[str, ...]] = [
     ("config",),  # the recipe schema
     ("train",),
     # use
-    ("generation", "decoding", "chat", "embedding", "eval.evaluate", "eval.instructions", "quantization"),
+    (
+        "generation",
+        "decoding",
+        "chat",
+        "embedding",
+        "eval.evaluate",
+        "eval.instructions",
+        "beam",
+        "translation",
+        "quantization",
+    ),
     ("explain",),  # attention maps and saliency of a loaded model
     ("pretraining", "finetuning", "fitting", "training", "demo"),  # entry points
     ("sweep", "lr_find"),  # run recipes many times: hyperparameter search, learning-rate range test

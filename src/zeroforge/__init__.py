@@ -57,6 +57,9 @@ _API = {
     "quantize": "zeroforge.quantization:quantize",
     "quantize_model": "zeroforge.quantization:quantize_model",
     "export_gguf": "zeroforge.weights.gguf_export:export_gguf",
+    "translate": "zeroforge.translation:translate",
+    "evaluate_translation": "zeroforge.translation:evaluate_translation",
+    "save_marian": "zeroforge.weights.marian:save_marian",
 }
 
 __all__ = sorted(_API)

@@ -226,8 +226,47 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     if args.run_dir is None:
         raise ZeroforgeError("evaluate: name a run directory (or --compare RUN RUN ...)")
+    if _is_translation_run(args.run_dir):
+        from zeroforge.translation import evaluate_translation
+
+        beams = tuple(args.beams or [1, 4])
+        evaluate_translation(
+            args.run_dir, args.split or "test", num_beams=beams, every=args.every, samples=args.sample or []
+        )
+        return 0
     metrics = evaluate(args.run_dir, args.data, split=args.split, batch_size=args.batch_size)
     print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _is_translation_run(run_dir: str) -> bool:
+    """A run whose config.json names an encoder-decoder family (read without loading the weights)."""
+    import json
+
+    config = Path(run_dir) / "config.json"
+    try:
+        family = json.loads(config.read_text(encoding="utf-8")).get("zeroforge_family")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return family in ("seq2seq", "gru-seq2seq")
+
+
+def _cmd_translate(args: argparse.Namespace) -> int:
+    from zeroforge.translation import translate, translate_file
+
+    options = dict(num_beams=args.beams, length_penalty=args.length_penalty, n_best=args.n_best)
+    if (args.text is None) == (args.file is None):
+        raise ZeroforgeError("translate: give --text TEXT (repeatable) or --file FILE")
+    if args.file is not None:
+        out = translate_file(args.run_dir, args.file, args.out, progress=True, **options)
+        if args.out is None:
+            print("\n".join(str(line) for line in out))
+        return 0
+    for result in translate(args.run_dir, None, args.text, **options):
+        if isinstance(result, str):
+            print(result)
+        else:
+            print("\n".join(f"{score:.3f}\t{text}" for text, score in result) + "\n")
     return 0
 
 
@@ -487,6 +526,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--compare", nargs="+", metavar="RUN", default=None, help="print a table of these runs' metrics"
     )
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument(
+        "--beams", type=int, action="append", help="translation: beam widths to score (1 = greedy; 1 and 4)"
+    )
+    p.add_argument("--every", type=int, default=1, help="translation: score every k-th held-out verse (1)")
+    p.add_argument(
+        "--sample", action="append", help='translation: print this verse\'s translations ("Mark 1:1")'
+    )
+
+    p = add("translate", _cmd_translate, "translate text or a file with an encoder-decoder run (beam search)")
+    p.add_argument("run_dir", help="a translation run directory (recipes/translate-en-es.yaml)")
+    p.add_argument("--text", action="append", help="a sentence to translate (repeatable)")
+    p.add_argument("--file", default=None, help="or: a UTF-8 file, one sentence per line")
+    p.add_argument("--out", default=None, help="with --file: write the translations here (default: stdout)")
+    p.add_argument("--beams", type=int, default=4, help="beam width (1 = greedy)")
+    p.add_argument(
+        "--length-penalty", type=float, default=1.0, help="score / length ** this (0: raw log-prob)"
+    )
+    p.add_argument(
+        "--n-best", type=int, default=1, help="print this many hypotheses per sentence, with scores"
+    )
 
     add("models", _cmd_models, "model presets by kind: family, parameters, context, real weights shipped")
 

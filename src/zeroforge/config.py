@@ -108,9 +108,10 @@ class DataArgs:
     source: str = "shakespeare"
     """A dataset name (``zeroforge.datasets``; ``mnist``, ``fashion-mnist``, ``mnist-5k`` for images;
     ``instructions`` for SFT rows built from the labelled datasets), a file, or a folder of .txt files."""
-    objective: Literal["clm", "mlm_nsp", "images"] = "clm"
+    objective: Literal["clm", "mlm_nsp", "images", "translation"] = "clm"
     """Pretraining: ``clm`` = next-token prediction; ``mlm_nsp`` = BERT's masked LM + next sentence
-    prediction; ``images`` = supervised image classification (MLP, LeNet, ResNet...)."""
+    prediction; ``images`` = supervised image classification (MLP, LeNet, ResNet...); ``translation`` =
+    an encoder-decoder on a parallel corpus (``source`` names a language pair: ``en-es``)."""
     val_fraction: float = 0.1
     """``clm``: the last fraction of the text is validation (contiguous, like nanoGPT). ``mlm_nsp``: this
     fraction of the documents (at least 2) is held out whole. ``images``: a random fraction of the

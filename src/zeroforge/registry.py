@@ -40,6 +40,8 @@ FAMILIES: dict[str, str] = {
     "rnn-lm": "zeroforge.models.rnn:RecurrentLM",
     "classifier": "zeroforge.models.classifier:SequenceClassifier",
     "finetuned-lm": "zeroforge.models.causal_lm:FinetunedLM",
+    "seq2seq": "zeroforge.models.seq2seq:Seq2SeqTransformer",
+    "gru-seq2seq": "zeroforge.models.rnn_seq2seq:GRUSeq2Seq",
 }
 
 
@@ -59,6 +61,8 @@ FAMILY_NOTES: dict[str, tuple[str, str]] = {
     "mlp": ("classic", "multilayer perceptron"),
     "classifier": ("fine-tuning wrappers", "a pretrained body + pooling + Linear head"),
     "finetuned-lm": ("fine-tuning wrappers", "a GPT/Llama for continued LM training and SFT (LoRA)"),
+    "seq2seq": ("translation", "encoder-decoder Transformer: cross-attention, tied embeddings, beam search"),
+    "gru-seq2seq": ("translation", "GRU encoder-decoder with Bahdanau (additive) attention"),
 }
 
 # Real weights shipped as registry packages, loaded by name with ``zeroforge.load`` (weights/):

@@ -63,7 +63,7 @@ def test_missing_fashion_mnist_says_how_to_install(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(I, "FASHION_DIR", tmp_path)
     monkeypatch.setenv("ZEROFORGE_CACHE", str(tmp_path / "cache"))  # nothing fetched yet
     monkeypatch.setenv("PATH", str(tmp_path))  # and no apt-get to fetch the package with
-    with pytest.raises(DataError, match="apt-get download dataset-fashion-mnist failed.*apt-get install"):
+    with pytest.raises(DataError, match="apt-get download dataset-fashion-mnist=.* failed.*apt-get install"):
         I.load_images("fashion-mnist", "test")
 
 

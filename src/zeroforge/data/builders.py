@@ -70,6 +70,7 @@ BUILTIN: dict[tuple[Kind, str], str] = {
     ("objective", "clm"): "zeroforge.data.text",
     ("objective", "mlm_nsp"): "zeroforge.data.mlm",
     ("objective", "images"): "zeroforge.data.images",
+    ("objective", "translation"): "zeroforge.data.translation",
     ("task", "classification"): "zeroforge.data.tasks",
     ("task", "sft"): "zeroforge.data.tasks",
     ("task", "clm"): "zeroforge.data.tasks",

@@ -194,46 +194,26 @@ def read_deb_member_files(deb: Path, folder: str) -> dict[str, bytes]:
 
 
 def _fetch_fashion_deb() -> Path:
-    """Fashion-MNIST's four IDX files, from the Debian package fetched with ``apt-get download``
-    into the cache (no install, no root needed) and unpacked in Python; the folder holding them."""
-    import subprocess
-    import sys
-
+    """Fashion-MNIST's four IDX files, from the pinned Debian package (``zeroforge.data.debian``:
+    ``apt-get download`` into the cache, no install, no root) read in Python; the folder holding them."""
+    from zeroforge.data.debian import deb_file
     from zeroforge.datasets import cache_dir
     from zeroforge.io import atomic_write_bytes
 
     folder = cache_dir() / "files" / "fashion-mnist"
     if all((folder / name).is_file() for name in FASHION_FILES):
         return folder
-    archives = cache_dir() / "archives"
-    archives.mkdir(parents=True, exist_ok=True)
-    debs = sorted(archives.glob(f"{FASHION_DEB}_*.deb"))
-    if not debs:
-        print(f"fetching fashion-mnist: apt-get download {FASHION_DEB} ...", file=sys.stderr, flush=True)
-        try:
-            done = subprocess.run(
-                ["apt-get", "download", FASHION_DEB],
-                cwd=archives,
-                capture_output=True,
-                text=True,
-                timeout=600,
-            )
-        except (OSError, subprocess.TimeoutExpired) as err:
-            done = None
-            why = str(err)
-        else:
-            lines = (done.stderr or done.stdout).strip().splitlines()
-            why = lines[-1] if lines else "no package file"
-        debs = sorted(archives.glob(f"{FASHION_DEB}_*.deb"))
-        if not debs:
-            raise DataError(
-                f"fashion-mnist: apt-get download {FASHION_DEB} failed ({why}); run `apt-get update` first, "
-                f"or install the package (apt-get install {FASHION_DEB}), or set ZEROFORGE_FASHION_MNIST_DIR"
-            )
-    files = read_deb_member_files(debs[-1], FASHION_MEMBER_DIR)
+    try:
+        deb = deb_file(FASHION_DEB)
+    except DataError as err:
+        raise DataError(
+            f"fashion-mnist: {err}; or install the package (apt-get install {FASHION_DEB}), "
+            "or set ZEROFORGE_FASHION_MNIST_DIR to a folder of its IDX files"
+        ) from None
+    files = read_deb_member_files(deb, FASHION_MEMBER_DIR)
     for name in FASHION_FILES:
         if name not in files:
-            raise DataError(f"{debs[-1]}: no {FASHION_MEMBER_DIR}/{name} inside")
+            raise DataError(f"{deb}: no {FASHION_MEMBER_DIR}/{name} inside")
         atomic_write_bytes(folder / name, files[name])
     return folder
 

@@ -173,6 +173,12 @@ def evaluate(
         return evaluate_arrays(model_or_run_dir, data, batch_size=batch_size, device=device)
 
     model, run_dir = _load(model_or_run_dir)
+    from zeroforge.translation import evaluate_translation, is_translation_model
+
+    if is_translation_model(model):  # BLEU / chrF on the run's held-out verses, greedy and beam 4
+        if run_dir is None:
+            raise DataError("evaluate: pass a translation run directory (its held-out verses are there)")
+        return evaluate_translation(run_dir, split or "test")
     from zeroforge.models.classifier import SequenceClassifier
 
     if isinstance(model, SequenceClassifier):

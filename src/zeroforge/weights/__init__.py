@@ -111,8 +111,23 @@ def load(
 
         return _remember(load_gguf(path, dtype=dtype, device=device))
     folder = model_folder(path)
+    if _is_marian(folder) and family in (None, "seq2seq") and not overrides:
+        from zeroforge.weights.marian import load_marian
+
+        marian, tokenizer = load_marian(folder)
+        return _remember((marian.to(device, dtype or torch.float32), tokenizer))
     model = load_model_files(folder, family, dtype, device, **overrides)
     return _remember((model, load_tokenizer(folder) if has_tokenizer(folder) else None))
+
+
+def _is_marian(folder: Path) -> bool:
+    """A MarianMT folder (config.json model_type marian): the encoder-decoder's Hugging Face layout."""
+    import json
+
+    try:
+        return json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type") == "marian"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def load_pretrained(
