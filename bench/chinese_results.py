@@ -4,6 +4,7 @@
     python bench/chinese_results.py tokenizers            # [UNK] rate and tokens per character, test split
     python bench/chinese_results.py table RUN ...         # markdown rows from fine-tuning runs' metrics.json
     python bench/chinese_results.py curves RUN ...        # validation accuracy against time, one PNG
+    python bench/chinese_results.py probe RUN             # LR on frozen embeddings: RUN vs its random init
 
 Everything reads the test split of recipes/finetune-zh-sentiment.yaml (``labelled_splits``: repeated
 reviews dropped, 80/10/10 stratified, seed 0), so the baselines score the reviews the fine-tuned models
@@ -89,15 +90,15 @@ def tokenizers(args: argparse.Namespace) -> None:
     test = splits_of(RECIPE)["test"].texts
     corpus = datasets.load_text("peoples-daily")
     rows: dict[str, Any] = {}
-    char = CharTokenizer.from_text(corpus + "\ufffd", unknown="replace")
-    rows["char (People's Daily characters)"] = _coverage(char, test, char.stoi["\ufffd"])
+    char = CharTokenizer.from_text(corpus, unknown="replace")
+    rows["char (People's Daily characters)"] = _coverage(char, test, char.unk_id)
     bert = load_tokenizer(args.bert_run)
     rows[f"WordPiece of {Path(args.bert_run).name} (vocab {bert.vocab_size})"] = _coverage(
         bert, test, bert.unk_id
     )
     bpe = train_bpe(corpus, vocab_size=args.bpe_vocab)
     rows[f"byte-level BPE, CJK split (vocab {bpe.vocab_size})"] = _coverage(bpe, test, None)
-    minilm = load_tokenizer(datasets.asset_file("all-minilm-l6-v2").parent)
+    minilm = load_tokenizer(datasets.asset_file("all-minilm-l6-v2"))
     rows[f"all-MiniLM-L6-v2 WordPiece (vocab {minilm.vocab_size})"] = _coverage(minilm, test, minilm.unk_id)
     test_chars = {ch for t in test for ch in t if is_cjk(ch)}
     minilm_vocab = set(minilm.tokenizer.get_vocab())
@@ -113,6 +114,40 @@ def tokenizers(args: argparse.Namespace) -> None:
             "machine": machine(),
         },
     )
+
+
+def probe(args: argparse.Namespace) -> None:
+    """What the pretrained encoder knows before fine-tuning: logistic regression (C on val) on its frozen,
+    mean-pooled sentence embeddings, against the same architecture at its random initialisation."""
+    import torch
+
+    import zeroforge as zf
+    from zeroforge.registry import create_model
+
+    torch.set_num_threads(1)
+    t0 = time.time()
+    parts = splits_of(RECIPE)
+    pretrained, tok = zf.load(args.run)
+    torch.manual_seed(0)
+    config = {k: v for k, v in vars(pretrained.config).items() if not k.startswith("_")}
+    fresh = create_model("bert", **{k: v for k, v in config.items() if k in _bert_fields()})
+    out: dict[str, Any] = {"run": args.run, "split": {k: len(v) for k, v in parts.items()}}
+    for name, model in (("pretrained", pretrained), ("random init", fresh)):
+        emb = {k: zf.embed(model, v.texts, tokenizer=tok).numpy() for k, v in parts.items()}
+        clf, c = _fit_lr(emb["train"], parts["train"].labels, emb["val"], parts["val"].labels)
+        m = _score(clf, emb["test"], parts["test"].labels, parts["test"].label_names)
+        out[name] = {"C": c, **{k: m[k] for k in ("accuracy", "f1_macro", "confusion_matrix")}}
+    out["seconds"] = round(time.time() - t0, 1)
+    out["machine"] = machine()
+    save(f"probe-{Path(args.run).name}", out)
+
+
+def _bert_fields() -> set[str]:
+    import dataclasses
+
+    from zeroforge.models.bert import BertConfig
+
+    return {f.name for f in dataclasses.fields(BertConfig)}
 
 
 def table(args: argparse.Namespace) -> None:
@@ -164,8 +199,11 @@ def main() -> None:
     p = sub.add_parser("curves")
     p.add_argument("runs", nargs="+")
     p.add_argument("--name", default="zh-sentiment-val-accuracy")
+    p = sub.add_parser("probe")
+    p.add_argument("run")
     args = parser.parse_args()
-    {"tfidf": tfidf, "tokenizers": tokenizers, "table": table, "curves": curves}[args.cmd](args)
+    commands = {"tfidf": tfidf, "tokenizers": tokenizers, "table": table, "curves": curves, "probe": probe}
+    commands[args.cmd](args)
 
 
 if __name__ == "__main__":
