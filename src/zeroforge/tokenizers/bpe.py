@@ -105,11 +105,32 @@ def _byte_level(model: Any) -> Any:
     return tok
 
 
-def train_bpe(text: str | Iterable[str], vocab_size: int = 4096, progress: bool = False) -> HFTokenizer:
+def _split_cjk_then_bytes(tok: Any) -> Any:
+    """Each CJK ideograph its own piece (as BERT-Chinese splits them), then GPT-2's byte pieces."""
+    from tokenizers import Regex, pre_tokenizers
+
+    from zeroforge.tokenizers.cjk import CJK_CLASS
+
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(f"[{CJK_CLASS}]"), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
+    )
+    return tok
+
+
+def train_bpe(
+    text: str | Iterable[str], vocab_size: int = 4096, progress: bool = False, split_cjk: bool = True
+) -> HFTokenizer:
     """Byte-level BPE trained on ``text`` (Sennrich et al. merges over GPT-2 byte pieces).
 
     Every byte is in the initial alphabet, so any UTF-8 text round-trips exactly. ``<|endoftext|>``
     is id 0. A small corpus can end below ``vocab_size`` when no pair is left to merge.
+    ``split_cjk``: every CJK ideograph is a piece of its own before the byte-level split (BERT-Chinese's
+    rule), so merges join the bytes of one character but never two characters; text without CJK
+    ideographs is split exactly as GPT-2 splits it. Off, a run of Chinese is one GPT-2 "word" and
+    merges learn multi-character words.
     """
     from tokenizers import AddedToken, models, pre_tokenizers, trainers
 
@@ -121,6 +142,8 @@ def train_bpe(text: str | Iterable[str], vocab_size: int = 4096, progress: bool 
     if not any(chunks):
         raise DataError("bpe tokenizer: empty training text")
     tok = _byte_level(models.BPE())
+    if split_cjk:
+        tok = _split_cjk_then_bytes(tok)
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=[AddedToken(EOS_TOKEN, special=True)],

