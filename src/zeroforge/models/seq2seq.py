@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zeroforge.models.output import ModelOutput
 from zeroforge.errors import ZeroforgeError
+from zeroforge.models.output import ModelOutput
 from zeroforge.modules.attention import attention, merge_heads, padding_mask, split_heads
 from zeroforge.modules.kv_cache import KVCache
 from zeroforge.modules.mlp import MLP
