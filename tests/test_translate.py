@@ -95,3 +95,10 @@ def test_bad_translation_inputs_are_one_line_errors(
         "unknown language pair 'en-xx'",
     )
     assert not list(tmp_path.glob("runs/**/COMPLETE"))
+
+
+def test_python_evaluate_scores_a_translation_run(run_dir: Path) -> None:
+    from zeroforge.eval.evaluate import evaluate
+
+    metrics = evaluate(run_dir)
+    assert {"copy_source", "greedy", "beam4"} <= set(metrics) and metrics["sentences"] == 3
