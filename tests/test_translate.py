@@ -80,7 +80,10 @@ def test_empty_source_line_is_a_one_line_error(run_dir: Path, tmp_path: Path, ca
     _fails(["translate", str(run_dir), "--text", "  "], capsys, "line 1: empty source line")
 
 
-def test_bad_translation_inputs_are_one_line_errors(run_dir: Path, tmp_path: Path, capsys) -> None:
+def test_bad_translation_inputs_are_one_line_errors(
+    run_dir: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # a failed train leaves nothing behind in the working directory either
     _fails(["translate", str(run_dir)], capsys, "give --text TEXT (repeatable) or --file FILE")
     _fails(
         ["translate", str(run_dir), "--file", str(tmp_path / "nope.txt")], capsys, "nope.txt: no such file"
@@ -91,3 +94,11 @@ def test_bad_translation_inputs_are_one_line_errors(run_dir: Path, tmp_path: Pat
         capsys,
         "unknown language pair 'en-xx'",
     )
+    assert not list(tmp_path.glob("runs/**/COMPLETE"))
+
+
+def test_python_evaluate_scores_a_translation_run(run_dir: Path) -> None:
+    from zeroforge.eval.evaluate import evaluate
+
+    metrics = evaluate(run_dir)
+    assert {"copy_source", "greedy", "beam4"} <= set(metrics) and metrics["sentences"] == 3

@@ -15,6 +15,9 @@ is dropped, so ``read_member("shakespeare", "shksprdata/texts/hamlet_gut.txt")``
 
 Adding an asset is one ``register_asset(Asset(...))`` call: download the archive once by hand,
 ``sha256sum`` it, and name the members to read (plus a ``text``/``documents`` reader for corpora).
+
+Debian packages are the second kind of named asset (pinned version + sha256, ``apt-get download``
+into the same cache): ``zeroforge.data.debian`` (the SWORD Bible modules, Fashion-MNIST).
 """
 
 from __future__ import annotations

@@ -32,8 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zeroforge.errors import ZeroforgeError
 from zeroforge.models.output import ModelOutput
-from zeroforge.modules.attention import attention, causal_mask, merge_heads, padding_mask, split_heads
+from zeroforge.modules.attention import attention, merge_heads, padding_mask, split_heads
 from zeroforge.modules.kv_cache import KVCache
 from zeroforge.modules.mlp import MLP
 from zeroforge.schema import preset_config, require, require_choices, require_positive
@@ -218,8 +219,6 @@ class Embeddings(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         if int(positions.max()) >= self.max_positions:
-            from zeroforge.errors import ZeroforgeError
-
             raise ZeroforgeError(
                 f"sequence of {int(positions.max()) + 1} tokens exceeds max_positions {self.max_positions}"
             )
@@ -319,8 +318,6 @@ class Seq2SeqTransformer(nn.Module):
         else:
             positions = torch.arange(T, device=decoder_input_ids.device)[None]
             self_mask, is_causal = None, True
-        if self_mask is None and not is_causal and T > 1:  # pragma: no cover - KVCache returns one of them
-            self_mask = causal_mask(T, T, decoder_input_ids.device)
         x = self.decoder_embed(decoder_input_ids, positions)
         for i, layer in enumerate(self.decoder_layers):
             x = layer(x, self_mask, is_causal, cross_kv[i], cross_mask, cache, i)
