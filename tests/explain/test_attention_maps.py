@@ -142,3 +142,32 @@ def test_explain_attention_writes_grid_json_and_table(tmp_path) -> None:
     assert torch.allclose(maps, attention_maps(model, torch.tensor(report["ids"])), atol=1e-4)
     assert (tmp_path / "attention.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "attention_heads.md").read_text().count("\n") == 2 + 4
+
+
+def test_encoder_decoder_maps_cover_self_and_cross_attention() -> None:
+    """The encoder-decoder's three kinds of attention are captured in the order they run: encoder
+    self-attention, then per decoder layer its causal self-attention and its cross-attention, which
+    gives a padded source token no weight."""
+    torch.manual_seed(0)
+    model = create_model("transformer-tiny").eval()
+    source = torch.randint(4, 64, (2, 7))
+    source_mask = torch.ones(2, 7, dtype=torch.long)
+    source_mask[1, 5:] = 0  # the second sentence has 5 real tokens and 2 pads
+    target = torch.randint(4, 64, (2, 6))
+    with torch.no_grad():
+        plain = model(source, source_mask, decoder_input_ids=target).logits
+        with capture_attention() as maps:
+            captured = model(source, source_mask, decoder_input_ids=target).logits
+    assert torch.equal(plain, captured)
+    n_enc, n_dec = model.config.n_encoder_layer, model.config.n_decoder_layer
+    assert len(maps) == n_enc + 2 * n_dec
+    encoder, decoder = maps[:n_enc], maps[n_enc:]
+    for probs in encoder:
+        assert probs.shape == (2, 4, 7, 7)
+        assert float(probs[1, :, :, 5:].abs().max()) == 0.0  # no query attends a padded source token
+    for self_probs, cross_probs in zip(decoder[0::2], decoder[1::2]):
+        assert self_probs.shape == (2, 4, 6, 6)
+        assert torch.equal(self_probs.triu(1), torch.zeros_like(self_probs))  # causal
+        assert cross_probs.shape == (2, 4, 6, 7)
+        assert float(cross_probs[1, :, :, 5:].abs().max()) == 0.0
+        torch.testing.assert_close(cross_probs.sum(-1), torch.ones(2, 4, 6))
