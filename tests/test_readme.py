@@ -93,6 +93,9 @@ def test_readme_runs_in_order(tmp_path: Path) -> None:
     assert (tmp_path / "runs" / "gpt-char-shakespeare" / "COMPLETE").is_file()
     assert (tmp_path / "runs" / "gpt-char-python" / "COMPLETE").is_file()
     assert (tmp_path / "runs" / "gpt-char-ddp" / "COMPLETE").is_file()
+    assert (tmp_path / "runs" / "gpt-char-shakespeare" / "explain" / "attention.png").is_file()
+    assert (tmp_path / "runs" / "lr-find-gpt-char-shakespeare" / "lr_find.png").is_file()
+    assert (tmp_path / "runs" / "gpt-char-int8" / "model.safetensors").is_file()
     umask = os.umask(0)
     os.umask(umask)
     for written in ("reviews.clean.csv", "smollm2-hf/config.json", "smollm2-hf/model.safetensors"):
