@@ -3,7 +3,7 @@
     python bench/chinese_results.py tfidf                 # char n-gram TF-IDF + logistic regression
     python bench/chinese_results.py tokenizers            # [UNK] rate and tokens per character, test split
     python bench/chinese_results.py table RUN ...         # markdown rows from fine-tuning runs' metrics.json
-    python bench/chinese_results.py curves RUN ...        # validation accuracy against time, one PNG
+    python bench/chinese_results.py curves RUN ...        # validation accuracy against step, one PNG
     python bench/chinese_results.py probe RUN             # LR on frozen embeddings: RUN vs its random init
 
 Everything reads the test split of recipes/finetune-zh-sentiment.yaml (``labelled_splits``: repeated
@@ -162,7 +162,8 @@ def table(args: argparse.Namespace) -> None:
 
 
 def curves(args: argparse.Namespace) -> None:
-    """Validation accuracy of each run against its training seconds (metrics.csv), one PNG."""
+    """Validation accuracy of each run against its fine-tuning step (metrics.csv), one PNG. Steps, not
+    seconds: on a shared machine a second buys a different amount of training from run to run."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -172,10 +173,12 @@ def curves(args: argparse.Namespace) -> None:
     for run in args.runs:
         with open(Path(run) / "metrics.csv", encoding="utf-8") as f:
             rows = [r for r in csv.DictReader(f) if r.get("val_accuracy")]
-        t = np.array([float(r["elapsed_s"]) for r in rows])
+        steps = np.array([int(r["step"]) for r in rows])
         acc = np.array([float(r["val_accuracy"]) for r in rows])
-        ax.plot(t / 60, acc, marker=".", label=Path(run).name)
-    ax.set_xlabel("training minutes (fine-tuning only)")
+        ax.plot(steps, acc, marker=".", label=Path(run).name)
+    if args.baseline is not None:
+        ax.axhline(args.baseline, color="gray", linestyle="--", label="TF-IDF + LR (test)")
+    ax.set_xlabel("fine-tuning steps (batch 32)")
     ax.set_ylabel("validation accuracy")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -199,6 +202,7 @@ def main() -> None:
     p = sub.add_parser("curves")
     p.add_argument("runs", nargs="+")
     p.add_argument("--name", default="zh-sentiment-val-accuracy")
+    p.add_argument("--baseline", type=float, default=None, help="a horizontal line, e.g. TF-IDF accuracy")
     p = sub.add_parser("probe")
     p.add_argument("run")
     args = parser.parse_args()
