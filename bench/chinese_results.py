@@ -1,9 +1,9 @@
 """The Chinese results of docs/results.md ("Chinese from zero"): baselines, tokenizer coverage, the table.
 
-    python bench/chinese_results.py tfidf                 # char n-gram TF-IDF + logistic regression
+    python bench/chinese_results.py tfidf [overrides]     # char n-gram TF-IDF + logistic regression
     python bench/chinese_results.py tokenizers            # [UNK] rate and tokens per character, test split
     python bench/chinese_results.py table RUN ...         # markdown rows from fine-tuning runs' metrics.json
-    python bench/chinese_results.py curves RUN ...        # validation accuracy against time, one PNG
+    python bench/chinese_results.py curves RUN ...        # validation accuracy against step, one PNG
     python bench/chinese_results.py probe RUN             # LR on frozen embeddings: RUN vs its random init
 
 Everything reads the test split of recipes/finetune-zh-sentiment.yaml (``labelled_splits``: repeated
@@ -47,13 +47,14 @@ def tfidf(args: argparse.Namespace) -> None:
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     t0 = time.time()
-    parts = splits_of(RECIPE)
+    parts = _splits(args.overrides)
     vec = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, min_df=2)
     x_train = vec.fit_transform(parts["train"].texts)
     clf, c = _fit_lr(x_train, parts["train"].labels, vec.transform(parts["val"].texts), parts["val"].labels)
     metrics = _score(clf, vec.transform(parts["test"].texts), parts["test"].labels, parts["test"].label_names)
+    suffix = f"-{len(parts['train'])}" if args.overrides else ""
     save(
-        "tfidf-char-lr-zh-sentiment",
+        f"tfidf-char-lr-zh-sentiment{suffix}",
         {
             "method": "character 1-3-gram TF-IDF + logistic regression (C on val)",
             "C": c,
@@ -64,6 +65,14 @@ def tfidf(args: argparse.Namespace) -> None:
             "machine": machine(),
         },
     )
+
+
+def _splits(overrides: list[str]) -> dict[str, Any]:
+    """The recipe's splits, with overrides such as ``data.max_examples=1000`` (a stratified sample of train)."""
+    from zeroforge.config import load_recipe
+    from zeroforge.data.tasks import labelled_splits
+
+    return labelled_splits(load_recipe(RECIPE, overrides, finetune=True), None)
 
 
 def _coverage(tok: Any, texts: list[str], unk_id: int | None) -> dict[str, float]:
@@ -162,7 +171,8 @@ def table(args: argparse.Namespace) -> None:
 
 
 def curves(args: argparse.Namespace) -> None:
-    """Validation accuracy of each run against its training seconds (metrics.csv), one PNG."""
+    """Validation accuracy of each run against its fine-tuning step (metrics.csv), one PNG. Steps, not
+    seconds: on a shared machine a second buys a different amount of training from run to run."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -172,10 +182,12 @@ def curves(args: argparse.Namespace) -> None:
     for run in args.runs:
         with open(Path(run) / "metrics.csv", encoding="utf-8") as f:
             rows = [r for r in csv.DictReader(f) if r.get("val_accuracy")]
-        t = np.array([float(r["elapsed_s"]) for r in rows])
+        steps = np.array([int(r["step"]) for r in rows])
         acc = np.array([float(r["val_accuracy"]) for r in rows])
-        ax.plot(t / 60, acc, marker=".", label=Path(run).name)
-    ax.set_xlabel("training minutes (fine-tuning only)")
+        ax.plot(steps, acc, marker=".", label=Path(run).name)
+    if args.baseline is not None:
+        ax.axhline(args.baseline, color="gray", linestyle="--", label="TF-IDF + LR (test)")
+    ax.set_xlabel("fine-tuning steps (batch 32)")
     ax.set_ylabel("validation accuracy")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -190,7 +202,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("tfidf")
+    p = sub.add_parser("tfidf")
+    p.add_argument("overrides", nargs="*", help="recipe overrides, e.g. data.max_examples=1000")
     p = sub.add_parser("tokenizers")
     p.add_argument("--bert-run", default=str(ROOT / "runs" / "bert-peoples-daily"))
     p.add_argument("--bpe-vocab", type=int, default=8000)
@@ -199,6 +212,7 @@ def main() -> None:
     p = sub.add_parser("curves")
     p.add_argument("runs", nargs="+")
     p.add_argument("--name", default="zh-sentiment-val-accuracy")
+    p.add_argument("--baseline", type=float, default=None, help="a horizontal line, e.g. TF-IDF accuracy")
     p = sub.add_parser("probe")
     p.add_argument("run")
     args = parser.parse_args()
