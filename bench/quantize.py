@@ -51,7 +51,9 @@ def build(side: str, fp32: torch.nn.Module) -> torch.nn.Module:
     if side == "bf16":
         return convert_to_weight_only(copy.deepcopy(fp32), torch.bfloat16).eval()
     if side == "bf16 model":
-        return copy.deepcopy(fp32).to(torch.bfloat16).eval()
+        import zeroforge
+
+        return zeroforge.load("smollm2-135m-instruct", dtype=torch.bfloat16)[0]
     if side == "int8":
         return quantize_model(copy.deepcopy(fp32), 8)
     return quantize_model(copy.deepcopy(fp32), 4, 64)
