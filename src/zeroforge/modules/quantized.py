@@ -17,9 +17,12 @@ Schemes (``QuantScheme``), each a scale ``s`` (and an offset ``z``) per block of
 The error of every weight is at most ``s / 2`` (symmetric int4: ``|s|`` for the one value that
 clamps at +8). Matrix products use PyTorch's CPU kernels: ``aten._weight_int8pack_mm`` (int8 rows
 times per-row scales) and ``aten._weight_int4pack_mm_for_cpu`` (tinygemm's format, ``w = (q - 8) s + z``
-with ``scales_and_zeros`` of shape (groups, out, 2)). ``dequantize()`` followed by ``F.linear`` is
-the reference those kernels are tested against, and the path for devices or shapes they do not take
-(int4 needs out_features divisible by 16).
+with ``scales_and_zeros`` of shape (groups, out, 2)). Both are vectorised for bf16 activations only,
+so the activations and scales enter them rounded to bf16 (products accumulate in fp32); with fp32
+activations they run a scalar loop several times slower than fp32 ``F.linear``. ``dequantize()``
+followed by an fp32 ``F.linear`` is the reference those kernels are tested against (equal up to
+that bf16 rounding), and the path for devices or shapes they do not take (int4 needs
+out_features divisible by 16).
 
 Stored tensors (what ``state_dict`` holds and safetensors saves; the same on every machine):
 
@@ -288,17 +291,30 @@ class QuantizedLinear(nn.Module):
             x, self.dequantize().to(x.dtype), None if self.bias is None else self.bias.to(x.dtype)
         )
 
+    def _kernel_scales(self) -> torch.Tensor:
+        """The scales (int4: scales and offsets) in bf16, the kernels' dtype, made once."""
+        source = self.scales if self.scheme.bits == 8 else self.scales_and_zeros
+        cached = getattr(self, "_bf16_scales", None)
+        if cached is None or cached[0] != (id(source), source._version):
+            cached = ((id(source), source._version), source.to(torch.bfloat16))
+            self._bf16_scales = cached
+        return cached[1]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu" or x.dtype != torch.float32 or (self.scheme.bits == 4 and not self.packed):
+        if x.device.type != "cpu" or not x.is_floating_point() or (self.scheme.bits == 4 and not self.packed):
             return self.forward_reference(x)
-        x2 = x.reshape(-1, self.in_features)  # (rows, in)
+        # The CPU kernels are vectorised for bf16 activations only (fp32 runs a scalar loop, 3-14x
+        # slower): x and the scales enter them in bf16, products accumulate in fp32, y returns in x's dtype.
+        x2 = x.reshape(-1, self.in_features).to(torch.bfloat16)  # (rows, in)
         if self.scheme.bits == 8:
-            y = torch.ops.aten._weight_int8pack_mm(x2, self.qweight, self.scales)  # (rows, out)
-            if self.zeros is not None:
-                y = y + x2.sum(dim=-1, keepdim=True) * self.zeros  # x (q s + z)^T = (x q^T) s + (sum x) z
+            y = torch.ops.aten._weight_int8pack_mm(x2, self.qweight, self._kernel_scales()).to(x.dtype)
+            if self.zeros is not None:  # x (q s + z)^T = (x q^T) s + (sum x) z
+                y = y + x.reshape(-1, self.in_features).sum(dim=-1, keepdim=True) * self.zeros
         else:
             gs = self.scheme.group_size
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2, self.qweight, gs, self.scales_and_zeros)
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2, self.qweight, gs, self._kernel_scales()).to(
+                x.dtype
+            )
         if self.bias is not None:
             y = y + self.bias
         return y.view(*x.shape[:-1], self.out_features)
