@@ -147,3 +147,12 @@ def test_whole_model_keeps_tied_and_biases() -> None:
     assert "Linear" not in kinds and "QuantizedLinear" in kinds and "QuantizedEmbedding" in kinds
     out = model(input_ids=ids).logits
     assert (out - ref).abs().max() < 0.05 * ref.abs().max()
+
+
+def test_int4_keeps_vocabulary_layers_int8() -> None:
+    from zeroforge.registry import create_model
+
+    model = create_model("gpt", n_layer=1, n_head=2, n_embd=64, block_size=16, vocab_size=96).eval()
+    convert_to_quantized(model, QuantScheme(4, 32))
+    assert model.lm_head.scheme.bits == 8 and model.transformer.wte.scheme.bits == 8
+    assert model.transformer.h[0].attn.c_attn.scheme.bits == 4
