@@ -155,6 +155,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-llamacpp", action="store_true")
     parser.add_argument(
+        "--gguf-types",
+        default="f16",
+        help="exports llama.cpp decodes (f16,q8_0,q4_0); llama-cpp-python 0.3.36 built with GGML_NATIVE "
+        "crashed (a general protection fault in libggml-cpu) on q8_0/q4_0/q4_1 files on an AMX Xeon",
+    )
+    parser.add_argument(
         "--run", default=None, help="a recipe-trained run: its f16 export checked in llama.cpp"
     )
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
@@ -188,7 +194,7 @@ def main() -> int:
     if not args.skip_llamacpp:
         from zeroforge.weights.gguf_export import write_gguf
 
-        for kind in ("f16", "q8_0", "q4_0"):  # what `zeroforge export-gguf` writes, from the loaded model
+        for kind in args.gguf_types.split(","):  # what `zeroforge export-gguf` writes, from the loaded model
             exports[kind] = write_gguf(fp32, tok, gguf_dir / f"smol-{kind}.gguf", kind)
 
     options = {side: {"dtype": torch.bfloat16} if side == "bf16" else {} for side in models}
