@@ -40,6 +40,7 @@ import torch
 
 PROMPT = "The capital of France is Paris. Here is a short story about a lighthouse keeper:"
 SIDES = ("fp32", "bf16", "bf16 model", "int8", "int4-g64")
+PPL_ONLY = ("int4-g64-asym", "int4-g32-asym")  # perplexity only
 
 
 def build(side: str, fp32: torch.nn.Module) -> torch.nn.Module:
@@ -51,10 +52,13 @@ def build(side: str, fp32: torch.nn.Module) -> torch.nn.Module:
     if side == "bf16":
         return convert_to_weight_only(copy.deepcopy(fp32), torch.bfloat16).eval()
     if side == "bf16 model":
-        return copy.deepcopy(fp32).to(torch.bfloat16).eval()
+        import zeroforge
+
+        return zeroforge.load("smollm2-135m-instruct", dtype=torch.bfloat16)[0]
     if side == "int8":
         return quantize_model(copy.deepcopy(fp32), 8)
-    return quantize_model(copy.deepcopy(fp32), 4, 64)
+    group = int(side.split("-g")[1].split("-")[0])
+    return quantize_model(copy.deepcopy(fp32), 4, group, asymmetric=side.endswith("asym"))
 
 
 def held_out_tokens(tokenizer) -> torch.Tensor:
@@ -77,11 +81,11 @@ def perplexity(model: torch.nn.Module, tokens: torch.Tensor, block: int, blocks:
     return math.exp(total / count)
 
 
-def decode(model: torch.nn.Module, prompt: list[int], n: int) -> tuple[list[int], float]:
+def decode(model: torch.nn.Module, prompt: list[int], n: int, **options) -> tuple[list[int], float]:
     from zeroforge.generation import iter_tokens
 
     stamps, tokens = [], []
-    for token in iter_tokens(model, torch.tensor([prompt]), max_new_tokens=n, temperature=0):
+    for token in iter_tokens(model, torch.tensor([prompt]), max_new_tokens=n, temperature=0, **options):
         tokens.append(int(token[0]))
         stamps.append(time.perf_counter())
     return tokens, (len(tokens) - 1) / (stamps[-1] - stamps[0])
@@ -102,7 +106,9 @@ def memory_child(side: str) -> None:
     fp32, tok = zeroforge.load("smollm2-135m-instruct")
     model = build(side, fp32)
     prompt = tok.encode(PROMPT)
-    decode(model, prompt, 4)
+    decode(
+        fp32 if side == "bf16" else model, prompt, 4, **({"dtype": torch.bfloat16} if side == "bf16" else {})
+    )
     if model is not fp32:
         del fp32
     gc.collect()
@@ -149,6 +155,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-llamacpp", action="store_true")
     parser.add_argument(
+        "--gguf-types",
+        default="f16",
+        help="exports llama.cpp decodes (f16,q8_0,q4_0); llama-cpp-python 0.3.36 built with GGML_NATIVE "
+        "crashed (a general protection fault in libggml-cpu) on q8_0/q4_0/q4_1 files on an AMX Xeon",
+    )
+    parser.add_argument(
         "--run", default=None, help="a recipe-trained run: its f16 export checked in llama.cpp"
     )
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
@@ -170,6 +182,9 @@ def main() -> int:
 
     tokens = held_out_tokens(tok)
     ppl = {side: perplexity(m, tokens, args.block, args.blocks) for side, m in models.items()}
+    for side in PPL_ONLY:
+        ppl[side] = perplexity(build(side, fp32), tokens, args.block, args.blocks)
+    models["bf16"] = fp32  # decoded as generate(dtype=torch.bfloat16) decodes: a cached bf16 copy
     print(f"\nheld-out Shakespeare perplexity, {args.blocks} x {args.block} tokens:")
     for side, value in ppl.items():
         print(f"  {side:10s} {value:8.3f}  ({100 * (value / ppl['fp32'] - 1):+.2f}% vs fp32)")
@@ -179,11 +194,12 @@ def main() -> int:
     if not args.skip_llamacpp:
         from zeroforge.weights.gguf_export import write_gguf
 
-        for kind in ("f16", "q8_0", "q4_0"):  # what `zeroforge export-gguf` writes, from the loaded model
+        for kind in args.gguf_types.split(","):  # what `zeroforge export-gguf` writes, from the loaded model
             exports[kind] = write_gguf(fp32, tok, gguf_dir / f"smol-{kind}.gguf", kind)
 
-    for model in models.values():  # warm-up
-        decode(model, prompt, 8)
+    options = {side: {"dtype": torch.bfloat16} if side == "bf16" else {} for side in models}
+    for side, model in models.items():  # warm-up
+        decode(model, prompt, 8, **options[side])
     rates: dict[str, list[float]] = {side: [] for side in [*models, *(f"llama.cpp {k}" for k in exports)]}
     first: dict[str, list[int]] = {}
     order = list(rates)
@@ -192,7 +208,7 @@ def main() -> int:
             if side.startswith("llama.cpp"):
                 toks, rate = llamacpp_side(exports[side.split()[1]], prompt, args.tokens, args.threads)
             else:
-                toks, rate = decode(models[side], prompt, args.tokens)
+                toks, rate = decode(models[side], prompt, args.tokens, **options[side])
             rates[side].append(rate)
             first.setdefault(side, toks)
         print(f"round {r + 1}/{args.rounds} done, load {os.getloadavg()[0]:.2f}", flush=True)

@@ -17,9 +17,12 @@ Schemes (``QuantScheme``), each a scale ``s`` (and an offset ``z``) per block of
 The error of every weight is at most ``s / 2`` (symmetric int4: ``|s|`` for the one value that
 clamps at +8). Matrix products use PyTorch's CPU kernels: ``aten._weight_int8pack_mm`` (int8 rows
 times per-row scales) and ``aten._weight_int4pack_mm_for_cpu`` (tinygemm's format, ``w = (q - 8) s + z``
-with ``scales_and_zeros`` of shape (groups, out, 2)). ``dequantize()`` followed by ``F.linear`` is
-the reference those kernels are tested against, and the path for devices or shapes they do not take
-(int4 needs out_features divisible by 16).
+with ``scales_and_zeros`` of shape (groups, out, 2)). Both are vectorised for bf16 activations only,
+so the activations and scales enter them rounded to bf16 (products accumulate in fp32); with fp32
+activations they run a scalar loop several times slower than fp32 ``F.linear``. ``dequantize()``
+followed by an fp32 ``F.linear`` is the reference those kernels are tested against (equal up to
+that bf16 rounding), and the path for devices or shapes they do not take (int4 needs
+out_features divisible by 16).
 
 Stored tensors (what ``state_dict`` holds and safetensors saves; the same on every machine):
 
@@ -288,17 +291,30 @@ class QuantizedLinear(nn.Module):
             x, self.dequantize().to(x.dtype), None if self.bias is None else self.bias.to(x.dtype)
         )
 
+    def _kernel_scales(self) -> torch.Tensor:
+        """The scales (int4: scales and offsets) in bf16, the kernels' dtype, made once."""
+        source = self.scales if self.scheme.bits == 8 else self.scales_and_zeros
+        cached = getattr(self, "_bf16_scales", None)
+        if cached is None or cached[0] != (id(source), source._version):
+            cached = ((id(source), source._version), source.to(torch.bfloat16))
+            self._bf16_scales = cached
+        return cached[1]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu" or x.dtype != torch.float32 or (self.scheme.bits == 4 and not self.packed):
+        if x.device.type != "cpu" or not x.is_floating_point() or (self.scheme.bits == 4 and not self.packed):
             return self.forward_reference(x)
-        x2 = x.reshape(-1, self.in_features)  # (rows, in)
+        # The CPU kernels are vectorised for bf16 activations only (fp32 runs a scalar loop, 3-14x
+        # slower): x and the scales enter them in bf16, products accumulate in fp32, y returns in x's dtype.
+        x2 = x.reshape(-1, self.in_features).to(torch.bfloat16)  # (rows, in)
         if self.scheme.bits == 8:
-            y = torch.ops.aten._weight_int8pack_mm(x2, self.qweight, self.scales)  # (rows, out)
-            if self.zeros is not None:
-                y = y + x2.sum(dim=-1, keepdim=True) * self.zeros  # x (q s + z)^T = (x q^T) s + (sum x) z
+            y = torch.ops.aten._weight_int8pack_mm(x2, self.qweight, self._kernel_scales()).to(x.dtype)
+            if self.zeros is not None:  # x (q s + z)^T = (x q^T) s + (sum x) z
+                y = y + x.reshape(-1, self.in_features).sum(dim=-1, keepdim=True) * self.zeros
         else:
             gs = self.scheme.group_size
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2, self.qweight, gs, self.scales_and_zeros)
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2, self.qweight, gs, self._kernel_scales()).to(
+                x.dtype
+            )
         if self.bias is not None:
             y = y + self.bias
         return y.view(*x.shape[:-1], self.out_features)
@@ -388,31 +404,37 @@ def convert_to_quantized(model: nn.Module, scheme: QuantScheme, empty: bool = Fa
     A weight shared by an embedding and an output layer (tied) is quantised once per use: the
     lookup reads rows and the product reads the kernel's layout.
     """
+    # int4 keeps the token embedding and the output layer over the vocabulary in int8 (as llama.cpp's
+    # Q4_0 files keep output.weight in a wider type): a 4-bit error on every vocabulary row costs
+    # more quality than the rest of the model's int4 layers together
+    vocab_rows = {m.num_embeddings for m in model.modules() if type(m) is nn.Embedding}
+    wide = QuantScheme(8, symmetric=scheme.symmetric)
     targets = []
     for parent_name, parent in model.named_modules():
         for name, child in parent.named_children():
             full = f"{parent_name}.{name}" if parent_name else name
             if type(child) is nn.Linear:
-                _check_width(full, child.in_features, scheme)
-                targets.append((parent, name, full, child))
+                own = wide if scheme.bits == 4 and child.out_features in vocab_rows else scheme
+                _check_width(full, child.in_features, own)
+                targets.append((parent, name, full, child, own))
             elif type(child) is nn.Embedding and child.padding_idx is None and child.max_norm is None:
-                _check_width(full, child.embedding_dim, scheme)
-                targets.append((parent, name, full, child))
-    for parent, name, full, child in targets:
+                own = wide if scheme.bits == 4 else scheme
+                targets.append((parent, name, full, child, own))
+    for parent, name, full, child, own in targets:
         device = child.weight.device
         if isinstance(child, nn.Linear):
             if empty:  # packed once its state is loaded (``_load_from_state_dict``)
                 layer: nn.Module = QuantizedLinear(
-                    child.in_features, child.out_features, scheme, child.bias, device
+                    child.in_features, child.out_features, own, child.bias, device
                 )
             else:
-                layer = QuantizedLinear.from_float(child, scheme, full)
+                layer = QuantizedLinear.from_float(child, own, full)
         elif empty:
             layer = QuantizedEmbedding(
-                child.num_embeddings, child.embedding_dim, scheme, child.weight.dtype, device
+                child.num_embeddings, child.embedding_dim, own, child.weight.dtype, device
             )
         else:
-            layer = QuantizedEmbedding.from_float(child, scheme, full)
+            layer = QuantizedEmbedding.from_float(child, own, full)
         setattr(parent, name, layer)
     return model.eval()
 

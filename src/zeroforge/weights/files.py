@@ -62,7 +62,8 @@ def has_hf_format(model: nn.Module) -> bool:
 
 def quantization_of(model: nn.Module) -> QuantScheme | None:
     """The scheme of a quantised model's layers (modules/quantized.py), or None for a float model."""
-    return next((m.scheme for m in model.modules() if isinstance(m, QuantizedLinear)), None)
+    schemes = [m.scheme for m in model.modules() if isinstance(m, QuantizedLinear)]
+    return min(schemes, key=lambda s: s.bits) if schemes else None  # int4 keeps its vocabulary layers int8
 
 
 def save_model_files(directory: Path, model: nn.Module, tokenizer: Any | None, hf: bool = True) -> None:
