@@ -20,11 +20,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 PAGES = [DOCS / "index.md", *sorted((DOCS / "guide").glob("*.md"))]
 PAGES = [p for p in PAGES if not p.name.endswith(".zh.md")]
+
+
+def _nav_paths(node: object) -> list[str]:
+    """mkdocs.yml's nav, flattened: the pages in the order a reader meets them."""
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, dict):
+        return [path for value in node.values() for path in _nav_paths(value)]
+    return [path for item in node for path in _nav_paths(item)] if isinstance(node, list) else []
+
+
+# in the guide's reading order: a chapter may evaluate what an earlier chapter trained
+READING_ORDER = _nav_paths(yaml.safe_load((ROOT / "mkdocs.yml").read_text("utf-8"))["nav"])
+PAGES.sort(key=lambda page: READING_ORDER.index(page.relative_to(DOCS).as_posix()))
 BLOCK = re.compile(r"(?:<!-- doctest: (?P<mark>\w+) -->\n)?```(?P<lang>\w*)\n(?P<code>.*?)\n```\n", re.S)
 EXAMPLE_QUICK = re.compile(r"^python examples/(\w+)\.py --quick$")
 # pages whose default-run Python blocks read shipped data sets (zeroforge.datasets)
