@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from zeroforge.models.output import ModelOutput
 from zeroforge.models.rnn import GRUCell
+from zeroforge.modules.losses import sequence_loss_and_metrics
 from zeroforge.schema import preset_config, require, require_positive
 
 
@@ -139,18 +139,8 @@ class GRUSeq2Seq(nn.Module):
         )
         if labels is None:
             return ModelOutput(logits=logits)
-        flat = logits.float().view(-1, logits.size(-1))
-        loss = F.cross_entropy(
-            flat, labels.reshape(-1), ignore_index=-100, label_smoothing=self.config.label_smoothing
-        )
-        with torch.no_grad():
-            real = labels != -100
-            nll = F.cross_entropy(flat, labels.reshape(-1), ignore_index=-100, reduction="sum")
-            correct = ((logits.argmax(-1) == labels) & real).sum()
-        n = real.sum()
-        return ModelOutput(
-            logits=logits, loss=loss, metrics={"nll": (nll, n), "token_accuracy": (correct, n)}
-        )
+        loss, metrics = sequence_loss_and_metrics(logits, labels, self.config.label_smoothing)
+        return ModelOutput(logits=logits, loss=loss, metrics=metrics)
 
     def example_batch(self, batch_size: int) -> dict[str, torch.Tensor]:
         V = self.config.vocab_size

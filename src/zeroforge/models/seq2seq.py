@@ -29,13 +29,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from zeroforge.errors import ZeroforgeError
 from zeroforge.models.output import ModelOutput
 from zeroforge.modules.attention import attention, merge_heads, padding_mask, split_heads
 from zeroforge.modules.kv_cache import KVCache
+from zeroforge.modules.losses import sequence_loss_and_metrics
 from zeroforge.modules.mlp import MLP
 from zeroforge.schema import preset_config, require, require_choices, require_positive
 
@@ -348,18 +348,8 @@ class Seq2SeqTransformer(nn.Module):
         logits = self.decode(decoder_input_ids, self.cross_kv(memory), cross_mask)
         if labels is None:
             return ModelOutput(logits=logits)
-        flat = logits.float().view(-1, logits.size(-1))
-        loss = F.cross_entropy(
-            flat, labels.reshape(-1), ignore_index=-100, label_smoothing=self.config.label_smoothing
-        )
-        with torch.no_grad():
-            real = labels != -100
-            nll = F.cross_entropy(flat, labels.reshape(-1), ignore_index=-100, reduction="sum")
-            correct = ((logits.argmax(-1) == labels) & real).sum()
-        n = real.sum()
-        return ModelOutput(
-            logits=logits, loss=loss, metrics={"nll": (nll, n), "token_accuracy": (correct, n)}
-        )
+        loss, metrics = sequence_loss_and_metrics(logits, labels, self.config.label_smoothing)
+        return ModelOutput(logits=logits, loss=loss, metrics=metrics)
 
     def example_batch(self, batch_size: int) -> dict[str, torch.Tensor]:
         """A tiny random batch with right padding on the source (the registry smoke test)."""

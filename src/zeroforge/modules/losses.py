@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Literal, get_args
 
 import torch
+import torch.nn.functional as F
 
 from zeroforge.errors import ConfigError, DataError
 
@@ -163,3 +164,20 @@ def loss_and_metrics(
     keep = labels != -100
     correct = ((pred == labels) & keep).sum()
     return value, {"accuracy": (correct, int(keep.sum()))}
+
+
+def sequence_loss_and_metrics(
+    logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0
+) -> tuple[torch.Tensor, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """Token-level cross-entropy over (B, T, V) logits, label-smoothed for training (Szegedy et al. 2016:
+    the target is (1 - eps) on the label and eps / V everywhere), with the unsmoothed negative
+    log-likelihood ``nll`` and ``token_accuracy`` as exact (sum, count) pairs over the non-ignored labels."""
+    flat = logits.float().view(-1, logits.size(-1))
+    target = labels.reshape(-1)
+    loss = F.cross_entropy(flat, target, ignore_index=IGNORE_INDEX, label_smoothing=label_smoothing)
+    with torch.no_grad():
+        real = labels != IGNORE_INDEX
+        nll = F.cross_entropy(flat, target, ignore_index=IGNORE_INDEX, reduction="sum")
+        correct = ((logits.argmax(-1) == labels) & real).sum()
+    n = real.sum()
+    return loss, {"nll": (nll, n), "token_accuracy": (correct, n)}
