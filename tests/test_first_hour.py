@@ -19,7 +19,7 @@ import zeroforge as zf
 from zeroforge.cli import main
 from zeroforge.config import TrainArgs, load_recipe
 from zeroforge.data.builders import data_builder
-from zeroforge.data.images import read_deb_member_files
+from zeroforge.data.debian import unpack_deb
 from zeroforge.data.text import describe_prepared
 from zeroforge.errors import ConfigError, DataError
 from zeroforge.eval.evaluate import compare_runs
@@ -197,10 +197,11 @@ def test_a_debian_package_is_read_without_installing_it(tmp_path: Path) -> None:
         deb += header + str(len(body)).encode().ljust(10) + b"`\n" + body + (b"\n" if len(body) % 2 else b"")
     path = tmp_path / "pkg.deb"
     path.write_bytes(deb)
-    assert read_deb_member_files(path, "usr/share/datasets/fashion-mnist") == {"a.gz": b"abc"}
+    unpack_deb(path, tmp_path / "tree")
+    assert (tmp_path / "tree" / "usr/share/datasets/fashion-mnist/a.gz").read_bytes() == b"abc"
     path.write_bytes(b"not a deb")
     with pytest.raises(DataError, match="not a Debian package"):
-        read_deb_member_files(path, "usr")
+        unpack_deb(path, tmp_path / "again")
 
 
 @pytest.mark.network

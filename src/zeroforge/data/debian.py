@@ -22,7 +22,6 @@ Version and SHA256.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import shutil
@@ -35,6 +34,7 @@ from pathlib import Path
 
 from zeroforge.datasets import cache_dir
 from zeroforge.errors import DataError, ZeroforgeError
+from zeroforge.io import file_sha256
 
 
 @dataclass(frozen=True)
@@ -75,14 +75,6 @@ def get_deb(name: str) -> DebPackage:
     return _PACKAGES[name]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _by_hand(deb: DebPackage) -> str:
     return (
         f"run `apt-get update` then `apt-get download {deb.pin}` on a Debian/Ubuntu machine and put the file "
@@ -91,7 +83,7 @@ def _by_hand(deb: DebPackage) -> str:
 
 
 def _checked(path: Path, deb: DebPackage) -> Path:
-    got = _sha256(path)
+    got = file_sha256(path)
     if got != deb.sha256:
         raise ZeroforgeError(f"{path}: sha256 {got} does not match {deb.pin} ({deb.sha256})")
     return path
@@ -148,7 +140,7 @@ def deb_file(name: str) -> Path:
     return path
 
 
-def _unpack_in_python(deb_path: Path, dest: Path) -> None:
+def unpack_deb(deb_path: Path, dest: Path) -> None:
     """``dpkg-deb -x`` by hand: a .deb is an ``ar`` archive (``!<arch>``, then 60-byte member headers:
     name, mtime, uid, gid, mode, size) whose ``data.tar.{xz,gz,zst}`` member is the installed tree."""
     raw = deb_path.read_bytes()
@@ -184,7 +176,7 @@ def deb_root(name: str) -> Path:
             if done_run.returncode != 0:
                 raise DataError(f"{path}: dpkg-deb -x failed ({done_run.stderr.strip()})")
         else:
-            _unpack_in_python(path, tmp)
+            unpack_deb(path, tmp)
         os.replace(tmp, root)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -166,55 +166,21 @@ FASHION_DEB = "dataset-fashion-mnist"
 FASHION_MEMBER_DIR = "usr/share/datasets/fashion-mnist"
 
 
-def read_deb_member_files(deb: Path, folder: str) -> dict[str, bytes]:
-    """The files directly under ``folder`` inside a Debian package: a .deb is an ``ar`` archive
-    (``!<arch>`` then 60-byte member headers: name, mtime, uid, gid, mode, size) whose
-    ``data.tar.{xz,gz,bz2}`` member holds the installed tree."""
-    import tarfile
-
-    raw = deb.read_bytes()
-    if raw[:8] != b"!<arch>\n":
-        raise DataError(f"{deb}: not a Debian package (no ar header)")
-    offset = 8
-    while offset + 60 <= len(raw):
-        header = raw[offset : offset + 60]
-        name, size = header[:16].strip().decode("ascii", "replace"), int(header[48:58])
-        body = raw[offset + 60 : offset + 60 + size]
-        offset += 60 + size + size % 2  # members are 2-byte aligned
-        if not name.startswith("data.tar"):
-            continue
-        found = {}
-        with tarfile.open(fileobj=io.BytesIO(body)) as tar:
-            for info in tar:
-                path = info.name.removeprefix("./")
-                if info.isfile() and path.rpartition("/")[0] == folder:
-                    found[path.rpartition("/")[2]] = tar.extractfile(info).read()  # type: ignore[union-attr]
-        return found
-    raise DataError(f"{deb}: no data.tar member")
-
-
 def _fetch_fashion_deb() -> Path:
-    """Fashion-MNIST's four IDX files, from the pinned Debian package (``zeroforge.data.debian``:
-    ``apt-get download`` into the cache, no install, no root) read in Python; the folder holding them."""
-    from zeroforge.data.debian import deb_file
-    from zeroforge.datasets import cache_dir
-    from zeroforge.io import atomic_write_bytes
+    """The folder of Fashion-MNIST's four IDX files inside the pinned Debian package, fetched with
+    ``apt-get download`` and unpacked into the cache (``zeroforge.data.debian``: no install, no root)."""
+    from zeroforge.data.debian import deb_root
 
-    folder = cache_dir() / "files" / "fashion-mnist"
-    if all((folder / name).is_file() for name in FASHION_FILES):
-        return folder
     try:
-        deb = deb_file(FASHION_DEB)
+        folder = deb_root(FASHION_DEB) / FASHION_MEMBER_DIR
     except DataError as err:
         raise DataError(
             f"fashion-mnist: {err}; or install the package (apt-get install {FASHION_DEB}), "
             "or set ZEROFORGE_FASHION_MNIST_DIR to a folder of its IDX files"
         ) from None
-    files = read_deb_member_files(deb, FASHION_MEMBER_DIR)
     for name in FASHION_FILES:
-        if name not in files:
-            raise DataError(f"{deb}: no {FASHION_MEMBER_DIR}/{name} inside")
-        atomic_write_bytes(folder / name, files[name])
+        if not (folder / name).is_file():
+            raise DataError(f"{FASHION_DEB}: no {FASHION_MEMBER_DIR}/{name} inside")
     return folder
 
 
