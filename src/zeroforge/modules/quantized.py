@@ -176,6 +176,22 @@ def _check_width(name: str, in_features: int, scheme: QuantScheme) -> None:
             )
 
 
+def _store_quantized(layer: nn.Module, w: torch.Tensor, scheme: QuantScheme) -> None:
+    """Quantise ``w`` (rows, in) into ``layer``'s buffers: int8 rows, or int4 nibbles and group scales."""
+    with torch.no_grad():
+        if scheme.bits == 8:
+            q, s, z = quantize_int8(w, scheme.symmetric)
+            layer.qweight.copy_(q)
+            layer.scales.copy_(s)
+            if z is not None:
+                layer.zeros.copy_(z)
+        else:
+            assert scheme.group_size is not None
+            q, sz = quantize_int4(w, scheme.group_size, scheme.symmetric)
+            layer.qweight.copy_(pack_nibbles(q))
+            layer.scales_and_zeros.copy_(sz)
+
+
 def _int4_kernel(device: torch.device, out_features: int) -> bool:
     return device.type == "cpu" and out_features % INT4_KERNEL_ROWS == 0
 
@@ -220,18 +236,7 @@ class QuantizedLinear(nn.Module):
         _check_width(name, linear.in_features, scheme)
         w = linear.weight
         layer = cls(linear.in_features, linear.out_features, scheme, linear.bias, device=w.device)
-        with torch.no_grad():
-            if scheme.bits == 8:
-                q, s, z = quantize_int8(w, scheme.symmetric)
-                layer.qweight.copy_(q)
-                layer.scales.copy_(s)
-                if z is not None:
-                    layer.zeros.copy_(z)
-            else:
-                assert scheme.group_size is not None
-                q, sz = quantize_int4(w, scheme.group_size, scheme.symmetric)
-                layer.qweight.copy_(pack_nibbles(q))
-                layer.scales_and_zeros.copy_(sz)
+        _store_quantized(layer, w, scheme)
         layer.pack()
         return layer
 
@@ -353,18 +358,7 @@ class QuantizedEmbedding(nn.Module):
         _check_width(name, embedding.embedding_dim, scheme)
         w = embedding.weight
         layer = cls(embedding.num_embeddings, embedding.embedding_dim, scheme, w.dtype, device=w.device)
-        with torch.no_grad():
-            if scheme.bits == 8:
-                q, s, z = quantize_int8(w, scheme.symmetric)
-                layer.qweight.copy_(q)
-                layer.scales.copy_(s)
-                if z is not None:
-                    layer.zeros.copy_(z)
-            else:
-                assert scheme.group_size is not None
-                q, sz = quantize_int4(w, scheme.group_size, scheme.symmetric)
-                layer.qweight.copy_(pack_nibbles(q))
-                layer.scales_and_zeros.copy_(sz)
+        _store_quantized(layer, w, scheme)
         return layer
 
     def dequantize(self) -> torch.Tensor:
