@@ -6,8 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -58,6 +59,29 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def write_folder(directory: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
+    """``write(tmp)`` fills a temporary sibling of ``directory``; then its files appear in ``directory``
+    together (a rename of the whole folder, or of each file into an existing one), with the modes a
+    plain ``open()`` gives. A failure leaves nothing half-written; files of an earlier write that
+    this one does not write stay as they were."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
+    try:
+        os.chmod(tmp, DIR_MODE)
+        write(tmp)
+        for written in tmp.iterdir():
+            os.chmod(written, FILE_MODE)  # safetensors and mkstemp create files 0600
+        if not directory.exists():
+            os.replace(tmp, directory)
+            return directory
+        for src in sorted(tmp.iterdir()):
+            os.replace(src, directory / src.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return directory
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

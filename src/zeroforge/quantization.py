@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from zeroforge.errors import DataError
-from zeroforge.io import DIR_MODE, FILE_MODE, check_output_dir
+from zeroforge.io import check_output_dir, write_folder
 from zeroforge.modules.quantized import QuantScheme, convert_to_quantized, is_quantized, quantized_bytes
 
 __all__ = ["quantize", "quantize_model", "save_quantized"]
@@ -47,21 +46,7 @@ def save_quantized(model: nn.Module, tokenizer: Any | None, directory: str | os.
     from zeroforge.weights.files import save_model_files
 
     directory = check_output_dir(directory, "out")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
-    try:
-        os.chmod(tmp, DIR_MODE)
-        save_model_files(tmp, model, tokenizer, hf=False)
-        for written in tmp.iterdir():
-            os.chmod(written, FILE_MODE)
-        if not directory.exists():
-            os.replace(tmp, directory)
-            return directory
-        for src in sorted(tmp.iterdir()):
-            os.replace(src, directory / src.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return directory
+    return write_folder(directory, lambda tmp: save_model_files(tmp, model, tokenizer, hf=False))
 
 
 def quantize(

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import struct
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +26,7 @@ import torch
 from torch import nn
 
 from zeroforge.errors import ConfigError, DataError, ZeroforgeError
-from zeroforge.io import DIR_MODE, FILE_MODE, check_output_dir, read_json_object
+from zeroforge.io import check_output_dir, read_json_object, write_folder
 from zeroforge.weights.keymaps import KeyMap, family_for_hf, keymap_for, tied_keys
 
 CONFIG_FILE = "config.json"
@@ -373,18 +371,4 @@ def save_pretrained(model: nn.Module, tokenizer: Any | None, directory: str | os
     half-written. Files of an earlier save that this one does not write stay as they were.
     """
     directory = check_output_dir(directory, "save_pretrained: directory")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
-    try:
-        os.chmod(tmp, DIR_MODE)
-        write_hf_files(tmp, model, tokenizer)
-        for written in tmp.iterdir():
-            os.chmod(written, FILE_MODE)  # safetensors creates its file 0600; these are plain files
-        if not directory.exists():
-            os.replace(tmp, directory)
-            return directory
-        for src in sorted(tmp.iterdir()):
-            os.replace(src, directory / src.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return directory
+    return write_folder(directory, lambda tmp: write_hf_files(tmp, model, tokenizer))

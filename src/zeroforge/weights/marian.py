@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from zeroforge.errors import ConfigError, DataError
-from zeroforge.io import atomic_write_json
+from zeroforge.io import atomic_write_json, write_folder
 from zeroforge.models.seq2seq import Seq2SeqConfig, Seq2SeqTransformer, sinusoids
 
 _ACTIVATIONS = {"relu": "relu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh"}
@@ -125,10 +123,8 @@ def save_marian(model: Seq2SeqTransformer, tokenizer: Any | None, directory: str
     if not isinstance(model, Seq2SeqTransformer):
         raise ConfigError(f"save_marian: expected a seq2seq Transformer, got {type(model).__name__}")
     config = marian_config(model.config)
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
-    try:
+
+    def write(tmp: Path) -> None:
         atomic_write_json(tmp / "config.json", config)
         generation = {
             "decoder_start_token_id": config["decoder_start_token_id"],
@@ -141,14 +137,8 @@ def save_marian(model: Seq2SeqTransformer, tokenizer: Any | None, directory: str
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         if tokenizer is not None:
             tokenizer.save(tmp)
-        if directory.exists():
-            for src in sorted(tmp.iterdir()):
-                os.replace(src, directory / src.name)
-        else:
-            os.replace(tmp, directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return directory
+
+    return write_folder(directory, write)
 
 
 def load_marian(directory: str | os.PathLike[str]) -> tuple[Seq2SeqTransformer, Any]:
