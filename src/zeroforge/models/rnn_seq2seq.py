@@ -27,6 +27,7 @@ from torch import nn
 from zeroforge.models.output import ModelOutput
 from zeroforge.models.rnn import GRUCell
 from zeroforge.modules.losses import sequence_loss_and_metrics
+from zeroforge.modules.masks import shift_right
 from zeroforge.schema import preset_config, require, require_positive
 
 
@@ -131,8 +132,7 @@ class GRUSeq2Seq(nn.Module):
     ) -> ModelOutput:
         if decoder_input_ids is None:
             source = labels if labels is not None else input_ids
-            start = torch.full_like(source[:, :1], self.config.decoder_start_token_id)
-            decoder_input_ids = torch.cat([start, source[:, :-1].clamp(min=0)], dim=1)
+            decoder_input_ids = shift_right(source, self.config.decoder_start_token_id)
         state = self.encode(input_ids, attention_mask)
         logits = torch.stack(
             [self._step(decoder_input_ids[:, t], state) for t in range(decoder_input_ids.size(1))], 1

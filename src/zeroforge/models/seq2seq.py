@@ -36,6 +36,7 @@ from zeroforge.models.output import ModelOutput
 from zeroforge.modules.attention import attention, merge_heads, padding_mask, split_heads
 from zeroforge.modules.kv_cache import KVCache
 from zeroforge.modules.losses import sequence_loss_and_metrics
+from zeroforge.modules.masks import shift_right
 from zeroforge.modules.mlp import MLP
 from zeroforge.schema import preset_config, require, require_choices, require_positive
 
@@ -339,8 +340,7 @@ class Seq2SeqTransformer(nn.Module):
         ``labels`` shifted right); with ``labels`` (-100 = ignore) the label-smoothed cross-entropy."""
         if decoder_input_ids is None:
             source = labels if labels is not None else input_ids
-            start = torch.full_like(source[:, :1], self.config.decoder_start_token_id)
-            decoder_input_ids = torch.cat([start, source[:, :-1].clamp(min=0)], dim=1)
+            decoder_input_ids = shift_right(source, self.config.decoder_start_token_id)
         memory = self.encode(input_ids, attention_mask)
         cross_mask = (
             None if attention_mask is None or bool(attention_mask.all()) else padding_mask(attention_mask)

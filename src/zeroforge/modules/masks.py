@@ -111,3 +111,10 @@ def encoder_inputs(
     if position_ids is not None:
         positions = position_ids
     return positions, mask
+
+
+def shift_right(labels: torch.Tensor, start_id: int) -> torch.Tensor:
+    """Teacher forcing's decoder inputs: the start token, then ``labels`` without their last column
+    (B, T) -> (B, T); ignored positions (-100) become 0, whose logits the loss ignores anyway."""
+    start = torch.full_like(labels[:, :1], start_id)
+    return torch.cat([start, labels[:, :-1].clamp(min=0)], dim=1)
