@@ -43,7 +43,7 @@ PAGES.sort(key=lambda page: READING_ORDER.index(page.relative_to(DOCS).as_posix(
 BLOCK = re.compile(r"(?:<!-- doctest: (?P<mark>\w+) -->\n)?```(?P<lang>\w*)\n(?P<code>.*?)\n```\n", re.S)
 EXAMPLE_QUICK = re.compile(r"^python examples/(\w+)\.py --quick$")
 # pages outside docs/guide/ that have a Chinese translation too (its code blocks must match)
-TRANSLATED_REFERENCE = ("scratch", "chinese", "translation", "quantization")
+TRANSLATED_REFERENCE = ("scratch", "chinese", "translation", "quantization", "explain")
 # pages whose default-run Python blocks read shipped data sets (zeroforge.datasets)
 READS_DATASETS = {"getting-started.md"}
 
