@@ -26,6 +26,7 @@ from torch import nn
 
 from zeroforge.models.output import ModelOutput
 from zeroforge.models.rnn import GRUCell
+from zeroforge.models.seq2seq import translation_example_batch
 from zeroforge.modules.losses import sequence_loss_and_metrics
 from zeroforge.modules.masks import shift_right
 from zeroforge.schema import preset_config, require, require_positive
@@ -143,15 +144,7 @@ class GRUSeq2Seq(nn.Module):
         return ModelOutput(logits=logits, loss=loss, metrics=metrics)
 
     def example_batch(self, batch_size: int) -> dict[str, torch.Tensor]:
-        V = self.config.vocab_size
-        input_ids = torch.randint(3, V, (batch_size, 7))
-        attention_mask = torch.ones_like(input_ids)
-        attention_mask[0, 5:] = 0
-        return {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "labels": torch.randint(3, V, (batch_size, 5)),
-        }
+        return translation_example_batch(self.config.vocab_size, batch_size)
 
     @torch.no_grad()
     def start_decoding(

@@ -252,6 +252,15 @@ class Seq2SeqState:
         c.batch_size = int(index.numel())
 
 
+def translation_example_batch(vocab_size: int, batch_size: int) -> dict[str, torch.Tensor]:
+    """A tiny random source/target batch, the first source right-padded (the registry smoke test)."""
+    input_ids = torch.randint(3, vocab_size, (batch_size, 7))
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[0, 5:] = 0
+    labels = torch.randint(3, vocab_size, (batch_size, 5))
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
 class Seq2SeqTransformer(nn.Module):
     """The encoder-decoder; ``forward(input_ids, attention_mask, decoder_input_ids, labels)``."""
 
@@ -353,15 +362,7 @@ class Seq2SeqTransformer(nn.Module):
 
     def example_batch(self, batch_size: int) -> dict[str, torch.Tensor]:
         """A tiny random batch with right padding on the source (the registry smoke test)."""
-        V = self.config.vocab_size
-        input_ids = torch.randint(3, V, (batch_size, 7))
-        attention_mask = torch.ones_like(input_ids)
-        attention_mask[0, 5:] = 0
-        return {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "labels": torch.randint(3, V, (batch_size, 5)),
-        }
+        return translation_example_batch(self.config.vocab_size, batch_size)
 
     # ------------------------------------------------------------------------- decoding contract
 
