@@ -273,23 +273,9 @@ def gguf_tensors(reader: Any, config: Any, path: Path) -> dict[str, Stored]:
         name = _hf_name(t.name)
         if name is None:
             raise DataError(f"{path}: unexpected tensor {t.name} (not part of a llama model)")
-        qtype = int(t.tensor_type)
-        if qtype not in SUPPORTED:
-            qname = getattr(t.tensor_type, "name", str(qtype))
-            raise DataError(
-                f"{path}: tensor {t.name} uses quantisation type {qname}, which zeroforge cannot dequantise "
-                f"(supported: {', '.join(SUPPORTED.values())})"
-            )
         shape = tuple(int(n) for n in reversed(t.shape.tolist()))  # ggml lists the fastest dimension first
         n_head = config.n_head if ".q_proj." in name else config.n_kv_head if ".k_proj." in name else 0
-
-        def load(
-            t: Any = t, qtype: int = qtype, shape: tuple[int, ...] = shape, n_head: int = n_head
-        ) -> torch.Tensor:
-            w = dequantize(t.data, qtype, shape, f"{path}: tensor {t.name}")
-            return _unpermute(w, n_head) if n_head else w
-
-        out[name] = Stored(path, shape, load)
+        out[name] = _stored(path, t, shape, (lambda w, n=n_head: _unpermute(w, n)) if n_head else None)
     return out
 
 
