@@ -114,6 +114,17 @@ def require_positive(config: Any, *names: str) -> None:
         require(value >= 1, name, f"must be >= 1, got {value}")
 
 
+def require_token_ids(config: Any, *names: str) -> None:
+    """Each named field is a token id of the config's vocabulary: 0 <= id < ``config.vocab_size``."""
+    for name in names:
+        value = getattr(config, name)
+        require(
+            0 <= value < config.vocab_size,
+            name,
+            f"must be in [0, vocab_size={config.vocab_size}), got {value}",
+        )
+
+
 def require_choices(config: Any) -> None:
     """For ``__post_init__``: every ``Literal``-typed field of dataclass ``config`` holds one of its
     values (``from_dict`` checks this too; a config built directly is checked here)."""

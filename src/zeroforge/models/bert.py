@@ -39,7 +39,7 @@ from zeroforge.modules.losses import IGNORE_INDEX
 from zeroforge.modules.masks import encoder_inputs
 from zeroforge.modules.mlp import MLP
 from zeroforge.modules.pooling import mean_pool
-from zeroforge.schema import preset_config, require, require_choices, require_positive
+from zeroforge.schema import preset_config, require, require_choices, require_positive, require_token_ids
 
 
 @dataclass
@@ -109,11 +109,7 @@ class BertConfig:
         require(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
         require(self.layer_norm_eps > 0, "layer_norm_eps", f"must be > 0, got {self.layer_norm_eps}")
         require(self.initializer_range > 0, "initializer_range", f"must be > 0, got {self.initializer_range}")
-        require(
-            0 <= self.pad_token_id < self.vocab_size,
-            "pad_token_id",
-            f"must be in [0, vocab_size={self.vocab_size}), got {self.pad_token_id}",
-        )
+        require_token_ids(self, "pad_token_id")
         require(self.n_labels >= 2, "n_labels", f"must be >= 2, got {self.n_labels}")
         require(self.nsp_loss_weight >= 0, "nsp_loss_weight", f"must be >= 0, got {self.nsp_loss_weight}")
         require_choices(self)  # position_init, qk_init, attention

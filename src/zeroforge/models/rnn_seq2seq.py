@@ -29,7 +29,7 @@ from zeroforge.models.rnn import GRUCell
 from zeroforge.models.seq2seq import translation_example_batch
 from zeroforge.modules.losses import sequence_loss_and_metrics
 from zeroforge.modules.masks import shift_right
-from zeroforge.schema import preset_config, require, require_positive
+from zeroforge.schema import preset_config, require, require_positive, require_token_ids
 
 
 @dataclass
@@ -53,13 +53,7 @@ class GRUSeq2SeqConfig:
             "label_smoothing",
             f"must be in [0, 1), got {self.label_smoothing}",
         )
-        for name in ("pad_token_id", "eos_token_id", "decoder_start_token_id"):
-            value = getattr(self, name)
-            require(
-                0 <= value < self.vocab_size,
-                name,
-                f"must be in [0, vocab_size={self.vocab_size}), got {value}",
-            )
+        require_token_ids(self, "pad_token_id", "eos_token_id", "decoder_start_token_id")
 
     @classmethod
     def from_name(cls, name: str, **overrides: Any) -> GRUSeq2SeqConfig:

@@ -38,7 +38,7 @@ from zeroforge.modules.kv_cache import KVCache
 from zeroforge.modules.losses import sequence_loss_and_metrics
 from zeroforge.modules.masks import shift_right
 from zeroforge.modules.mlp import MLP
-from zeroforge.schema import preset_config, require, require_choices, require_positive
+from zeroforge.schema import preset_config, require, require_choices, require_positive, require_token_ids
 
 
 @dataclass
@@ -86,13 +86,7 @@ class Seq2SeqConfig:
             "label_smoothing",
             f"must be in [0, 1), got {self.label_smoothing}",
         )
-        for name in ("pad_token_id", "eos_token_id", "decoder_start_token_id"):
-            value = getattr(self, name)
-            require(
-                0 <= value < self.vocab_size,
-                name,
-                f"must be in [0, vocab_size={self.vocab_size}), got {value}",
-            )
+        require_token_ids(self, "pad_token_id", "eos_token_id", "decoder_start_token_id")
         require_choices(self)
 
     @classmethod
