@@ -142,6 +142,14 @@ class DataArgs:
     """Select whole words (a token with its ``##`` pieces) instead of single tokens."""
     dupe_factor: int = 5
     """Differently cut and paired copies of the training documents (BERT's dupe_factor)."""
+    extra_sources: list[str] = field(default_factory=list)
+    """More documents for the training side only (validation stays ``source``'s held-out documents):
+    domain-adaptive pretraining (Gururangan et al. 2020). Each is a text corpus name or path, or
+    ``<labelled dataset>:train``: the texts of that table's training split, split as fine-tuning splits
+    it (``splits``, ``seed``, repeats dropped), one document per text, labels unused."""
+    nfkc: bool = False
+    """WordPiece: apply Unicode NFKC before BERT's normaliser, so full-width and half-width forms
+    (１ and 1, ， and ,) are one token."""
 
     # --- fine-tuning: labelled tables (classification), instruction rows (sft), a text corpus (clm)
     format: Literal["auto", "csv", "tsv", "jsonl"] = "auto"

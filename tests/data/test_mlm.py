@@ -479,3 +479,65 @@ def test_cli_prepare_mlm_nsp(corpus, tmp_path, capsys):
     assert meta["max_seq_len"] == 32 and tok.lowercase is True
     assert main([*args, "--tokenizer", "char"]) == 2  # a one-line error, not a traceback
     assert "mlm_nsp needs 'wordpiece'" in capsys.readouterr().err
+
+
+def test_extra_sources_join_the_training_side_only(corpus, tmp_path):
+    # a labelled table whose training texts are pretraining text; its validation and test texts are not
+    reviews = tmp_path / "reviews.csv"
+    rows = [f"review{i:02d} word{i:02d}。second{i:02d} part！" for i in range(40)]
+    reviews.write_text(
+        "text,label\n" + "".join(f"{r},{i % 2}\n" for i, r in enumerate(rows)), encoding="utf-8"
+    )
+    vocab = prepare_mlm_nsp(str(corpus), tmp_path / "v", vocab_size=120, max_seq_len=32, progress=False)
+    kwargs = dict(tokenizer=str(vocab / "vocab.txt"), max_seq_len=32, dupe_factor=1, progress=False)
+    _, _, _, val_plain = load_mlm_nsp(prepare_mlm_nsp(str(corpus), tmp_path / "plain", **kwargs))
+    extra = [f"{reviews}:train"]
+    split = ((0.5, 0.25, 0.25), 1)
+    out = prepare_mlm_nsp(str(corpus), tmp_path / "extra", extra_sources=extra, table_split=split, **kwargs)
+    meta, _, _, val = load_mlm_nsp(out)
+    train_texts = load_splits_texts(reviews, split)
+    assert meta["extra_documents"] == len(train_texts["train"]) == 20
+    assert meta["extra_sources"] == extra and meta["table_splits"] == [0.5, 0.25, 0.25]
+    assert len(meta["train"]["documents"]) == 4 + 20 and len(meta["val"]["documents"]) == 2
+    assert np.array_equal(val.tokens, val_plain.tokens)  # the held-out pairs are the source's alone
+    # each review is one document, cut into sentences after 。 and ！; only training reviews appear
+    docs = dict(document_sentences(f"{reviews}:train", *split))
+    assert sorted(" ".join(s) for s in docs.values()) == sorted(
+        t.replace("。", "。 ") for t in train_texts["train"]
+    )
+    assert all(len(s) == 2 for s in docs.values())
+    held_out = set(train_texts["val"]) | set(train_texts["test"])
+    assert held_out and not held_out & {"".join(s) for s in docs.values()}
+    # the extra sources and the table split are part of the cache key
+    again = prepare_mlm_nsp(
+        str(corpus), tmp_path / "extra", extra_sources=extra, table_split=split, reuse=True, **kwargs
+    )
+    assert load_mlm_nsp(again)[0]["fingerprint"] == meta["fingerprint"]
+    other = ((0.6, 0.2, 0.2), 1)
+    rebuilt = prepare_mlm_nsp(
+        str(corpus), tmp_path / "extra", extra_sources=extra, table_split=other, reuse=True, **kwargs
+    )
+    assert load_mlm_nsp(rebuilt)[0]["extra_documents"] == 24
+
+
+def load_splits_texts(path, split):
+    from zeroforge.data.tables import load_splits
+
+    return {name: part.texts for name, part in load_splits(str(path), *split).items()}
+
+
+def test_nfkc_wordpiece_makes_full_and_half_width_one_token(tmp_path):
+    from zeroforge.tokenizers import load_tokenizer
+    from zeroforge.tokenizers.wordpiece import train_wordpiece
+
+    text = ["新华社北京１月１日电，今天（星期四）", "价格100元, 很好!", "ＯＫ，不错"] * 5
+    tok = train_wordpiece(text, vocab_size=200, nfkc=True)
+    assert tok.encode("１月，ＯＫ！") == tok.encode("1月,ok!")
+    assert tok.unk_id not in tok.encode("１００元，（ok）")
+    tok.save(tmp_path / "tok")
+    loaded = load_tokenizer(tmp_path / "tok")  # the saved normaliser keeps NFKC
+    assert loaded.encode("１月，ＯＫ！") == tok.encode("1月,ok!")
+    plain = train_wordpiece(text, vocab_size=200)
+    assert plain.encode("１") != plain.encode("1")
+    with pytest.raises(ConfigError, match="data.nfkc"):
+        prepare_mlm_nsp("kjv", tmp_path / "x", tokenizer=str(tmp_path / "tok"), nfkc=True)

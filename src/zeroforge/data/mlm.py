@@ -64,10 +64,35 @@ Sentences = list[list[int]]  # one document: its sentences as token ids
 # ----------------------------------------------------------------------------- documents -> sentences
 
 _VERSE_NUMBER = re.compile(r"^\d+:\d+\s+")
+# A review's sentences: cut after sentence-final punctuation (full- or half-width) and line breaks.
+_SENTENCE_END = re.compile(r"(?<=[。！？!?；;…～~])|\n")
+TRAIN_SPLIT_SUFFIX = ":train"
 
 
-def document_sentences(source: str) -> list[tuple[str, list[str]]]:
-    """``[(name, sentences)]``: each document's non-empty, stripped lines."""
+def labelled_train_sentences(
+    source: str, splits: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
+) -> list[tuple[str, list[str]]]:
+    """``[(name, sentences)]`` for ``<labelled dataset>:train``: one document per text of the table's
+    training split (``tables.load_splits``, the split fine-tuning makes with the same ``splits`` and
+    ``seed``), cut into sentences after sentence-final punctuation. Labels are not read, and no
+    validation or test text is included."""
+    from zeroforge.data.tables import load_splits
+
+    train = load_splits(source[: -len(TRAIN_SPLIT_SUFFIX)], splits, seed)["train"]
+    out = []
+    for i, text in enumerate(train.texts):
+        sentences = [s.strip() for s in _SENTENCE_END.split(text)]
+        out.append((f"{source}:{i}", [s for s in sentences if s]))
+    return out
+
+
+def document_sentences(
+    source: str, splits: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
+) -> list[tuple[str, list[str]]]:
+    """``[(name, sentences)]``: each document's non-empty, stripped lines; for
+    ``<labelled dataset>:train``, ``labelled_train_sentences`` with ``splits`` and ``seed``."""
+    if source.endswith(TRAIN_SPLIT_SUFFIX):
+        return labelled_train_sentences(source, splits, seed)
     clean = (lambda line: _VERSE_NUMBER.sub("", line)) if source == "kjv" else (lambda line: line)
     out = []
     for name, text in datasets.load_documents(source):
@@ -245,12 +270,14 @@ def prepared_mlm_dir_for(
     vocab_size: int = 4096,
     lowercase: bool = True,
     max_seq_len: int = 128,
+    extra_sources: Sequence[str] = (),
+    nfkc: bool = False,
 ) -> Path:
-    """Default folder: ``<cache>/prepared/<source>-mlm_nsp-<tokenizer>-<max_seq_len>``."""
-    stem = prepared_dir_for(source, "char").name[: -len("-char")]
+    """Default folder: ``<cache>/prepared/<source>[+<extra>...]-mlm_nsp-<tokenizer>[-nfkc]-<max_seq_len>``."""
+    stems = [prepared_dir_for(s, "char").name[: -len("-char")] for s in (source, *extra_sources)]
+    spec = _tokenizer_spec(tokenizer, vocab_size, lowercase) + ("-nfkc" if nfkc else "")
     return (
-        prepared_dir_for(source).parent
-        / f"{stem}-mlm_nsp-{_tokenizer_spec(tokenizer, vocab_size, lowercase)}-{max_seq_len}"
+        prepared_dir_for(source).parent / f"{'+'.join(stems).replace(':', '-')}-mlm_nsp-{spec}-{max_seq_len}"
     )
 
 
@@ -262,6 +289,9 @@ def _settings(
     max_seq_len: int,
     val_fraction: float,
     dupe_factor: int,
+    extra_sources: Sequence[str] = (),
+    nfkc: bool = False,
+    table_split: tuple[Sequence[float], int] = ((0.8, 0.1, 0.1), 0),
 ) -> dict[str, Any]:
     settings: dict[str, Any] = {
         "format": FORMAT_VERSION,
@@ -273,6 +303,12 @@ def _settings(
         "val_fraction": val_fraction,
         "dupe_factor": dupe_factor,
     }
+    if extra_sources:  # absent otherwise, so folders prepared before the option are still reused
+        settings["extra_sources"] = list(extra_sources)
+        if any(s.endswith(TRAIN_SPLIT_SUFFIX) for s in extra_sources):
+            settings["table_splits"], settings["table_seed"] = list(table_split[0]), table_split[1]
+    if nfkc:
+        settings["nfkc"] = True
     if tokenizer != "wordpiece":
         path = Path(tokenizer).expanduser().resolve()
         files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
@@ -281,10 +317,10 @@ def _settings(
 
 
 def _load_or_train_tokenizer(
-    tokenizer: str, texts: list[str], vocab_size: int, lowercase: bool, progress: bool
+    tokenizer: str, texts: list[str], vocab_size: int, lowercase: bool, progress: bool, nfkc: bool = False
 ) -> WordPieceTokenizer:
     if tokenizer == "wordpiece":
-        tok = train_wordpiece(texts, vocab_size=vocab_size, lowercase=lowercase, progress=progress)
+        tok = train_wordpiece(texts, vocab_size=vocab_size, lowercase=lowercase, progress=progress, nfkc=nfkc)
     else:
         path = Path(tokenizer).expanduser()
         tok = load_tokenizer(path) if path.is_dir() else load_wordpiece(path)
@@ -300,14 +336,28 @@ def _build(tmp: Path, fingerprint: dict[str, object], settings: dict[str, Any], 
     nonempty = [(name, s) for name, s in named if s]
     train_idx, val_idx = split_documents(len(nonempty), settings["val_fraction"])
     splits = {"train": [nonempty[i] for i in train_idx], "val": [nonempty[i] for i in val_idx]}
+    table_split = settings.get("table_splits", (0.8, 0.1, 0.1)), settings.get("table_seed", 0)
+    extra = [
+        (name, s)
+        for extra in settings.get("extra_sources", [])
+        for name, s in document_sentences(extra, *table_split)
+        if s
+    ]
+    splits["train"] += extra
     train_text = [line for _, sentences in splits["train"] for line in sentences]
     tok = _load_or_train_tokenizer(
-        settings["tokenizer"], train_text, settings["requested_vocab_size"], settings["lowercase"], progress
+        settings["tokenizer"],
+        train_text,
+        settings["requested_vocab_size"],
+        settings["lowercase"],
+        progress,
+        settings.get("nfkc", False),
     )
     assert tok.cls_id is not None and tok.sep_id is not None
     dtype = token_dtype(tok.vocab_size)
     meta: dict[str, Any] = {**settings, "vocab_size": tok.vocab_size, "dtype": dtype.name}
     meta["empty_documents"] = [name for name, s in named if not s]
+    meta["extra_documents"] = len(extra)
     for number, (split, docs) in enumerate(splits.items()):
         documents = [[ids for ids in tok.encode_batch(sentences) if ids] for _, sentences in docs]
         dupes = settings["dupe_factor"] if split == "train" else 1
@@ -350,13 +400,17 @@ def prepare_mlm_nsp(
     dupe_factor: int = 5,
     progress: bool = True,
     reuse: bool = False,
+    extra_sources: Sequence[str] = (),
+    nfkc: bool = False,
+    table_split: tuple[Sequence[float], int] = ((0.8, 0.1, 0.1), 0),
 ) -> Path:
     """Build BERT sentence-pair data from a corpus's documents (see the module docstring).
 
     ``input``: a dataset name (``kjv`` by book, ``shakespeare`` by play) or a folder of .txt files
     (one document each). ``tokenizer``: ``wordpiece`` (trained on the training documents) or a path
     to a vocab.txt / tokenizer.json / tokenizer folder. Written atomically (temp folder + rename).
-    ``reuse``: return a complete folder built with the same settings from the same source as is.
+    ``extra_sources``: corpora (or ``<labelled dataset>:train``) whose documents join the training side
+    only; ``table_split`` = ``(fractions, seed)`` of a ``:train`` table's split. ``nfkc``: a trained WordPiece normalises with NFKC first. ``reuse``: return a complete folder built with the same settings from the same source as is.
     """
     if not 0 < val_fraction < 1:
         raise ConfigError(f"val_fraction: must be in (0, 1), got {val_fraction}")
@@ -366,11 +420,27 @@ def prepare_mlm_nsp(
         raise ConfigError(f"max_seq_len: a pair needs >= 5 tokens ([CLS] a [SEP] b [SEP]), got {max_seq_len}")
     source = str(input)
     _tokenizer_spec(tokenizer, vocab_size, lowercase)  # validates the tokenizer argument
-    settings = _settings(source, tokenizer, vocab_size, lowercase, max_seq_len, val_fraction, dupe_factor)
+    if nfkc and tokenizer != "wordpiece":
+        raise ConfigError(
+            "data.nfkc: applies to a trained WordPiece (data.tokenizer: wordpiece); "
+            f"{tokenizer} keeps its own normaliser"
+        )
+    settings = _settings(
+        source,
+        tokenizer,
+        vocab_size,
+        lowercase,
+        max_seq_len,
+        val_fraction,
+        dupe_factor,
+        extra_sources,
+        nfkc,
+        table_split,
+    )
     out_path = (
         Path(out).expanduser()
         if out
-        else prepared_mlm_dir_for(source, tokenizer, vocab_size, lowercase, max_seq_len)
+        else prepared_mlm_dir_for(source, tokenizer, vocab_size, lowercase, max_seq_len, extra_sources, nfkc)
     )
     return prepared_folder(
         out_path,
@@ -423,6 +493,9 @@ def build_mlm_nsp_data(
         dupe_factor=data_args.dupe_factor,
         progress=rank == 0,
         reuse=True,
+        extra_sources=data_args.extra_sources,
+        nfkc=data_args.nfkc,
+        table_split=(data_args.splits, data_args.seed),
     )
     meta, tok, train_pairs, val_pairs = load_mlm_nsp(directory)
     spec = MaskingSpec.from_tokenizer(tok, data_args.mask_prob, data_args.whole_word_mask)

@@ -91,16 +91,18 @@ class WordPieceTokenizer(HFTokenizer):
         atomic_write_json(directory / META_FILE, meta)
 
 
-def _bert_pipeline(model: Any, lowercase: bool) -> Any:
-    """BERT's normaliser, pre-tokenizer, decoder and ``[CLS] A [SEP] (B [SEP])`` template."""
+def _bert_pipeline(model: Any, lowercase: bool, nfkc: bool = False) -> Any:
+    """BERT's normaliser (after NFKC when ``nfkc``), pre-tokenizer, decoder and
+    ``[CLS] A [SEP] (B [SEP])`` template."""
     from tokenizers import AddedToken, decoders, normalizers, pre_tokenizers, processors
     from tokenizers import Tokenizer as HF
 
     tok = HF(model)
     # strip_accents=None: strip accents exactly when lowercasing (bert-base-uncased vs -cased)
-    tok.normalizer = normalizers.BertNormalizer(
+    bert = normalizers.BertNormalizer(
         clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
     )
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), bert]) if nfkc else bert
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece(prefix="##")
     present = [t for t in WORDPIECE_SPECIALS if tok.token_to_id(t) is not None]
@@ -116,12 +118,17 @@ def _bert_pipeline(model: Any, lowercase: bool) -> Any:
 
 
 def train_wordpiece(
-    texts: str | Iterable[str], vocab_size: int = 8192, lowercase: bool = True, progress: bool = False
+    texts: str | Iterable[str],
+    vocab_size: int = 8192,
+    lowercase: bool = True,
+    progress: bool = False,
+    nfkc: bool = False,
 ) -> WordPieceTokenizer:
     """A WordPiece vocabulary trained on ``texts`` with HF ``tokenizers``.
 
     Ids 0..4 are ``[PAD] [UNK] [CLS] [SEP] [MASK]``. Every character seen becomes a token even past
-    ``vocab_size``; a small corpus can end below it when nothing is left to merge.
+    ``vocab_size``; a small corpus can end below it when nothing is left to merge. ``nfkc``: text is
+    NFKC-normalised first (the normaliser is saved with the tokenizer, so encoding applies it too).
     """
     from tokenizers import models, trainers
 
@@ -133,7 +140,7 @@ def train_wordpiece(
     chunks = split_for_encoding(texts) if isinstance(texts, str) else [t for t in texts if t]
     if not any(c.strip() for c in chunks):
         raise DataError("wordpiece tokenizer: empty training text")
-    tok = _bert_pipeline(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##"), lowercase)
+    tok = _bert_pipeline(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##"), lowercase, nfkc)
     trainer = trainers.WordPieceTrainer(
         vocab_size=vocab_size,
         special_tokens=list(WORDPIECE_SPECIALS),
@@ -141,7 +148,7 @@ def train_wordpiece(
         show_progress=progress,
     )
     tok.train_from_iterator(chunks, trainer, length=len(chunks))
-    return WordPieceTokenizer(_bert_pipeline(tok.model, lowercase), lowercase)
+    return WordPieceTokenizer(_bert_pipeline(tok.model, lowercase, nfkc), lowercase)
 
 
 def _normalizer_lowercases(tok: Any) -> bool | None:
