@@ -91,9 +91,10 @@ def _coverage(tok: Any, texts: list[str], unk_id: int | None) -> dict[str, float
 
 
 def tokenizers(args: argparse.Namespace) -> None:
-    """[UNK] rate on the sentiment test split of tokenizers built from People's Daily, and MiniLM's."""
+    """[UNK] rate on the sentiment test split of tokenizers built from People's Daily (the BERT run's:
+    People's Daily + the training reviews, NFKC), and MiniLM's."""
     from zeroforge import datasets
-    from zeroforge.tokenizers import CharTokenizer, load_tokenizer, train_bpe
+    from zeroforge.tokenizers import CharTokenizer, load_tokenizer, train_bpe, train_wordpiece
     from zeroforge.tokenizers.cjk import is_cjk
 
     test = splits_of(RECIPE)["test"].texts
@@ -101,6 +102,10 @@ def tokenizers(args: argparse.Namespace) -> None:
     rows: dict[str, Any] = {}
     char = CharTokenizer.from_text(corpus, unknown="replace")
     rows["char (People's Daily characters)"] = _coverage(char, test, char.unk_id)
+    news_only = train_wordpiece(corpus.splitlines(), vocab_size=6000)
+    rows[f"WordPiece on People's Daily alone, no NFKC (vocab {news_only.vocab_size})"] = _coverage(
+        news_only, test, news_only.unk_id
+    )
     bert = load_tokenizer(args.bert_run)
     rows[f"WordPiece of {Path(args.bert_run).name} (vocab {bert.vocab_size})"] = _coverage(
         bert, test, bert.unk_id

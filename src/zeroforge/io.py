@@ -16,6 +16,15 @@ from typing import IO, Any
 from zeroforge.errors import DataError
 
 
+def cache_dir() -> Path:
+    """Where fetched archives, extracted files and prepared token files live.
+
+    ``$ZEROFORGE_CACHE`` when set, else ``~/.cache/zeroforge``.
+    """
+    env = os.environ.get("ZEROFORGE_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "zeroforge"
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

