@@ -434,7 +434,7 @@ def _peoples_daily_documents(name: str) -> Documents:
 
 # fortune(6) files: entries separated by a line "%"; titles and authors are wrapped in ANSI colours.
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-POEM_FILES = ("tang300", "song100")  # 300 Tang poems (313 entries) and 100 Song poems (94 entries)
+POEM_FILES = ("tang300", "song100")  # "300 Tang poems" (313 entries) and "100 Song poems" (95)
 
 
 def split_fortunes(text: str, prefix: str) -> Documents:
@@ -510,8 +510,8 @@ register_asset(
         filename="fortunes-zh_2.98_all.deb",
         sha256="211c5ddee59d0ae74ce01cbfd02f7c8714740bae1835d5661eb2254edd739105",
         main="usr/share/games/fortunes",
-        description="Tang and Song poems (Debian fortunes-zh): 300 Tang poems and 100 Song poems, "
-        "408 entries, one document per poem",
+        description="Tang and Song poems (Debian fortunes-zh): 313 Tang poems and 95 Song poems, "
+        "one document per poem",
         text=_poem_text,
         documents=_poem_documents,
     )
