@@ -5,6 +5,8 @@
     python bench/chinese_results.py table RUN ...         # markdown rows from fine-tuning runs' metrics.json
     python bench/chinese_results.py curves RUN ...        # validation accuracy against step, one PNG
     python bench/chinese_results.py probe RUN             # LR on frozen embeddings: RUN vs its random init
+    python bench/chinese_results.py labels --pretrained RUN... --scratch RUN... --tfidf JSON...
+                                                          # test accuracy against the number of labels
 
 Everything reads the test split of recipes/finetune-zh-sentiment.yaml (``labelled_splits``: repeated
 reviews dropped, 80/10/10 stratified, seed 0), so the baselines score the reviews the fine-tuned models
@@ -202,6 +204,47 @@ def curves(args: argparse.Namespace) -> None:
     print(OUT / f"{args.name}.png")
 
 
+def labels(args: argparse.Namespace) -> None:
+    """Test accuracy against the number of labelled training reviews: pretrained and from-scratch runs
+    and TF-IDF records, given in the same order of label counts (the TF-IDF records give the counts)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not len(args.pretrained) == len(args.scratch) == len(args.tfidf):
+        raise SystemExit("labels: give as many --pretrained, --scratch and --tfidf as there are label counts")
+    counts = [json.loads(Path(t).read_text(encoding="utf-8"))["split"]["train"] for t in args.tfidf]
+    rows = {
+        "pretrained BERT, fine-tuned": [_accuracy(Path(r) / "metrics.json") for r in args.pretrained],
+        "same BERT from random init": [_accuracy(Path(r) / "metrics.json") for r in args.scratch],
+        "character TF-IDF + LR": [_accuracy(Path(t)) for t in args.tfidf],
+    }
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, acc in rows.items():
+        ax.plot(counts, acc, marker="o", label=name)
+    ax.set_xscale("log")
+    ax.set_xticks(counts, [f"{n:,}" for n in counts])
+    ax.set_xlabel("labelled training reviews")
+    ax.set_ylabel("test accuracy (1,741 reviews)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    OUT.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(OUT / f"{args.name}.png", dpi=110)
+    print("| labelled reviews | " + " | ".join(rows) + " | pretrained - random init |")
+    print("|---|" + "---|" * (len(rows) + 1))
+    for i, n in enumerate(counts):
+        cells = [f"{acc[i]:.2%}" for acc in rows.values()]
+        gain = 100 * (rows["pretrained BERT, fine-tuned"][i] - rows["same BERT from random init"][i])
+        print(f"| {n:,} | " + " | ".join(cells) + f" | {gain:+.2f} points |")
+    print(OUT / f"{args.name}.png")
+
+
+def _accuracy(path: Path) -> float:
+    return float(json.loads(path.read_text(encoding="utf-8"))["accuracy"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -220,8 +263,20 @@ def main() -> None:
     p.add_argument("--baseline", type=float, default=None, help="a horizontal line, e.g. TF-IDF accuracy")
     p = sub.add_parser("probe")
     p.add_argument("run")
+    p = sub.add_parser("labels")
+    p.add_argument("--pretrained", nargs="+", required=True, help="fine-tuned runs, fewest labels first")
+    p.add_argument("--scratch", nargs="+", required=True, help="random-init runs, same order")
+    p.add_argument("--tfidf", nargs="+", required=True, help="bench/results/chinese/tfidf-*.json, same order")
+    p.add_argument("--name", default="zh-sentiment-labels")
     args = parser.parse_args()
-    commands = {"tfidf": tfidf, "tokenizers": tokenizers, "table": table, "curves": curves, "probe": probe}
+    commands = {
+        "tfidf": tfidf,
+        "tokenizers": tokenizers,
+        "table": table,
+        "curves": curves,
+        "probe": probe,
+        "labels": labels,
+    }
     commands[args.cmd](args)
 
 
