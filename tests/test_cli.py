@@ -127,6 +127,7 @@ def test_prepare_with_a_recipe_writes_to_out_and_rejects_flags_it_would_ignore(i
     capsys.readouterr()
     fails(["prepare", "--config", str(recipe), "--max-seq-len", "64"], capsys, "override model.block_size")
     fails(["prepare", "--config", str(recipe), "--vocab-size", "99"], capsys, "override data.vocab_size")
+    fails(["prepare", "--config", str(recipe), "--extra-source", "x"], capsys, "override data.extra_sources")
     fails(
         ["prepare", "--config", str(recipe), "--out", str(out), f"data.prepared_dir={out}"],
         capsys,

