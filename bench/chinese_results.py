@@ -180,12 +180,7 @@ def table(args: argparse.Namespace) -> None:
 def curves(args: argparse.Namespace) -> None:
     """Validation accuracy of each run against its fine-tuning step (metrics.csv), one PNG. Steps, not
     seconds: on a shared machine a second buys a different amount of training from run to run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _pyplot().subplots(figsize=(7, 4))
     for run in args.runs:
         with open(Path(run) / "metrics.csv", encoding="utf-8") as f:
             rows = [r for r in csv.DictReader(f) if r.get("val_accuracy")]
@@ -196,22 +191,12 @@ def curves(args: argparse.Namespace) -> None:
         ax.axhline(args.baseline, color="gray", linestyle="--", label="TF-IDF + LR (test)")
     ax.set_xlabel("fine-tuning steps (batch 32)")
     ax.set_ylabel("validation accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    OUT.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(OUT / f"{args.name}.png", dpi=110)
-    print(OUT / f"{args.name}.png")
+    print(_save(fig, ax, args.name))
 
 
 def labels(args: argparse.Namespace) -> None:
     """Test accuracy against the number of labelled training reviews: pretrained and from-scratch runs
     and TF-IDF records, given in the same order of label counts (the TF-IDF records give the counts)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     if not len(args.pretrained) == len(args.scratch) == len(args.tfidf):
         raise SystemExit("labels: give as many --pretrained, --scratch and --tfidf as there are label counts")
     counts = [json.loads(Path(t).read_text(encoding="utf-8"))["split"]["train"] for t in args.tfidf]
@@ -220,25 +205,40 @@ def labels(args: argparse.Namespace) -> None:
         "same BERT from random init": [_accuracy(Path(r) / "metrics.json") for r in args.scratch],
         "character TF-IDF + LR": [_accuracy(Path(t)) for t in args.tfidf],
     }
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _pyplot().subplots(figsize=(6, 4))
     for name, acc in rows.items():
         ax.plot(counts, acc, marker="o", label=name)
     ax.set_xscale("log")
     ax.set_xticks(counts, [f"{n:,}" for n in counts])
     ax.set_xlabel("labelled training reviews")
     ax.set_ylabel("test accuracy (1,741 reviews)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    OUT.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(OUT / f"{args.name}.png", dpi=110)
+    png = _save(fig, ax, args.name)
     print("| labelled reviews | " + " | ".join(rows) + " | pretrained - random init |")
     print("|---|" + "---|" * (len(rows) + 1))
     for i, n in enumerate(counts):
         cells = [f"{acc[i]:.2%}" for acc in rows.values()]
         gain = 100 * (rows["pretrained BERT, fine-tuned"][i] - rows["same BERT from random init"][i])
         print(f"| {n:,} | " + " | ".join(cells) + f" | {gain:+.2f} points |")
-    print(OUT / f"{args.name}.png")
+    print(png)
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, ax: Any, name: str) -> Path:
+    """Grid and legend, then ``bench/results/chinese/<name>.png``."""
+    ax.grid(alpha=0.3)
+    ax.legend()
+    OUT.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(OUT / f"{name}.png", dpi=110)
+    return OUT / f"{name}.png"
 
 
 def _accuracy(path: Path) -> float:

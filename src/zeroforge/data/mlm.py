@@ -67,18 +67,20 @@ _VERSE_NUMBER = re.compile(r"^\d+:\d+\s+")
 # A review's sentences: cut after sentence-final punctuation (full- or half-width) and line breaks.
 _SENTENCE_END = re.compile(r"(?<=[。！？!?；;…～~])|\n")
 TRAIN_SPLIT_SUFFIX = ":train"
+TableSplit = tuple[Sequence[float], int]  # (train/val/test fractions, seed) of a labelled table's split
+DEFAULT_TABLE_SPLIT: TableSplit = ((0.8, 0.1, 0.1), 0)  # what a fine-tuning recipe's data: makes by default
 
 
 def labelled_train_sentences(
-    source: str, splits: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
+    source: str, table_split: TableSplit = DEFAULT_TABLE_SPLIT
 ) -> list[tuple[str, list[str]]]:
     """``[(name, sentences)]`` for ``<labelled dataset>:train``: one document per text of the table's
-    training split (``tables.load_splits``, the split fine-tuning makes with the same ``splits`` and
-    ``seed``), cut into sentences after sentence-final punctuation. Labels are not read, and no
+    training split (``tables.load_splits``, the split fine-tuning makes with the same fractions and
+    seed), cut into sentences after sentence-final punctuation. Labels are not read, and no
     validation or test text is included."""
     from zeroforge.data.tables import load_splits
 
-    train = load_splits(source[: -len(TRAIN_SPLIT_SUFFIX)], splits, seed)["train"]
+    train = load_splits(source[: -len(TRAIN_SPLIT_SUFFIX)], *table_split)["train"]
     out = []
     for i, text in enumerate(train.texts):
         sentences = [s.strip() for s in _SENTENCE_END.split(text)]
@@ -87,12 +89,12 @@ def labelled_train_sentences(
 
 
 def document_sentences(
-    source: str, splits: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
+    source: str, table_split: TableSplit = DEFAULT_TABLE_SPLIT
 ) -> list[tuple[str, list[str]]]:
     """``[(name, sentences)]``: each document's non-empty, stripped lines; for
-    ``<labelled dataset>:train``, ``labelled_train_sentences`` with ``splits`` and ``seed``."""
+    ``<labelled dataset>:train``, ``labelled_train_sentences`` with ``table_split``."""
     if source.endswith(TRAIN_SPLIT_SUFFIX):
-        return labelled_train_sentences(source, splits, seed)
+        return labelled_train_sentences(source, table_split)
     clean = (lambda line: _VERSE_NUMBER.sub("", line)) if source == "kjv" else (lambda line: line)
     out = []
     for name, text in datasets.load_documents(source):
@@ -291,7 +293,7 @@ def _settings(
     dupe_factor: int,
     extra_sources: Sequence[str] = (),
     nfkc: bool = False,
-    table_split: tuple[Sequence[float], int] = ((0.8, 0.1, 0.1), 0),
+    table_split: TableSplit = DEFAULT_TABLE_SPLIT,
 ) -> dict[str, Any]:
     settings: dict[str, Any] = {
         "format": FORMAT_VERSION,
@@ -330,12 +332,12 @@ def _load_or_train_tokenizer(
     return tok
 
 
-def _extra_documents(source: str, table_split: tuple[Sequence[float], int]) -> list[tuple[str, list[str]]]:
+def _extra_documents(source: str, table_split: TableSplit) -> list[tuple[str, list[str]]]:
     """``document_sentences`` of one of ``data.extra_sources``; its errors name the field."""
     from zeroforge.data.tables import NAMED
 
     try:
-        return document_sentences(source, *table_split)
+        return document_sentences(source, table_split)
     except DataError as err:
         hint = (
             f"; for a labelled table's training text write {source}{TRAIN_SPLIT_SUFFIX}"
@@ -351,7 +353,8 @@ def _build(tmp: Path, fingerprint: dict[str, object], settings: dict[str, Any], 
     nonempty = [(name, s) for name, s in named if s]
     train_idx, val_idx = split_documents(len(nonempty), settings["val_fraction"])
     splits = {"train": [nonempty[i] for i in train_idx], "val": [nonempty[i] for i in val_idx]}
-    table_split = settings.get("table_splits", (0.8, 0.1, 0.1)), settings.get("table_seed", 0)
+    fractions, seed = DEFAULT_TABLE_SPLIT
+    table_split = settings.get("table_splits", fractions), settings.get("table_seed", seed)
     extra = [
         (name, s)
         for extra in settings.get("extra_sources", [])
@@ -417,7 +420,7 @@ def prepare_mlm_nsp(
     reuse: bool = False,
     extra_sources: Sequence[str] = (),
     nfkc: bool = False,
-    table_split: tuple[Sequence[float], int] = ((0.8, 0.1, 0.1), 0),
+    table_split: TableSplit = DEFAULT_TABLE_SPLIT,
 ) -> Path:
     """Build BERT sentence-pair data from a corpus's documents (see the module docstring).
 
@@ -425,7 +428,9 @@ def prepare_mlm_nsp(
     (one document each). ``tokenizer``: ``wordpiece`` (trained on the training documents) or a path
     to a vocab.txt / tokenizer.json / tokenizer folder. Written atomically (temp folder + rename).
     ``extra_sources``: corpora (or ``<labelled dataset>:train``) whose documents join the training side
-    only; ``table_split`` = ``(fractions, seed)`` of a ``:train`` table's split. ``nfkc``: a trained WordPiece normalises with NFKC first. ``reuse``: return a complete folder built with the same settings from the same source as is.
+    only; ``table_split`` = ``(fractions, seed)`` of a ``:train`` table's split. ``nfkc``: a trained
+    WordPiece normalises with NFKC first. ``reuse``: return a complete folder built with the same
+    settings from the same source as is.
     """
     if not 0 < val_fraction < 1:
         raise ConfigError(f"val_fraction: must be in (0, 1), got {val_fraction}")

@@ -132,6 +132,13 @@ class MultiHeadAttention(nn.Module):
         return self.out_proj(merge_heads(y))  # (B, T, C)
 
 
+def sublayer(x: torch.Tensor, norm: nn.LayerNorm, fn: Any, dropout: nn.Dropout, pre: bool) -> torch.Tensor:
+    """A residual sublayer: x + sublayer(LN(x)) (pre-LN) or LN(x + sublayer(x)) (post-LN, Vaswani et al. 2017)."""
+    if pre:
+        return x + dropout(fn(norm(x)))
+    return norm(x + dropout(fn(x)))
+
+
 class EncoderLayer(nn.Module):
     def __init__(self, config: Seq2SeqConfig) -> None:
         super().__init__()
@@ -144,12 +151,14 @@ class EncoderLayer(nn.Module):
         self.pre = config.norm == "pre"
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        h = self.self_attn_layer_norm(x) if self.pre else x
-        x = x + self.dropout(self.self_attn(h, *self.self_attn.project_kv(h), mask=mask))
-        x = x if self.pre else self.self_attn_layer_norm(x)
-        h = self.final_layer_norm(x) if self.pre else x
-        x = x + self.dropout(self.mlp(h))
-        return x if self.pre else self.final_layer_norm(x)
+        x = sublayer(
+            x,
+            self.self_attn_layer_norm,
+            lambda h: self.self_attn(h, *self.self_attn.project_kv(h), mask=mask),
+            self.dropout,
+            self.pre,
+        )
+        return sublayer(x, self.final_layer_norm, self.mlp, self.dropout, self.pre)
 
 
 class DecoderLayer(nn.Module):
@@ -164,12 +173,6 @@ class DecoderLayer(nn.Module):
         self.final_layer_norm = nn.LayerNorm(config.d_model, eps=eps)
         self.dropout = nn.Dropout(config.dropout)
         self.pre = config.norm == "pre"
-
-    def _sublayer(self, x: torch.Tensor, norm: nn.LayerNorm, fn: Any) -> torch.Tensor:
-        """x + sublayer(LN(x)) (pre) or LN(x + sublayer(x)) (post)."""
-        if self.pre:
-            return x + self.dropout(fn(norm(x)))
-        return norm(x + self.dropout(fn(x)))
 
     def forward(
         self,
@@ -187,11 +190,15 @@ class DecoderLayer(nn.Module):
                 k, v = cache.update(layer, k, v)  # (B, nh, L + T, hs): every target token so far
             return self.self_attn(h, k, v, mask=self_mask, is_causal=is_causal)
 
-        x = self._sublayer(x, self.self_attn_layer_norm, self_attention)
-        x = self._sublayer(
-            x, self.encoder_attn_layer_norm, lambda h: self.encoder_attn(h, *cross_kv, mask=cross_mask)
+        x = sublayer(x, self.self_attn_layer_norm, self_attention, self.dropout, self.pre)
+        x = sublayer(
+            x,
+            self.encoder_attn_layer_norm,
+            lambda h: self.encoder_attn(h, *cross_kv, mask=cross_mask),
+            self.dropout,
+            self.pre,
         )
-        return self._sublayer(x, self.final_layer_norm, self.mlp)
+        return sublayer(x, self.final_layer_norm, self.mlp, self.dropout, self.pre)
 
 
 class Embeddings(nn.Module):
